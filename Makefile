@@ -1,0 +1,37 @@
+# Two entry points for users: `make demo` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := bubblewrap debootstrap podman uidmap gcc libc6-dev libseccomp2 python3-venv tar
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint system-deps image clean
+
+system-deps:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "Installing system packages: $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+image: $(STAMP)
+	$(VENV)/bin/rockroll image build base
+
+demo: system-deps $(STAMP) image
+	$(VENV)/bin/rockroll demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rockroll tests benchmarks
+	$(VENV)/bin/ruff format --check rockroll tests benchmarks
+
+test: system-deps $(STAMP) image lint
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,297 @@
+"""`rockroll <noun> <verb>`: the single command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from rockroll.sandbox.errors import SandboxError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] | None = None
+    if "--" in words:
+        cut = words.index("--")
+        words, rest = words[:cut], words[cut + 1 :]
+    args = parser.parse_args(words)
+    if rest is not None:
+        if not hasattr(args, "command"):
+            parser.error("'--' introduces a command, as in `rockroll sandbox exec ID -- CMD`")
+        args.command = [*args.command, *rest]
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SandboxError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rockroll", description=__doc__)
+    nouns = parser.add_subparsers(title="commands", metavar="<noun> <verb>")
+    _image_commands(nouns.add_parser("image", help="build, list and remove base images"))
+    _sandbox_commands(nouns.add_parser("sandbox", help="create and use sandboxes"))
+    demo = nouns.add_parser("demo", help="a short tour of the sandbox runtime")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _verbs(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return parser.add_subparsers(title="verbs", metavar="<verb>")
+
+
+def _add(
+    verbs: argparse._SubParsersAction, name: str, func: Callable, help: str
+) -> argparse.ArgumentParser:
+    sub = verbs.add_parser(name, help=help, description=help)
+    sub.set_defaults(func=func)
+    return sub
+
+
+# -- images ------------------------------------------------------------------------------------
+def _image_commands(parser: argparse.ArgumentParser) -> None:
+    verbs = _verbs(parser)
+    build = _add(verbs, "build", _image_build, "build a Debian base image with debootstrap")
+    build.add_argument("name", nargs="?", default="base")
+    build.add_argument("--suite", default="bookworm", help="Debian release (default bookworm)")
+    build.add_argument("--mirror", help="Debian mirror URL (default: the host's)")
+    build.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    _add(verbs, "ls", _image_ls, "list built images")
+    rm = _add(verbs, "rm", _image_rm, "remove an image")
+    rm.add_argument("name")
+
+
+def _image_build(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.errors import ImageNotFound
+    from rockroll.sandbox.images import build_image, get_image
+
+    if not args.force:
+        try:
+            image = get_image(args.name)
+            out.print(f"image [bold]{args.name}[/] is already built at {image.path}")
+            return 0
+        except ImageNotFound:
+            pass
+    with err.status(f"building image {args.name} (a few minutes the first time)"):
+        build_image(args.name, suite=args.suite, mirror=args.mirror, force=args.force, log=err.log)
+    return 0
+
+
+def _image_ls(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.images import list_images
+
+    table = Table("name", "suite", "size", "built", "path")
+    for image in list_images():
+        meta = image.meta
+        table.add_row(
+            image.name,
+            str(meta.get("suite", "?")),
+            f"{meta.get('size_bytes', 0) / 2**20:.0f} MiB",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(meta.get("created", 0))),
+            str(image.path),
+        )
+    out.print(table)
+    return 0
+
+
+def _image_rm(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.images import remove_image
+
+    remove_image(args.name)
+    out.print(f"removed image {args.name}")
+    return 0
+
+
+# -- sandboxes ---------------------------------------------------------------------------------
+def _sandbox_commands(parser: argparse.ArgumentParser) -> None:
+    verbs = _verbs(parser)
+    create = _add(verbs, "create", _sb_create, "start a sandbox that outlives this command")
+    create.add_argument("--image", default="base", help="image name or snapshot id")
+    create.add_argument("--memory", default="2g", help="memory limit, e.g. 512m (default 2g)")
+    create.add_argument("--cpus", type=float, default=1.0, help="CPU quota in cores")
+    create.add_argument("--pids", type=int, default=1024, help="process limit")
+    create.add_argument("--network", choices=["none", "full"], default="none")
+    create.add_argument("--env", action="append", default=[], metavar="K=V")
+    create.add_argument("--workdir", default="/")
+    create.add_argument("--ttl", type=float, default=3600.0, help="idle seconds before removal")
+    create.add_argument("--backend", choices=["bwrap", "podman"], default="bwrap")
+    ex = _add(verbs, "exec", _sb_exec, "run a command in a sandbox; exits with its exit code")
+    ex.add_argument("id")
+    ex.add_argument("--timeout", type=float, default=600.0)
+    ex.add_argument("--cwd")
+    ex.add_argument("--env", action="append", default=[], metavar="K=V")
+    ex.add_argument("command", nargs="*", help="the command, after --")
+    shell = _add(verbs, "shell", _sb_shell, "a persistent bash in a sandbox, line by line")
+    shell.add_argument("id")
+    ls = _add(verbs, "ls", _sb_ls, "list sandboxes")
+    ls.add_argument("--json", action="store_true")
+    rm = _add(verbs, "rm", _sb_rm, "stop and remove sandboxes")
+    rm.add_argument("ids", nargs="*")
+    rm.add_argument("--all", action="store_true")
+    _add(verbs, "gc", _sb_gc, "remove what crashed or killed processes left behind")
+    snap = _add(verbs, "snapshot", _sb_snapshot, "freeze a sandbox's files into a snapshot")
+    snap.add_argument("id")
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SandboxError(f"--env {pair!r} must look like NAME=value")
+        env[key] = value
+    return env
+
+
+def _sb_create(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.sdk import Sandbox
+
+    sb = Sandbox.create(
+        args.image,
+        memory=args.memory,
+        cpus=args.cpus,
+        pids=args.pids,
+        network=args.network,
+        env=_env_pairs(args.env),
+        workdir=args.workdir,
+        ttl=args.ttl,
+        backend=args.backend,
+        detached=True,
+    )
+    out.print(sb.id, highlight=False)
+    return 0
+
+
+def _sb_exec(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.sdk import Sandbox
+
+    command = args.command
+    if not command:
+        raise SandboxError("no command given: rockroll sandbox exec ID -- CMD ...")
+    sb = Sandbox.connect(args.id)
+    streams = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+
+    def show(stream: str, chunk: bytes) -> None:
+        streams[stream].write(chunk)
+        streams[stream].flush()
+
+    cmd = command[0] if len(command) == 1 else command
+    result = sb.exec(
+        cmd, timeout=args.timeout, cwd=args.cwd, env=_env_pairs(args.env), on_output=show
+    )
+    if result.truncated:
+        err.print("[yellow]output was longer than the cap; head and tail shown[/]")
+    if result.timed_out:
+        err.print(f"[red]timed out after {args.timeout:g} s; the command was killed[/]")
+        return 124
+    return result.exit_code
+
+
+def _sb_shell(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.sdk import Sandbox
+
+    sb = Sandbox.connect(args.id)
+    session = sb.session()
+    err.print(f"bash in sandbox {sb.id}; one command per line, Ctrl-D to leave")
+    try:
+        while True:
+            try:
+                line = input("$ ")
+            except EOFError:
+                return 0
+            if line.strip():
+                res = session.run(line)
+                sys.stdout.write(res.stdout)
+                sys.stderr.write(res.stderr)
+                if res.exit_code:
+                    err.print(f"[dim]exit {res.exit_code}[/]")
+    finally:
+        session.close()
+
+
+def _sb_ls(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.runtime import local_runtime
+
+    records = local_runtime().list()
+    if args.json:
+        print(json.dumps([r.model_dump() for r in records], indent=1))
+        return 0
+    table = Table("id", "image", "backend", "status", "age", "memory", "network", "owner")
+    for rec in records:
+        age = time.time() - rec.created
+        table.add_row(
+            rec.id,
+            rec.image,
+            rec.spec.backend,
+            rec.status,
+            f"{age:.0f}s",
+            f"{(rec.spec.memory or 0) / 2**20:.0f}M",
+            rec.spec.network,
+            "detached" if rec.spec.detached else str(rec.owner_pid),
+        )
+    out.print(table)
+    return 0
+
+
+def _sb_rm(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.runtime import local_runtime
+
+    runtime = local_runtime()
+    ids = [r.id for r in runtime.list()] if args.all else args.ids
+    if not ids:
+        raise SandboxError("name sandboxes to remove, or pass --all")
+    for sandbox_id in ids:
+        runtime.get(sandbox_id)
+        runtime.close(sandbox_id)
+        out.print(f"removed {sandbox_id}")
+    return 0
+
+
+def _sb_gc(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.runtime import local_runtime
+
+    report = local_runtime().gc()
+    for kind, items in (
+        ("sandbox", report.sandboxes),
+        ("mount", report.mounts),
+        ("resource", report.resources),
+    ):
+        for item in items:
+            out.print(f"removed {kind} {item}")
+    out.print(f"gc: {report.total} item(s) removed")
+    return 0
+
+
+def _sb_snapshot(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.sdk import Sandbox
+
+    snap = Sandbox.connect(args.id).snapshot()
+    out.print(snap.id, highlight=False)
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------------
+def _demo(args: argparse.Namespace) -> int:
+    from rockroll.demo import run_demo
+
+    return run_demo(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Isolated environments in which agents run commands."""

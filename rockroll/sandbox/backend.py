@@ -1,0 +1,48 @@
+"""The one protocol every runtime backend implements.
+
+The runtime prepares what all backends share (the overlay root, the record on disk) and talks to
+the sandbox's init over its socket; a backend only starts, freezes and stops the isolated process.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from rockroll.sandbox.state import SandboxRecord
+
+
+class Backend(ABC):
+    """Starts and stops isolated processes around an already mounted root filesystem."""
+
+    name: str
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise SetupError naming what to install or change when this backend cannot run."""
+
+    @abstractmethod
+    def launch(self, rec: SandboxRecord) -> int:
+        """Start the sandbox's init on `rec.merged`, listening on `rec.sock`; return a host pid."""
+
+    @abstractmethod
+    def destroy(self, rec: SandboxRecord) -> None:
+        """Kill every process of the sandbox and free backend resources; idempotent."""
+
+    @abstractmethod
+    def running(self, rec: SandboxRecord) -> bool:
+        """Whether the sandbox's processes are still there."""
+
+    @abstractmethod
+    def freeze(self, rec: SandboxRecord) -> None:
+        """Stop the sandbox's processes so its files can be copied consistently."""
+
+    @abstractmethod
+    def thaw(self, rec: SandboxRecord) -> None:
+        """Let the processes run again after `freeze`."""
+
+    def leftovers(self, known: set[str]) -> list[str]:
+        """Resources (cgroups, containers) of sandboxes not in `known`; removed by gc."""
+        return []
+
+    def remove_leftover(self, name: str) -> None:  # noqa: B027 (optional hook)
+        """Remove one resource reported by `leftovers`."""

@@ -1,0 +1,31 @@
+"""Errors a sandbox user can act on: each says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """Base class for every error raised by the sandbox layer."""
+
+
+class SetupError(SandboxError):
+    """The host lacks something the runtime needs (a program, a kernel feature, permissions)."""
+
+
+class ImageNotFound(SandboxError):
+    """The requested image has not been built."""
+
+
+class InvalidArgument(SandboxError, ValueError):
+    """An argument is out of range or of the wrong type; the message names it."""
+
+
+class SandboxNotFound(SandboxError):
+    """No sandbox with that id exists (it may have been closed or collected)."""
+
+
+class SandboxClosed(SandboxError):
+    """The sandbox (or session) was closed or died; create a new one."""
+
+
+class ExecError(SandboxError):
+    """A command could not be started inside the sandbox (not: it ran and failed)."""

@@ -1,0 +1,350 @@
+"""The local runtime: creates, runs, snapshots and collects sandboxes on this machine.
+
+It owns what every backend shares: records on disk, the overlay root, the init's socket, the
+audit log, idle TTLs and garbage collection of what crashed processes left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rockroll.sandbox import protocol
+from rockroll.sandbox.backend import Backend
+from rockroll.sandbox.errors import (
+    InvalidArgument,
+    SandboxClosed,
+    SandboxError,
+    SandboxNotFound,
+    SetupError,
+)
+from rockroll.sandbox.files import RootFS
+from rockroll.sandbox.images import get_image
+from rockroll.sandbox.mounts import mount_overlay, mounts_under, unmount
+from rockroll.sandbox.spec import SandboxSpec
+from rockroll.sandbox.state import (
+    SandboxRecord,
+    SnapshotRecord,
+    append_audit,
+    list_records,
+    load_record,
+    load_snapshot,
+    new_id,
+    owner_alive,
+    sandboxes_dir,
+    snapshots_dir,
+    take_owner_lock,
+)
+from rockroll.sandbox.types import ExecResult
+
+
+def backend_for(name: str) -> Backend:
+    if name == "bwrap":
+        from rockroll.sandbox.bwrap import BwrapBackend
+
+        return BwrapBackend()
+    if name == "podman":
+        from rockroll.sandbox.podman import PodmanBackend
+
+        return PodmanBackend()
+    raise InvalidArgument(f"backend {name!r} is unknown; use 'bwrap' or 'podman'")
+
+
+@dataclass
+class GcReport:
+    """What garbage collection removed, for `rockroll sandbox gc` to print."""
+
+    sandboxes: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.sandboxes) + len(self.mounts) + len(self.resources)
+
+
+class LocalRuntime:
+    """Sandboxes on this host. One per process (see `local_runtime()`); thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owned: dict[str, tuple[SandboxRecord, int]] = {}
+        self._checked: set[str] = set()
+        self._collected = False
+        self._reaper: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def create(self, spec: SandboxSpec) -> SandboxRecord:
+        backend = backend_for(spec.backend)
+        if spec.backend not in self._checked:
+            backend.check()
+            self._checked.add(spec.backend)
+        if not self._collected:
+            self._collected = True
+            self.gc()
+        image, layers = self._resolve_layers(spec.image)
+        rec = SandboxRecord(
+            id=new_id(),
+            spec=spec,
+            image=image,
+            layers=layers,
+            created=time.time(),
+            owner_pid=os.getpid(),
+        )
+        rec.dir.mkdir(parents=True)
+        lock_fd = take_owner_lock(rec.dir)
+        try:
+            rec.save()
+            for sub in ("upper", "work", "merged"):
+                (rec.dir / sub).mkdir()
+            mount_overlay(
+                [Path(p) for p in layers], rec.dir / "upper", rec.dir / "work", rec.merged
+            )
+            RootFS(str(rec.merged)).makedirs(spec.workdir)
+            rec.backend_pid = backend.launch(rec)
+            rec.status = "running"
+            rec.save()
+        except BaseException:
+            self._teardown(rec, backend)
+            os.close(lock_fd)
+            raise
+        if spec.detached:
+            os.close(lock_fd)
+        else:
+            with self._lock:
+                self._owned[rec.id] = (rec, lock_fd)
+            if spec.ttl is not None:
+                self._start_reaper()
+        return rec
+
+    def get(self, sandbox_id: str) -> SandboxRecord:
+        with self._lock:
+            owned = self._owned.get(sandbox_id)
+        if owned is not None:
+            return owned[0]
+        rec = load_record(sandbox_id) if isinstance(sandbox_id, str) else None
+        if rec is None or "/" in sandbox_id:
+            raise SandboxNotFound(
+                f"no sandbox {sandbox_id!r}; `rockroll sandbox ls` lists the live ones"
+            )
+        return rec
+
+    def close(self, sandbox_id: str) -> None:
+        """Stop the sandbox and remove everything it had; closing twice is fine."""
+        with self._lock:
+            owned = self._owned.pop(sandbox_id, None)
+        rec = owned[0] if owned else load_record(sandbox_id)
+        if rec is not None:
+            self._teardown(rec, backend_for(rec.spec.backend))
+        if owned:
+            os.close(owned[1])
+
+    def _teardown(self, rec: SandboxRecord, backend: Backend) -> None:
+        errors = []
+        for step in (lambda: backend.destroy(rec), lambda: _unmount_all(rec)):
+            try:
+                step()
+            except (OSError, SandboxError) as exc:
+                errors.append(str(exc))
+        if not mounts_under(rec.dir):
+            shutil.rmtree(rec.dir, ignore_errors=True)
+        if errors:
+            raise SandboxError(f"sandbox {rec.id} was not fully cleaned: {'; '.join(errors)}")
+
+    def list(self) -> list[SandboxRecord]:
+        return list_records()
+
+    # -- commands ------------------------------------------------------------------------------
+    def exec(
+        self,
+        rec: SandboxRecord,
+        argv: list[str],
+        *,
+        command: str,
+        cwd: str,
+        env: dict[str, str],
+        stdin: bytes | None,
+        timeout: float | None,
+        on_output: protocol.OutputCallback | None = None,
+    ) -> ExecResult:
+        rec.touch()
+        started = time.time()
+        try:
+            result = protocol.run(
+                rec.sock,
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                timeout=timeout,
+                max_output=rec.spec.max_output,
+                on_output=on_output,
+            )
+        except SandboxClosed:
+            raise SandboxClosed(self._why_closed(rec)) from None
+        self.audit(rec, command, result, started)
+        return result
+
+    def audit(self, rec: SandboxRecord, command: str, result: ExecResult, started: float) -> None:
+        append_audit(
+            rec.id,
+            {
+                "time": started,
+                "command": command,
+                "exit_code": result.exit_code,
+                "duration": round(result.duration, 6),
+                "timed_out": result.timed_out,
+            },
+        )
+
+    def _why_closed(self, rec: SandboxRecord) -> str:
+        if not rec.dir.exists():
+            return f"sandbox {rec.id} is closed; create a new one"
+        return (
+            f"sandbox {rec.id} is not running any more (its processes died, e.g. killed by the "
+            f"OOM killer at the {rec.spec.memory} byte limit); close it and create a new one"
+        )
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self, rec: SandboxRecord) -> SnapshotRecord:
+        """Freeze the sandbox, copy its writable layer, thaw: the copy becomes a read-only layer."""
+        backend = backend_for(rec.spec.backend)
+        snap = SnapshotRecord(
+            id=new_id("snap-"),
+            source=rec.id,
+            image=rec.image,
+            layers=[],
+            created=time.time(),
+        )
+        tmp = snapshots_dir() / f".{snap.id}.tmp"
+        tmp.mkdir()
+        backend.freeze(rec)
+        try:
+            done = subprocess.run(
+                ["cp", "-a", str(rec.dir / "upper"), str(tmp / "layer")],
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            backend.thaw(rec)
+        if done.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SandboxError(f"snapshot of {rec.id} failed: {done.stderr.strip()}")
+        snap.layers = [str(snap.dir / "layer"), *rec.layers]
+        (tmp / "meta.json").write_text(snap.model_dump_json(indent=1))
+        os.rename(tmp, snap.dir)
+        return snap
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        snap = load_snapshot(snapshot_id)
+        if snap is None:
+            raise SandboxNotFound(f"no snapshot {snapshot_id!r}")
+        layer = str(snap.dir / "layer")
+        users = [r.id for r in list_records() if layer in r.layers]
+        if users:
+            raise SandboxError(
+                f"snapshot {snapshot_id} is in use by sandboxes {', '.join(users)}; "
+                "close them first"
+            )
+        shutil.rmtree(snap.dir)
+
+    def _resolve_layers(self, name: str) -> tuple[str, list[str]]:
+        if name.startswith("snap-"):
+            snap = load_snapshot(name)
+            if snap is None:
+                raise SandboxNotFound(f"no snapshot {name!r}; take one with `sandbox.snapshot()`")
+            return snap.image, snap.layers
+        return name, [str(get_image(name).rootfs)]
+
+    # -- idle TTL and garbage collection ------------------------------------------------------
+    def _start_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is not None:
+                return
+            self._reaper = threading.Thread(target=self._reap, name="rockroll-ttl", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(0.5)
+            with self._lock:
+                expired = [rec.id for rec, _ in self._owned.values() if rec.expired()]
+            for sandbox_id in expired:
+                with contextlib.suppress(SandboxError):
+                    self.close(sandbox_id)
+
+    def gc(self) -> GcReport:
+        """Remove sandboxes whose owner died, detached ones that expired or died, and strays."""
+        report = GcReport()
+        with self._lock:
+            mine = set(self._owned)
+        live: set[str] = set()
+        for path in sorted(sandboxes_dir().iterdir()):
+            if path.name in mine or path.name.startswith("."):
+                live.add(path.name)
+                continue
+            rec = load_record(path.name)
+            if rec is not None and self._alive(rec):
+                live.add(rec.id)
+                continue
+            if rec is None and owner_alive(path):
+                live.add(path.name)
+                continue
+            self._collect(path, rec, report)
+        for backend_name in ("bwrap", "podman"):
+            with contextlib.suppress(SetupError, ImportError, OSError):
+                backend = backend_for(backend_name)
+                for name in backend.leftovers(live):
+                    backend.remove_leftover(name)
+                    report.resources.append(f"{backend_name}:{name}")
+        for leftover in _stale_snapshot_tmps():
+            shutil.rmtree(leftover, ignore_errors=True)
+        return report
+
+    def _alive(self, rec: SandboxRecord) -> bool:
+        if rec.spec.detached:
+            if rec.status == "starting":
+                return owner_alive(rec.dir)
+            return not rec.expired() and backend_for(rec.spec.backend).running(rec)
+        return owner_alive(rec.dir)
+
+    def _collect(self, path: Path, rec: SandboxRecord | None, report: GcReport) -> None:
+        if rec is not None:
+            with contextlib.suppress(OSError, SandboxError):
+                backend_for(rec.spec.backend).destroy(rec)
+        for mount in mounts_under(path):
+            with contextlib.suppress(SandboxError):
+                unmount(mount)
+                report.mounts.append(str(mount))
+        if not mounts_under(path):
+            shutil.rmtree(path, ignore_errors=True)
+        report.sandboxes.append(path.name)
+
+
+def _unmount_all(rec: SandboxRecord) -> None:
+    for mount in mounts_under(rec.dir):
+        unmount(mount)
+
+
+def _stale_snapshot_tmps() -> list[Path]:
+    cutoff = time.time() - 3600
+    return [p for p in snapshots_dir().glob(".*.tmp") if p.stat().st_mtime < cutoff]
+
+
+_RUNTIME: LocalRuntime | None = None
+_RUNTIME_LOCK = threading.Lock()
+
+
+def local_runtime() -> LocalRuntime:
+    """The process-wide runtime (created on first use)."""
+    global _RUNTIME
+    with _RUNTIME_LOCK:
+        if _RUNTIME is None:
+            _RUNTIME = LocalRuntime()
+        return _RUNTIME

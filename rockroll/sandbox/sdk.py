@@ -1,0 +1,377 @@
+"""The one way in: `Sandbox` (and `AsyncSandbox`), whatever backend runs it.
+
+with Sandbox.create(memory="1g") as sb:
+    print(sb.exec("python3 --version").stdout)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from rockroll.sandbox import protocol
+from rockroll.sandbox.errors import InvalidArgument, SandboxClosed
+from rockroll.sandbox.files import RootFS, sandbox_path
+from rockroll.sandbox.runtime import LocalRuntime, local_runtime
+from rockroll.sandbox.session import Session
+from rockroll.sandbox.spec import SandboxSpec, make_spec
+from rockroll.sandbox.state import SandboxRecord, SnapshotRecord, read_audit
+from rockroll.sandbox.types import ExecResult, FileInfo
+
+DEFAULT_TIMEOUT = 600.0
+OutputCallback = Callable[[str, bytes], None]
+
+
+class Snapshot:
+    """A sandbox's filesystem frozen in time; `fork()` starts new sandboxes from it."""
+
+    def __init__(self, record: SnapshotRecord, spec: SandboxSpec) -> None:
+        self.record = record
+        self._spec = spec
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def fork(self, **overrides: Any) -> Sandbox:
+        """A new sandbox whose files are this snapshot's; settings default to the source's."""
+        settings = self._spec.model_dump() | overrides | {"image": self.id}
+        return Sandbox.create(**settings)
+
+    def remove(self) -> None:
+        local_runtime().remove_snapshot(self.id)
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.id!r}, source={self.record.source!r})"
+
+
+class Sandbox:
+    """An isolated Linux environment: run commands, move files, snapshot and fork."""
+
+    def __init__(self, record: SandboxRecord, runtime: LocalRuntime) -> None:
+        self._rec = record
+        self._runtime = runtime
+        self._fs = RootFS(str(record.merged))
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        image: str | Snapshot = "base",
+        *,
+        memory: int | str | None = "2g",
+        cpus: float | None = 1.0,
+        pids: int | None = 1024,
+        network: str = "none",
+        env: dict[str, str] | None = None,
+        workdir: str = "/",
+        ttl: float | None = None,
+        backend: str = "bwrap",
+        max_output: int = 1 << 20,
+        detached: bool = False,
+    ) -> Sandbox:
+        """Start a sandbox; use it as a context manager so `close()` always runs."""
+        spec = make_spec(
+            image=image.id if isinstance(image, Snapshot) else image,
+            memory=memory,
+            cpus=cpus,
+            pids=pids,
+            network=network,
+            env=env or {},
+            workdir=workdir,
+            ttl=ttl,
+            backend=backend,
+            max_output=max_output,
+            detached=detached,
+        )
+        runtime = local_runtime()
+        return cls(runtime.create(spec), runtime)
+
+    @classmethod
+    def connect(cls, sandbox_id: str) -> Sandbox:
+        """Attach to a running sandbox by id (e.g. one made by `rockroll sandbox create`)."""
+        runtime = local_runtime()
+        return cls(runtime.get(sandbox_id), runtime)
+
+    @property
+    def id(self) -> str:
+        return self._rec.id
+
+    @property
+    def spec(self) -> SandboxSpec:
+        return self._rec.spec
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Kill every process and remove the overlay, cgroups and socket. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._runtime.close(self.id)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Sandbox({self.id!r}, image={self._rec.image!r}, {state})"
+
+    # -- commands ------------------------------------------------------------------------------
+    def exec(
+        self,
+        cmd: str | list[str],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run `cmd` (a string for bash, or an argv list) and wait for it.
+
+        A timeout kills the command's whole process group. `on_output(stream, chunk)` receives
+        output as it arrives; the result keeps the head and tail of each stream.
+        """
+        self._check_open()
+        argv = self._argv(cmd)
+        _check_timeout(timeout)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        if data is not None and not isinstance(data, bytes):
+            raise InvalidArgument(f"stdin must be bytes or str, got {type(stdin).__name__}")
+        return self._runtime.exec(
+            self._rec,
+            argv,
+            command=cmd if isinstance(cmd, str) else " ".join(cmd),
+            cwd=sandbox_path(cwd, self.spec.workdir) if cwd else self.spec.workdir,
+            env=self.spec.base_env() | _check_env(env),
+            stdin=data,
+            timeout=timeout,
+            on_output=on_output,
+        )
+
+    def stream(
+        self, cmd: str | list[str], *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
+    ) -> Generator[tuple[str, str], None, ExecResult]:
+        """Yield (stream, text) chunks as they arrive; the generator returns the ExecResult."""
+        import queue
+        import threading
+
+        chunks: queue.Queue = queue.Queue()
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = self.exec(
+                    cmd, timeout=timeout, on_output=lambda s, b: chunks.put((s, b)), **kwargs
+                )
+            except BaseException as exc:
+                box["error"] = exc
+            chunks.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (item := chunks.get()) is not None:
+            yield item[0], item[1].decode(errors="replace")
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    def session(self, *, cwd: str | None = None, env: dict[str, str] | None = None) -> Session:
+        """A persistent bash: `cd`, exports and background jobs survive between commands."""
+        self._check_open()
+        return Session(
+            self._runtime,
+            self._rec,
+            cwd=sandbox_path(cwd, self.spec.workdir) if cwd else self.spec.workdir,
+            env=self.spec.base_env() | _check_env(env),
+        )
+
+    def audit_log(self) -> list[dict]:
+        """Every command run in this sandbox: time, command, exit code, duration."""
+        return read_audit(self.id)
+
+    def _argv(self, cmd: object) -> list[str]:
+        if isinstance(cmd, str):
+            return ["/bin/bash", "-c", cmd] if self._has_bash() else ["/bin/sh", "-c", cmd]
+        if isinstance(cmd, list | tuple) and cmd and all(isinstance(a, str) for a in cmd):
+            return list(cmd)
+        raise InvalidArgument(
+            f"cmd must be a string (run by bash -c) or a non-empty list of strings (an argv), "
+            f"got {type(cmd).__name__}: {cmd!r}"
+        )
+
+    def _has_bash(self) -> bool:
+        if not hasattr(self, "_bash"):
+            self._bash = self._fs.exists("/bin/bash")
+        return self._bash
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxClosed(f"sandbox {self.id} is closed; create a new one")
+
+    # -- files ---------------------------------------------------------------------------------
+    def _path(self, path: object) -> str:
+        self._check_open()
+        return sandbox_path(path, self.spec.workdir)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._fs.read_bytes(self._path(path))
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read_bytes(path).decode(encoding)
+
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write a file, creating parent directories."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
+        self._fs.write_bytes(self._path(path), bytes(data), mode)
+
+    def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        if not isinstance(text, str):
+            raise InvalidArgument(f"text must be str, got {type(text).__name__}")
+        self.write_bytes(path, text.encode(), mode)
+
+    def list_dir(self, path: str = ".") -> list[FileInfo]:
+        return self._fs.listdir(self._path(path))
+
+    def exists(self, path: str) -> bool:
+        return self._fs.exists(self._path(path))
+
+    def upload(self, local: str | os.PathLike[str], remote: str) -> None:
+        """Copy a local file or directory tree to `remote` inside the sandbox."""
+        src = Path(local)
+        dest = self._path(remote)
+        if src.is_dir():
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                tar.add(src, arcname=".")
+            self._fs.makedirs(dest)
+            self._tar(["tar", "-x", "-f", "-", "-C", dest], buf.getvalue())
+        elif src.is_file():
+            self._fs.write_bytes(dest, src.read_bytes(), src.stat().st_mode & 0o7777)
+        else:
+            raise InvalidArgument(f"upload source {str(src)!r} does not exist")
+
+    def download(self, remote: str, local: str | os.PathLike[str]) -> None:
+        """Copy a file or directory tree from the sandbox to `local` on the host."""
+        src = self._path(remote)
+        dest = Path(local)
+        info = self._fs.open(src, os.O_PATH)
+        try:
+            is_dir = os.path.isdir(f"/proc/self/fd/{info}")
+        finally:
+            os.close(info)
+        if not is_dir:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self._fs.read_bytes(src))
+            return
+        data = self._tar(["tar", "-c", "-f", "-", "-C", src, "."], None)
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
+
+    def _tar(self, argv: list[str], stdin: bytes | None) -> bytes:
+        with tempfile.TemporaryFile() as out:
+            res = protocol.run_to_file(self._rec.sock, argv, out.fileno(), stdin=stdin)
+            if res.exit_code != 0:
+                raise InvalidArgument(f"{' '.join(argv)} failed in the sandbox: {res.stderr}")
+            out.seek(0)
+            return out.read()
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Capture the filesystem now (processes keep running; their memory is not captured)."""
+        self._check_open()
+        return Snapshot(self._runtime.snapshot(self._rec), self.spec)
+
+    def fork(self, **overrides: Any) -> Sandbox:
+        """Snapshot this sandbox and start a new one from it."""
+        return self.snapshot().fork(**overrides)
+
+
+class AsyncSandbox:
+    """`Sandbox` for asyncio code: `async with await AsyncSandbox.create() as sb: ...`.
+
+    Each call runs the blocking operation in a worker thread, so many sandboxes and commands
+    proceed concurrently on one event loop.
+    """
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sync = sandbox
+
+    @classmethod
+    async def create(cls, image: str | Snapshot = "base", **kwargs: Any) -> AsyncSandbox:
+        return cls(await asyncio.to_thread(Sandbox.create, image, **kwargs))
+
+    @property
+    def id(self) -> str:
+        return self.sync.id
+
+    async def exec(self, cmd: str | list[str], **kwargs: Any) -> ExecResult:
+        return await asyncio.to_thread(self.sync.exec, cmd, **kwargs)
+
+    async def read_bytes(self, path: str) -> bytes:
+        return await asyncio.to_thread(self.sync.read_bytes, path)
+
+    async def read_text(self, path: str) -> str:
+        return await asyncio.to_thread(self.sync.read_text, path)
+
+    async def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        await asyncio.to_thread(self.sync.write_bytes, path, data, mode)
+
+    async def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        await asyncio.to_thread(self.sync.write_text, path, text, mode)
+
+    async def list_dir(self, path: str = ".") -> list[FileInfo]:
+        return await asyncio.to_thread(self.sync.list_dir, path)
+
+    async def upload(self, local: str | os.PathLike[str], remote: str) -> None:
+        await asyncio.to_thread(self.sync.upload, local, remote)
+
+    async def download(self, remote: str, local: str | os.PathLike[str]) -> None:
+        await asyncio.to_thread(self.sync.download, remote, local)
+
+    async def snapshot(self) -> Snapshot:
+        return await asyncio.to_thread(self.sync.snapshot)
+
+    async def fork(self, **overrides: Any) -> AsyncSandbox:
+        return AsyncSandbox(await asyncio.to_thread(self.sync.fork, **overrides))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise InvalidArgument(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
+
+
+def _check_env(env: object) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        raise InvalidArgument(f"env must be a dict of str to str, got {env!r}")
+    return env

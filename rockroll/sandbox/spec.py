@@ -1,0 +1,89 @@
+"""What a sandbox is asked to be: validated once, stored with the sandbox, shown by `ls`."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from rockroll.sandbox.errors import InvalidArgument
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def parse_size(value: int | str | None, field: str = "memory") -> int | None:
+    """Bytes from 536870912, "512m", "2GiB"; None means no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{field} must be a size like 512m or 2g, got {value!r}")
+    if isinstance(value, int | float):
+        size = int(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    else:
+        raise InvalidArgument(f"{field} must be a size like 512m or 2g, got {value!r}")
+    if size < 4 << 20:
+        raise InvalidArgument(
+            f"{field} must be at least 4m (a sandbox needs some memory), got {value!r}"
+        )
+    return size
+
+
+class SandboxSpec(BaseModel):
+    """Resources and environment of one sandbox. Every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field("base", description="image name, or a snapshot id (snap-...)")
+    backend: Literal["bwrap", "podman"] = "bwrap"
+    memory: int | None = Field(2 << 30, description="memory limit in bytes (swap not allowed)")
+    cpus: float | None = Field(1.0, description="CPU quota in cores", gt=0, le=1024)
+    pids: int | None = Field(1024, description="maximum number of processes", ge=8, le=1 << 22)
+    network: Literal["none", "full"] = Field(
+        "none", description="'none': loopback only; 'full': the host's network, when asked"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = Field("/", description="default directory for commands")
+    ttl: float | None = Field(None, description="idle seconds before the sandbox is closed", gt=0)
+    max_output: int = Field(1 << 20, description="bytes kept per stream (head+tail)", ge=1024)
+    detached: bool = Field(False, description="outlive the creating process (CLI sandboxes)")
+
+    @field_validator("workdir")
+    @classmethod
+    def _abs_workdir(cls, v: str) -> str:
+        if not v.startswith("/") or "\0" in v:
+            raise ValueError("must be an absolute path like /app")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, val in v.items():
+            if not key or "=" in key or "\0" in key or "\0" in val:
+                raise ValueError(f"invalid variable {key!r}: names need no '=' and no NUL bytes")
+        return v
+
+    def base_env(self) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
+        return env | self.env
+
+
+def make_spec(**kwargs: object) -> SandboxSpec:
+    """Build a spec from user arguments, turning validation errors into one clear message."""
+    if "memory" in kwargs:
+        kwargs["memory"] = parse_size(kwargs["memory"])  # type: ignore[arg-type]
+    try:
+        return SandboxSpec(**kwargs)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        raise InvalidArgument(f"invalid sandbox settings: {problems}") from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    field = ".".join(str(p) for p in error["loc"]) or "argument"
+    return f"{field}: {error['msg']} (got {error.get('input')!r})"

@@ -1,0 +1,97 @@
+"""No leaks after a kill -9, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rockroll.cli import main
+from rockroll.sandbox.cgroups import existing_sandbox_ids
+from rockroll.sandbox.mounts import mounts_under
+from rockroll.sandbox.runtime import local_runtime
+from rockroll.sandbox.state import sandboxes_dir
+
+OWNER = """
+import sys, time
+from rockroll import Sandbox
+sb = Sandbox.create("base")
+sb.exec("sleep 1000 &")
+s2 = sb.session(); s2.run("sleep 2000 &")
+print(sb.id, flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.slow
+def test_gc_removes_what_a_killed_owner_left(base_image: str) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    sandbox_id = owner.stdout.readline().strip()
+    assert sandbox_id, "owner did not create a sandbox"
+    sbdir = sandboxes_dir() / sandbox_id
+    assert sbdir.exists() and mounts_under(sbdir) and sandbox_id in existing_sandbox_ids()
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    report = local_runtime().gc()
+    assert sandbox_id in report.sandboxes
+    assert not sbdir.exists()
+    assert not mounts_under(sbdir)
+    assert sandbox_id not in existing_sandbox_ids()
+    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    assert "sleep 1000" not in ps and "sleep 2000" not in ps
+    assert local_runtime().gc().total == 0
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_lifecycle(base_image: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "sandbox", "create", "--memory", "256m", "--ttl", "600")
+    assert code == 0
+    sandbox_id = out.strip()
+    try:
+        code, out, _ = run_cli(capsys, "sandbox", "ls", "--json")
+        assert sandbox_id in [r["id"] for r in json.loads(out)]
+        code, out, _ = run_cli(capsys, "sandbox", "exec", sandbox_id, "--", "echo hi; exit 5")
+        assert code == 5
+        code, _, _ = run_cli(
+            capsys, "sandbox", "exec", sandbox_id, "--timeout", "0.5", "--", "sleep 9"
+        )
+        assert code == 124
+        code, out, _ = run_cli(capsys, "sandbox", "gc")
+        assert code == 0 and sandbox_id not in out
+    finally:
+        code, out, _ = run_cli(capsys, "sandbox", "rm", sandbox_id)
+    assert code == 0 and "removed" in out
+    code, _, err = run_cli(capsys, "sandbox", "exec", sandbox_id, "--", "true")
+    assert code == 1 and "no sandbox" in err
+
+
+def test_cli_errors_say_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "sandbox", "create", "--image", "nope")
+    assert code == 1 and "rockroll image build nope" in err
+    code, _, err = run_cli(capsys, "sandbox", "create", "--memory", "-5")
+    assert code == 1 and "memory" in err
+
+
+def test_cli_detached_sandbox_survives_the_cli_and_expires(base_image: str) -> None:
+    cli = [sys.executable, "-m", "rockroll.cli"]
+    out = subprocess.run([*cli, "sandbox", "create", "--ttl", "1"], capture_output=True, text=True)
+    sandbox_id = out.stdout.strip()
+    assert out.returncode == 0, out.stderr
+    res = subprocess.run(
+        [*cli, "sandbox", "exec", sandbox_id, "--", "echo", "alive"], capture_output=True, text=True
+    )
+    assert res.stdout == "alive\n"
+    time.sleep(2.5)
+    assert sandbox_id in local_runtime().gc().sandboxes
+    assert not (sandboxes_dir() / sandbox_id).exists()

@@ -1,0 +1,157 @@
+"""The SDK against real sandboxes: exec, streaming, sessions, files, snapshots, TTL, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rockroll import AsyncSandbox, InvalidArgument, Sandbox, SandboxClosed
+from rockroll.sandbox.errors import ImageNotFound
+
+
+def test_exec_result_fields(sandbox: Sandbox) -> None:
+    res = sandbox.exec("echo out; echo err >&2; exit 3")
+    assert (res.exit_code, res.stdout, res.stderr) == (3, "out\n", "err\n")
+    assert not res.timed_out and not res.truncated and res.duration > 0
+
+
+def test_exec_argv_cwd_env_stdin(sandbox: Sandbox) -> None:
+    res = sandbox.exec(["sh", "-c", 'pwd; echo "$X"; cat'], cwd="/tmp", env={"X": "y"}, stdin="in")
+    assert res.stdout == "/tmp\ny\nin"
+
+
+def test_output_is_capped_head_and_tail(base_image: str) -> None:
+    with Sandbox.create(base_image, max_output=4096) as sb:
+        res = sb.exec("echo HEAD; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo TAIL")
+    assert res.truncated
+    assert res.stdout.startswith("HEAD") and res.stdout.rstrip().endswith("TAIL")
+    assert len(res.stdout) < 5000
+
+
+def test_streaming_delivers_output_before_exit(sandbox: Sandbox) -> None:
+    seen: list[tuple[float, bytes]] = []
+    start = time.monotonic()
+    sandbox.exec(
+        "echo first; sleep 1; echo second",
+        on_output=lambda s, b: seen.append((time.monotonic() - start, b)),
+    )
+    assert seen[0][1].startswith(b"first") and seen[0][0] < 0.8
+    chunks = list(sandbox.stream("echo a; echo b >&2"))
+    assert ("stdout", "a\n") in chunks and ("stderr", "b\n") in chunks
+
+
+def test_session_keeps_state(sandbox: Sandbox) -> None:
+    with sandbox.session() as sh:
+        assert sh.run("cd /tmp && export FOO=bar").exit_code == 0
+        res = sh.run('echo "$FOO $(pwd)"')
+        assert res.stdout == "bar /tmp\n"
+        assert sh.run("false").exit_code == 1
+        assert sh.run("echo oops >&2; (exit 7)").stderr == "oops\n"
+        sh.run("sleep 300 &")
+        res = sh.run("sleep 100", timeout=1)
+        assert res.timed_out
+        assert sh.run("echo alive").stdout == "alive\n"
+        assert "sleep 300" in sandbox.exec("ps -e -o args=").stdout
+        res = sh.run("exit 0")
+    with pytest.raises(SandboxClosed):
+        sh.run("echo after close")
+
+
+def test_files_roundtrip(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.write_bytes("/data/bin.dat", bytes(range(256)) * 10)
+    assert sandbox.read_bytes("/data/bin.dat") == bytes(range(256)) * 10
+    sandbox.write_text("notes.txt", "héllo")
+    assert sandbox.exec("cat /notes.txt").stdout == "héllo"
+    names = [f.name for f in sandbox.list_dir("/data")]
+    assert names == ["bin.dat"]
+    src = tmp_path / "tree"
+    (src / "sub/deep").mkdir(parents=True)
+    (src / "sub/deep/blob").write_bytes(os.urandom(300_000))
+    (src / "a.txt").write_text("a")
+    sandbox.upload(src, "/up")
+    assert sandbox.exec("cat /up/a.txt").stdout == "a"
+    sandbox.download("/up", tmp_path / "back")
+    assert (tmp_path / "back/sub/deep/blob").read_bytes() == (src / "sub/deep/blob").read_bytes()
+
+
+def test_hostile_input_is_refused(sandbox: Sandbox, base_image: str) -> None:
+    with pytest.raises(ImageNotFound, match="rockroll image build"):
+        Sandbox.create("no-such-image")
+    with pytest.raises(InvalidArgument, match="memory"):
+        Sandbox.create(base_image, memory=-1)
+    with pytest.raises(InvalidArgument, match="escapes the sandbox"):
+        sandbox.read_text("../../etc/passwd")
+    with pytest.raises(InvalidArgument, match="cmd must be a string"):
+        sandbox.exec(123)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="timeout"):
+        sandbox.exec("true", timeout=-1)
+
+
+def test_symlinks_resolve_inside_the_sandbox(sandbox: Sandbox) -> None:
+    Path("/tmp/rockroll-host-only").write_text("host")
+    sandbox.exec("ln -s /tmp/rockroll-host-only /link; ln -s ../../../../etc/hostname /rel")
+    with pytest.raises(FileNotFoundError):
+        sandbox.read_text("/link")
+    assert sandbox.read_text("/rel") == "sandbox\n"
+    sandbox.write_text("/link", "inside")
+    assert Path("/tmp/rockroll-host-only").read_text() == "host"
+
+
+def test_snapshot_and_fork_are_independent(sandbox: Sandbox) -> None:
+    sandbox.write_text("/state", "v1")
+    snap = sandbox.snapshot()
+    sandbox.write_text("/state", "v2-parent")
+    with snap.fork() as child:
+        assert child.read_text("/state") == "v1"
+        child.write_text("/state", "v3-child")
+        child.exec("rm /etc/hostname")
+        assert sandbox.read_text("/state") == "v2-parent"
+        assert sandbox.exec("cat /etc/hostname").exit_code == 0
+        with child.fork() as grandchild:
+            assert grandchild.read_text("/state") == "v3-child"
+            assert grandchild.exec("test -e /etc/hostname").exit_code == 1
+    assert sandbox.read_text("/state") == "v2-parent"
+
+
+def test_idle_ttl_closes_the_sandbox(base_image: str) -> None:
+    sb = Sandbox.create(base_image, ttl=1)
+    sb.exec("true")
+    deadline = time.monotonic() + 10
+    while sb._rec.dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not sb._rec.dir.exists()
+    with pytest.raises(SandboxClosed):
+        sb.exec("true")
+    sb.close()
+
+
+def test_audit_log_records_commands(sandbox: Sandbox) -> None:
+    sandbox.exec("echo one")
+    sandbox.exec("exit 4")
+    with sandbox.session() as sh:
+        sh.run("echo two")
+    log = sandbox.audit_log()
+    assert [e["command"] for e in log] == ["echo one", "exit 4", "echo two"]
+    assert log[1]["exit_code"] == 4 and all("duration" in e and "time" in e for e in log)
+
+
+def test_close_is_idempotent_and_final(base_image: str) -> None:
+    sb = Sandbox.create(base_image)
+    sb.close()
+    sb.close()
+    with pytest.raises(SandboxClosed):
+        sb.exec("true")
+
+
+async def test_async_sandbox_runs_commands_concurrently(base_image: str) -> None:
+    async with await AsyncSandbox.create(base_image) as sb:
+        start = time.monotonic()
+        results = await asyncio.gather(*(sb.exec("sleep 1; echo done") for _ in range(8)))
+        assert all(r.stdout == "done\n" for r in results)
+        assert time.monotonic() - start < 4
+        await sb.write_text("/x", "y")
+        assert await sb.read_text("/x") == "y"
