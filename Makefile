@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := bubblewrap debootstrap podman uidmap gcc libc6-dev libseccomp2 python3-venv tar
+APT_PACKAGES := bubblewrap debootstrap podman runc uidmap gcc libc6-dev libseccomp2 python3-venv tar
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint system-deps image clean
@@ -16,8 +16,9 @@ system-deps:
 
 $(STAMP): pyproject.toml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "Installing Python packages into $(VENV) (log: $(VENV)/pip.log)"
+	@$(PY) -m pip install -q --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	@$(PY) -m pip install -q -e '.[dev]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	@touch $(STAMP)
 
 image: $(STAMP)

@@ -1,29 +1,185 @@
 """The default backend: bubblewrap namespaces, cgroup limits and a seccomp filter.
 
-Each sandbox is `launcher -> bwrap -> rockroll-init`: the launcher (the init binary in launch
-mode) puts itself into the sandbox's cgroups and execs bwrap, so the host process is never forked
-with a pre-exec hook and spawning stays cheap for callers holding gigabytes of memory.
+Each sandbox is `launcher -> bwrap -> rockroll-init`. The launcher (the init binary in launch
+mode) joins the sandbox's cgroups and then execs bwrap, so the host process is never forked with
+a pre-exec hook and spawning stays cheap for callers holding gigabytes of memory. Launchers are
+parked ahead of time (see `_Pool`): joining a cgroup can stall for an RCU grace period, and a
+parked launcher has already paid it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import hashlib
 import os
 import select
 import shutil
 import socket
 import subprocess
+import threading
 import time
+from dataclasses import dataclass
 
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.cgroups import CgroupSet, existing_sandbox_ids
-from rockroll.sandbox.errors import SetupError
+from rockroll.sandbox.errors import SandboxNotFound, SetupError
 from rockroll.sandbox.initbin import init_binary
+from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.seccomp import bpf_program
 from rockroll.sandbox.spec import DEFAULT_PATH
-from rockroll.sandbox.state import SandboxRecord
+from rockroll.sandbox.state import SandboxRecord, new_id, sandboxes_dir
 
 READY_TIMEOUT = 30.0
+POOL_SIZE = int(os.environ.get("ROCKROLL_POOL", "2"))
+
+
+def home_tag() -> str:
+    """Cgroup names carry the home's hash, so gc under one home never touches another's."""
+    return hashlib.sha256(str(rockroll_home().resolve()).encode()).hexdigest()[:8]
+
+
+def cgroup_name(sandbox_id: str) -> str:
+    return f"{home_tag()}_{sandbox_id}"
+
+
+@dataclass
+class _Parked:
+    """A launcher waiting inside fresh cgroups, with the fds its bwrap will inherit."""
+
+    cgroups: CgroupSet
+    proc: subprocess.Popen
+    sock_path: str
+    log_path: str
+    go_fd: int
+    ready_fd: int
+    fds: dict[str, int]  # numbers as seen by the launcher
+
+    def cancel(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.go_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.ready_fd)
+        with contextlib.suppress(OSError):
+            self.cgroups.destroy()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=2)
+        for path in (self.sock_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _park() -> _Parked:
+    """Start a launcher in new cgroups; it waits for its bwrap command on a pipe."""
+    run_dir = rockroll_home() / "run"
+    run_dir.mkdir(exist_ok=True)
+    name = f"{home_tag()}_p{os.getpid()}-{new_id()}"
+    cgroups = CgroupSet.create(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock_path = str(run_dir / f"{name}.sock")
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    exe_fd = os.open(init_binary(), os.O_RDONLY | os.O_CLOEXEC)
+    bpf_fd = os.memfd_create("rockroll-seccomp", os.MFD_CLOEXEC)
+    fds = {"exe": exe_fd, "listen": listener.fileno(), "ready": ready_w, "bpf": bpf_fd}
+    try:
+        listener.bind(sock_path)
+        os.chmod(sock_path, 0o600)
+        listener.listen(4096)
+        os.write(bpf_fd, bpf_program())
+        os.lseek(bpf_fd, 0, os.SEEK_SET)
+        argv = [str(init_binary()), "launch", "--wait-fd", str(go_r), "--joined-fd", str(ready_w)]
+        for procs in cgroups.procs_files():
+            argv += ["--cgroup-procs", procs]
+        log_path = str(run_dir / f"{name}.log")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(go_r, *fds.values()),
+                start_new_session=True,
+                env={"PATH": DEFAULT_PATH},
+            )
+    except BaseException:
+        os.close(go_w)
+        os.close(ready_r)
+        cgroups.destroy()
+        raise
+    finally:
+        for fd in (go_r, ready_w, exe_fd, bpf_fd):
+            os.close(fd)
+        listener.close()
+    parked = _Parked(cgroups, proc, sock_path, log_path, go_w, ready_r, fds)
+    if _read_byte(ready_r, READY_TIMEOUT) != b"J":
+        parked.cancel()
+        raise SetupError(f"the sandbox launcher did not start: {_tail(log_path)}")
+    return parked
+
+
+def _read_byte(fd: int, timeout: float) -> bytes:
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return os.read(fd, 1) if readable else b""
+
+
+def _tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()[-2000:].strip() or "no output"
+    except OSError:
+        return "no output"
+
+
+class _Pool:
+    """Keeps a few parked launchers ready; a background thread refills it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: list[_Parked] = []
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.closed = False
+
+    def take(self) -> _Parked:
+        with self.cond:
+            if self.thread is None and self.size > 0:
+                self.thread = threading.Thread(target=self._fill, name="rockroll-pool", daemon=True)
+                self.thread.start()
+                atexit.register(self.close)
+            item = self.items.pop() if self.items else None
+            self.cond.notify_all()
+        return item if item is not None else _park()
+
+    def _fill(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and len(self.items) >= self.size:
+                    self.cond.wait()
+                if self.closed:
+                    return
+            try:
+                parked = _park()
+            except Exception:
+                time.sleep(1.0)
+                continue
+            with self.cond:
+                if self.closed:
+                    parked.cancel()
+                    return
+                self.items.append(parked)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            items, self.items = self.items, []
+            self.cond.notify_all()
+        for item in items:
+            item.cancel()
+
+
+_POOL = _Pool(POOL_SIZE)
+_LAUNCHED: dict[str, subprocess.Popen] = {}
 
 
 class BwrapBackend(Backend):
@@ -44,48 +200,35 @@ class BwrapBackend(Backend):
 
     def launch(self, rec: SandboxRecord) -> int:
         spec = rec.spec
-        cgroups = CgroupSet.create(rec.id, memory=spec.memory, pids=spec.pids, cpus=spec.cpus)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        exe_fd = os.open(init_binary(), os.O_RDONLY | os.O_CLOEXEC)
-        bpf_fd = os.memfd_create("rockroll-seccomp", os.MFD_CLOEXEC)
+        parked = _POOL.take()
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(rec.sock)
-            listener.bind(rec.sock)
-            os.chmod(rec.sock, 0o600)
-            listener.listen(4096)
-            os.write(bpf_fd, bpf_program())
-            os.lseek(bpf_fd, 0, os.SEEK_SET)
-            argv = [str(init_binary()), "launch"]
-            for procs in cgroups.procs_files():
-                argv += ["--cgroup-procs", procs]
-            argv += ["--", *self._bwrap_args(rec, bpf_fd)]
-            argv += [f"/proc/self/fd/{exe_fd}", "serve", "--listen-fd", str(listener.fileno())]
-            argv += ["--ready-fd", str(ready_w)]
-            with open(rec.dir / "backend.log", "wb") as log:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    pass_fds=(exe_fd, listener.fileno(), ready_w, bpf_fd),
-                    start_new_session=True,
-                    env={"PATH": DEFAULT_PATH},
-                )
-        finally:
-            for fd in (ready_w, exe_fd, bpf_fd):
-                os.close(fd)
-            listener.close()
-        _LAUNCHED[rec.id] = proc
-        try:
-            self._wait_ready(rec, ready_r, proc)
+            cgroups = parked.cgroups.rename(cgroup_name(rec.id))
+            parked.cgroups = cgroups
+            cgroups.set_limits(spec.memory, spec.pids, spec.cpus)
+            os.rename(parked.sock_path, rec.sock)
+            parked.sock_path = rec.sock
+            os.rename(parked.log_path, rec.dir / "backend.log")
+            parked.log_path = str(rec.dir / "backend.log")
+            argv = self._bwrap_args(rec, parked.fds["bpf"])
+            argv += [f"/proc/self/fd/{parked.fds['exe']}", "serve"]
+            argv += [
+                "--listen-fd",
+                str(parked.fds["listen"]),
+                "--ready-fd",
+                str(parked.fds["ready"]),
+            ]
+            os.write(parked.go_fd, b"".join(a.encode() + b"\0" for a in argv))
+            os.close(parked.go_fd)
+            _LAUNCHED[rec.id] = parked.proc
+            self._wait_ready(rec, parked.ready_fd, parked.proc)
         except BaseException:
-            self.destroy(rec)
+            parked.cancel()
+            _LAUNCHED.pop(rec.id, None)
             raise
         finally:
-            os.close(ready_r)
-        return proc.pid
+            with contextlib.suppress(OSError):
+                os.close(parked.ready_fd)
+        return parked.proc.pid
 
     def _bwrap_args(self, rec: SandboxRecord, bpf_fd: int) -> list[str]:
         args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
@@ -110,43 +253,78 @@ class BwrapBackend(Backend):
                 break
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=1)
-        raise SetupError(_explain(rec, proc.returncode))
+        raise SetupError(_explain(rec, proc))
+
+    def _cgroups(self, rec: SandboxRecord) -> CgroupSet | None:
+        try:
+            return CgroupSet.attach(cgroup_name(rec.id))
+        except SandboxNotFound:
+            return None
 
     def destroy(self, rec: SandboxRecord) -> None:
-        CgroupSet.attach(rec.id).destroy()
+        cgroups = self._cgroups(rec)
+        if cgroups is not None:
+            cgroups.destroy()
         proc = _LAUNCHED.pop(rec.id, None)
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
     def running(self, rec: SandboxRecord) -> bool:
-        return bool(CgroupSet.attach(rec.id).pids())
+        cgroups = self._cgroups(rec)
+        return cgroups is not None and bool(cgroups.pids())
 
     def freeze(self, rec: SandboxRecord) -> None:
-        CgroupSet.attach(rec.id).freeze()
+        CgroupSet.attach(cgroup_name(rec.id)).freeze()
 
     def thaw(self, rec: SandboxRecord) -> None:
-        CgroupSet.attach(rec.id).thaw()
+        CgroupSet.attach(cgroup_name(rec.id)).thaw()
 
     def leftovers(self, known: set[str]) -> list[str]:
-        return sorted(existing_sandbox_ids() - known)
+        """Our home's cgroups whose sandbox is gone, and parked ones whose process died."""
+        prefix = home_tag() + "_"
+        found = []
+        for name in existing_sandbox_ids():
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            if rest.startswith("p") and "-" in rest:
+                if not _pid_alive(int(rest[1:].split("-", 1)[0])):
+                    found.append(name)
+            elif rest not in known and not (sandboxes_dir() / rest).exists():
+                found.append(name)
+        return sorted(found)
 
     def remove_leftover(self, name: str) -> None:
         CgroupSet.attach(name).destroy()
+        run_dir = rockroll_home() / "run"
+        for suffix in (".sock", ".log"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(run_dir / f"{name}{suffix}")
 
 
-_LAUNCHED: dict[str, subprocess.Popen] = {}
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def _explain(rec: SandboxRecord, code: int | None) -> str:
+def _explain(rec: SandboxRecord, proc: subprocess.Popen) -> str:
     """Turn bwrap's last words into advice."""
     try:
-        log = (rec.dir / "backend.log").read_text(errors="replace").strip()
+        text = (rec.dir / "backend.log").read_text(errors="replace").strip()
     except OSError:
-        log = ""
+        text = ""
     hint = ""
-    if "namespace" in log.lower() and ("permission" in log.lower() or "denied" in log.lower()):
+    if "namespace" in text.lower() and ("permission" in text.lower() or "denied" in text.lower()):
         hint = " User namespaces look unavailable: check `sysctl user.max_user_namespaces`."
-    elif "No such file" in log:
+    elif "bwrap:" in text and "No such file" in text:
         hint = " The image may be incomplete: rebuild it with `rockroll image build --force`."
-    return f"sandbox {rec.id} did not start (backend exit code {code}): {log or 'no output'}.{hint}"
+    return (
+        f"sandbox {rec.id} did not start (backend exit code {proc.returncode}): "
+        f"{text or 'no output'}.{hint}"
+    )

@@ -6,7 +6,10 @@
  * (possibly huge) host process never forks. The wire protocol is documented in protocol.py.
  *
  * `launch` mode writes its own pid into cgroup.procs files and then execs a program: it lets the
- * host place bwrap into cgroups without a preexec function in the host process.
+ * host place bwrap into cgroups without a preexec function in the host process. With --wait-fd
+ * it parks after joining the cgroups and reads the command from that fd: the kernel's first move
+ * of a task into a v1 cgroup can wait for an RCU grace period (5-30 ms), so the host parks
+ * launchers ahead of time and a sandbox starts without that wait.
  *
  * Build: cc -O2 -static -Wall -Wextra -o rockroll-init init.c
  */
@@ -714,10 +717,47 @@ static int serve(int argc, char **argv) {
     return 0;
 }
 
+/* Read NUL-terminated arguments from fd until EOF; NULL on error, *count 0 when cancelled. */
+static char **read_argv(int fd, int *count) {
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf)
+            return NULL;
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return NULL;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    *count = 0;
+    for (size_t i = 0; i < len; i++)
+        *count += buf[i] == '\0';
+    char **args = calloc((size_t)*count + 1, sizeof *args);
+    if (!args)
+        return NULL;
+    for (size_t i = 0, k = 0; i < len && k < (size_t)*count; k++) {
+        args[k] = buf + i;
+        i += strlen(buf + i) + 1;
+    }
+    return args;
+}
+
 static int launch(int argc, char **argv) {
-    int i = 0;
+    int i = 0, wait_fd = -1, joined_fd = -1;
     char pid[32];
     int plen = snprintf(pid, sizeof pid, "%d", (int)getpid());
+    for (; i + 1 < argc && argv[i][0] == '-' && strcmp(argv[i], "--cgroup-procs"); i += 2) {
+        if (!strcmp(argv[i], "--wait-fd"))
+            wait_fd = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--joined-fd"))
+            joined_fd = atoi(argv[i + 1]);
+    }
     for (; i + 1 < argc && !strcmp(argv[i], "--cgroup-procs"); i += 2) {
         const char *file = argv[i + 1];
         int fd = open(file, O_WRONLY | O_CLOEXEC);
@@ -727,12 +767,30 @@ static int launch(int argc, char **argv) {
             return 125;
         }
     }
-    if (i >= argc || strcmp(argv[i], "--") || i + 1 >= argc) {
-        fputs("usage: rockroll-init launch --cgroup-procs FILE [...] -- PROG ARGS...\n", stderr);
+    char **command = argv + i + 1;
+    if (joined_fd >= 0 && write(joined_fd, "J", 1) != 1) {
+        fprintf(stderr, "rockroll-init launch: cannot report joining: %s\n", strerror(errno));
         return 125;
     }
-    execvp(argv[i + 1], argv + i + 1);
-    fprintf(stderr, "rockroll-init launch: cannot exec %s: %s\n", argv[i + 1], strerror(errno));
+    if (wait_fd >= 0) {
+        /* Parked: the cgroups are joined ahead of time; the command arrives when needed. */
+        int count = 0;
+        command = read_argv(wait_fd, &count);
+        close(wait_fd);
+        if (!command) {
+            fprintf(stderr, "rockroll-init launch: cannot read command: %s\n", strerror(errno));
+            return 125;
+        }
+        if (count == 0)
+            return 0;
+    } else if (i >= argc || strcmp(argv[i], "--") || i + 1 >= argc) {
+        fputs("usage: rockroll-init launch [--wait-fd N] --cgroup-procs FILE [...] "
+              "[-- PROG ARGS...]\n",
+              stderr);
+        return 125;
+    }
+    execvp(command[0], command);
+    fprintf(stderr, "rockroll-init launch: cannot exec %s: %s\n", command[0], strerror(errno));
     return 125;
 }
 
@@ -743,8 +801,8 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "launch"))
         return launch(argc - 2, argv + 2);
     fputs("usage: rockroll-init serve [--listen-fd N | --listen-path PATH] [--ready-fd N]\n"
-          "       rockroll-init launch --cgroup-procs FILE [--cgroup-procs FILE ...] -- PROG "
-          "ARGS...\n",
+          "       rockroll-init launch [--wait-fd N] [--joined-fd N] --cgroup-procs FILE [...] "
+          "[-- PROG ARGS...]\n",
           stderr);
     return 2;
 }

@@ -210,7 +210,7 @@ def test_v2_create_enables_controllers_and_writes_limits(v2_root: Path) -> None:
     assert (d / "cpu.max").read_text() == "50000 100000"
 
     (d / "memory.swap.max").write_text("max")
-    cg._set_limits(32 * MiB, None, None)
+    cg.set_limits(32 * MiB, None, None)
     assert (d / "memory.swap.max").read_text() == "0"
 
     (d / "cgroup.events").write_text("populated 1\nfrozen 1\n")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from rockroll.cli import main
+from rockroll.sandbox.bwrap import cgroup_name
 from rockroll.sandbox.cgroups import existing_sandbox_ids
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.runtime import local_runtime
@@ -31,18 +32,23 @@ time.sleep(1000)
 @pytest.mark.slow
 def test_gc_removes_what_a_killed_owner_left(base_image: str) -> None:
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
-    assert owner.stdout is not None
-    sandbox_id = owner.stdout.readline().strip()
-    assert sandbox_id, "owner did not create a sandbox"
-    sbdir = sandboxes_dir() / sandbox_id
-    assert sbdir.exists() and mounts_under(sbdir) and sandbox_id in existing_sandbox_ids()
-    os.kill(owner.pid, signal.SIGKILL)
-    owner.wait()
+    try:
+        assert owner.stdout is not None
+        sandbox_id = owner.stdout.readline().strip()
+        assert sandbox_id, "owner did not create a sandbox"
+        sbdir = sandboxes_dir() / sandbox_id
+        assert sbdir.exists() and mounts_under(sbdir)
+        assert cgroup_name(sandbox_id) in existing_sandbox_ids()
+    finally:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
     report = local_runtime().gc()
     assert sandbox_id in report.sandboxes
     assert not sbdir.exists()
     assert not mounts_under(sbdir)
-    assert sandbox_id not in existing_sandbox_ids()
+    left = existing_sandbox_ids()
+    assert cgroup_name(sandbox_id) not in left
+    assert not [name for name in left if f"_p{owner.pid}-" in name], left
     ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
     assert "sleep 1000" not in ps and "sleep 2000" not in ps
     assert local_runtime().gc().total == 0

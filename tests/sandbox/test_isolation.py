@@ -174,3 +174,11 @@ def test_many_sandboxes_are_independent(base_image: str) -> None:
             sb.close()
     assert all(not sb._rec.dir.exists() for sb in sbs)
     assert os.path.exists("/proc/self")
+
+
+def test_full_network_only_when_asked(base_image: str, host_server: int) -> None:
+    fetch = f"curl -s -m 3 http://127.0.0.1:{host_server}/"
+    with Sandbox.create(base_image, network="full") as sb:
+        assert sb.exec(fetch, timeout=10).stdout == "host server reached"
+    with Sandbox.create(base_image) as sb:
+        assert sb.exec(fetch, timeout=10).stdout == ""

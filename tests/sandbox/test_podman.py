@@ -1,0 +1,223 @@
+"""The podman backend behaves like bwrap: same SDK, same isolation, nothing left behind."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from rockroll import Sandbox
+from rockroll.sandbox import podman
+from rockroll.sandbox.errors import SetupError
+from rockroll.sandbox.mounts import mounts_under
+from rockroll.sandbox.podman import GLOBAL_ARGS, PodmanBackend
+from rockroll.sandbox.runtime import local_runtime
+from rockroll.sandbox.state import sandboxes_dir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("podman") is None or shutil.which("runc") is None,
+        reason="podman and runc are not installed (apt-get install podman runc)",
+    ),
+]
+
+
+def containers(sandbox_id: str) -> list[str]:
+    out = subprocess.run(
+        ["podman", *GLOBAL_ARGS, "ps", "--all", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [name for name in out.split() if name == f"rockroll-{sandbox_id}"]
+
+
+@pytest.fixture
+def psb(base_image: str) -> Iterator[Sandbox]:
+    with Sandbox.create(base_image, backend="podman", memory="512m", pids=256) as sb:
+        yield sb
+
+
+def test_exec_codes_and_streams(psb: Sandbox) -> None:
+    res = psb.exec("echo out; echo err >&2; exit 3")
+    assert (res.exit_code, res.stdout, res.stderr) == (3, "out\n", "err\n")
+    assert psb.exec(["printf", "%s", "a b"]).stdout == "a b"
+    assert psb.exec("hostname").stdout == "sandbox\n"
+    assert containers(psb.id) == [f"rockroll-{psb.id}"]
+
+
+def test_capabilities_are_zero_and_seccomp_applies(psb: Sandbox) -> None:
+    res = psb.exec("grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status")
+    lines = res.stdout.split()
+    assert lines[1::2] == ["0000000000000000"] * 5, res.stdout
+    probe = (
+        "import ctypes; libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(libc.mount(b'none', b'/mnt', b'tmpfs', 0, None), ctypes.get_errno())\n"
+    )
+    assert psb.exec(["python3", "-c", probe]).stdout == "-1 1\n"
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"host server reached")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_network_is_loopback_only(psb: Sandbox, host_server: int) -> None:
+    probe = f"""
+import urllib.request
+try:
+    print(urllib.request.urlopen("http://127.0.0.1:{host_server}", timeout=2).read())
+except Exception as e:
+    print("refused", type(e).__name__)
+print(open("/proc/net/dev").read())
+"""
+    res = psb.exec(["python3", "-c", probe], timeout=30)
+    assert "host server reached" not in res.stdout and "refused" in res.stdout
+    devices = [ln.split(":")[0].strip() for ln in res.stdout.splitlines() if ":" in ln]
+    assert devices == ["lo"], res.stdout
+
+
+def test_memory_hog_is_killed_at_its_limit(base_image: str) -> None:
+    with Sandbox.create(base_image, backend="podman", memory="64m") as hog:
+        res = hog.exec("python3 -c 'a = bytearray(300 << 20); print(len(a))'", timeout=60)
+        assert res.exit_code == 137, res
+        assert hog.exec("echo still usable").stdout == "still usable\n"
+
+
+def test_fork_bomb_stops_at_pids_limit(base_image: str) -> None:
+    counter = (
+        "import os, time\n"
+        "n = 0\n"
+        "while True:\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(60); os._exit(0)\n"
+        "        n += 1\n"
+        "    except OSError:\n"
+        "        break\n"
+        "print(n)\n"
+    )
+    with Sandbox.create(base_image, backend="podman", pids=64) as bomb:
+        res = bomb.exec(["python3", "-c", counter], timeout=60)
+        assert res.exit_code == 0, res
+        assert 20 < int(res.stdout) < 64
+
+
+def test_session_keeps_state(psb: Sandbox) -> None:
+    with psb.session() as sh:
+        assert sh.run("cd /tmp && export FOO=bar").exit_code == 0
+        assert sh.run('echo "$FOO $(pwd)"').stdout == "bar /tmp\n"
+        assert sh.run("sleep 100", timeout=1).timed_out
+        assert sh.run("echo alive").stdout == "alive\n"
+
+
+def test_files_land_in_the_overlay(psb: Sandbox) -> None:
+    psb.write_bytes("/data/bin.dat", bytes(range(256)))
+    assert psb.exec("od -An -tu1 -N3 /data/bin.dat").stdout.split() == ["0", "1", "2"]
+    assert psb.exec("echo inside > /made-inside").exit_code == 0
+    assert psb.read_text("/made-inside") == "inside\n"
+    assert (psb._rec.dir / "upper/made-inside").read_text() == "inside\n"
+    assert not (psb._rec.dir / "upper/.rockroll-init").exists()
+
+
+def test_snapshot_and_fork(psb: Sandbox) -> None:
+    psb.write_text("/state", "v1")
+    snap = psb.snapshot()
+    try:
+        psb.write_text("/state", "v2-parent")
+        assert psb.exec("echo running").stdout == "running\n"
+        with snap.fork() as child:
+            assert child.spec.backend == "podman"
+            assert child.exec("cat /state").stdout == "v1"
+            child.write_text("/state", "v3-child")
+            assert psb.read_text("/state") == "v2-parent"
+            with child.fork() as grandchild:
+                assert grandchild.exec("cat /state").stdout == "v3-child"
+    finally:
+        snap.remove()
+
+
+def test_timeout_kills_a_command_that_ignores_sigterm(psb: Sandbox) -> None:
+    res = psb.exec("trap '' TERM; sleep 100 & sleep 100; wait", timeout=1)
+    assert res.timed_out and res.duration < 4
+    assert "sleep 100" not in psb.exec("ps -e -o args=").stdout
+
+
+def test_close_leaves_no_container(base_image: str) -> None:
+    sb = Sandbox.create(base_image, backend="podman")
+    assert PodmanBackend().running(sb._rec)
+    assert sb.id not in PodmanBackend().leftovers(set()), "its directory still exists"
+    sb.close()
+    assert containers(sb.id) == []
+    assert not sb._rec.dir.exists()
+    assert not PodmanBackend().running(sb._rec)
+    PodmanBackend().destroy(sb._rec)
+
+
+OWNER = """
+import time
+from rockroll import Sandbox
+sb = Sandbox.create("base", backend="podman")
+sb.exec("sleep 1001 &")
+print(sb.id, flush=True)
+time.sleep(1000)
+"""
+
+
+def test_gc_removes_the_container_of_a_killed_owner(base_image: str) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    sandbox_id = owner.stdout.readline().strip()
+    assert sandbox_id, "owner did not create a sandbox"
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    assert containers(sandbox_id), "the container should outlive its owner until gc"
+    report = local_runtime().gc()
+    assert sandbox_id in report.sandboxes
+    assert containers(sandbox_id) == []
+    sbdir = sandboxes_dir() / sandbox_id
+    assert not sbdir.exists() and not mounts_under(sbdir)
+    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    assert "sleep 1001" not in ps
+
+
+def test_a_failed_start_explains_and_cleans_up(
+    base_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(podman, "NPROC", 1 << 30)
+    with pytest.raises(SetupError, match=r"rlimit.*CAP_SYS_RESOURCE") as failed:
+        Sandbox.create(base_image, backend="podman")
+    sandbox_id = str(failed.value).split()[1]
+    assert containers(sandbox_id) == []
+    assert not (sandboxes_dir() / sandbox_id).exists()
+
+
+def test_a_container_without_its_directory_is_a_leftover(base_image: str) -> None:
+    with Sandbox.create(base_image, backend="podman") as sb:
+        moved = sb._rec.dir.with_name(f".moved-{sb.id}")
+        os.rename(sb._rec.dir, moved)
+        try:
+            assert sb.id in PodmanBackend().leftovers(set())
+            assert sb.id not in PodmanBackend().leftovers({sb.id})
+        finally:
+            os.rename(moved, sb._rec.dir)
