@@ -1,7 +1,8 @@
 """The one protocol every runtime backend implements.
 
-The runtime prepares what all backends share (the overlay root, the record on disk) and talks to
-the sandbox's init over its socket; a backend only starts, freezes and stops the isolated process.
+The runtime prepares what all backends share (the record and the overlay's directories on disk)
+and talks to the sandbox's init over its socket; a backend mounts the root, starts, freezes and
+stops the isolated processes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ class Backend(ABC):
 
     @abstractmethod
     def launch(self, rec: SandboxRecord) -> int:
-        """Start the sandbox's init on `rec.merged`, listening on `rec.sock`; return a host pid."""
+        """Mount `rec`'s overlay and start its init, listening on `rec.sock`; return a host pid."""
+
+    @abstractmethod
+    def root(self, rec: SandboxRecord) -> str:
+        """A host path at which the sandbox's root filesystem can be read and written."""
 
     @abstractmethod
     def destroy(self, rec: SandboxRecord) -> None:

@@ -209,7 +209,8 @@ class BwrapBackend(Backend):
             parked.sock_path = rec.sock
             os.rename(parked.log_path, rec.dir / "backend.log")
             parked.log_path = str(rec.dir / "backend.log")
-            argv = self._bwrap_args(rec, parked.fds["bpf"])
+            argv = ["--overlay", rec.overlay_options(), str(rec.merged)]
+            argv += self._bwrap_args(rec, parked.fds["bpf"])
             argv += [f"/proc/self/fd/{parked.fds['exe']}", "serve"]
             argv += [
                 "--listen-fd",
@@ -229,6 +230,10 @@ class BwrapBackend(Backend):
             with contextlib.suppress(OSError):
                 os.close(parked.ready_fd)
         return parked.proc.pid
+
+    def root(self, rec: SandboxRecord) -> str:
+        """The overlay lives in the launcher's mount namespace; /proc/PID/root reaches it."""
+        return f"/proc/{rec.backend_pid}/root{rec.merged}"
 
     def _bwrap_args(self, rec: SandboxRecord, bpf_fd: int) -> list[str]:
         args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]

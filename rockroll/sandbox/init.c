@@ -9,7 +9,9 @@
  * host place bwrap into cgroups without a preexec function in the host process. With --wait-fd
  * it parks after joining the cgroups and reads the command from that fd: the kernel's first move
  * of a task into a v1 cgroup can wait for an RCU grace period (5-30 ms), so the host parks
- * launchers ahead of time and a sandbox starts without that wait.
+ * launchers ahead of time and a sandbox starts without that wait. A command read from the fd may
+ * start with `--overlay OPTIONS TARGET`: the launcher then mounts the overlay in a new private
+ * mount namespace before exec'ing.
  *
  * Build: cc -O2 -static -Wall -Wextra -o rockroll-init init.c
  */
@@ -24,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -783,6 +787,17 @@ static int launch(int argc, char **argv) {
         }
         if (count == 0)
             return 0;
+        if (count > 3 && !strcmp(command[0], "--overlay")) {
+            /* Mount the sandbox's root in a mount namespace of its own: the host's mount table
+             * stays small (each new bwrap copies it) and the mount vanishes with the sandbox. */
+            if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+                mount("overlay", command[2], "overlay", 0, command[1])) {
+                fprintf(stderr, "rockroll-init launch: cannot mount overlay at %s: %s\n",
+                        command[2], strerror(errno));
+                return 125;
+            }
+            command += 3;
+        }
     } else if (i >= argc || strcmp(argv[i], "--") || i + 1 >= argc) {
         fputs("usage: rockroll-init launch [--wait-fd N] --cgroup-procs FILE [...] "
               "[-- PROG ARGS...]\n",

@@ -23,14 +23,20 @@ _MNT_DETACH = 2
 _MAX_OPTIONS = 4000  # the kernel takes one page of mount options
 
 
-def mount_overlay(lower: list[Path], upper: Path, work: Path, target: Path) -> None:
-    """Mount `lower` (top layer first) + writable `upper` at `target`."""
+def overlay_options(lower: list[Path], upper: Path, work: Path) -> str:
+    """Mount options for `lower` (top layer first) + writable `upper`."""
     opts = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={upper},workdir={work}"
     if len(opts) > _MAX_OPTIONS:
         raise SetupError(
             f"too many or too long overlay layers ({len(lower)} layers, {len(opts)} bytes of "
             "options); set ROCKROLL_HOME to a shorter path or snapshot from an older ancestor"
         )
+    return opts
+
+
+def mount_overlay(lower: list[Path], upper: Path, work: Path, target: Path) -> None:
+    """Mount `lower` (top layer first) + writable `upper` at `target` in this mount namespace."""
+    opts = overlay_options(lower, upper, work)
     if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, opts.encode()) != 0:
         err = ctypes.get_errno()
         hint = " (mounting needs root)" if err == errno.EPERM else ""

@@ -1,9 +1,10 @@
 """The podman backend: each sandbox is an OCI container run by podman and runc.
 
-The container's root is the overlay the runtime already mounted (`--rootfs`), so files, snapshots
-and forks work exactly as with bwrap. Like bwrap, the host binds `rec.sock` itself and hands the
-listening socket to the init with `--preserve-fds`: nothing of the host is mounted writable into
-the sandbox, so a sandboxed root can neither replace the socket nor point the host elsewhere.
+The container's root is the sandbox's overlay, mounted on the host (`--rootfs`), so files,
+snapshots and forks work exactly as with bwrap. Like bwrap, the host binds `rec.sock` itself and
+hands the listening socket to the init with `--preserve-fds`: nothing of the host is mounted
+writable into the sandbox, so a sandboxed root can neither replace the socket nor point the host
+elsewhere.
 The init binary is bind-mounted read-only under /dev (a tmpfs of the container) so that no
 mountpoint is left in the sandbox's own files.
 
@@ -28,10 +29,12 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.errors import SandboxError, SetupError
 from rockroll.sandbox.initbin import init_binary
+from rockroll.sandbox.mounts import mount_overlay
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.seccomp import oci_profile
 from rockroll.sandbox.state import SandboxRecord, sandboxes_dir
@@ -61,6 +64,9 @@ class PodmanBackend(Backend):
             raise SetupError("the podman backend mounts overlays and needs root; run as root")
 
     def launch(self, rec: SandboxRecord) -> int:
+        mount_overlay(
+            [Path(p) for p in rec.layers], rec.dir / "upper", rec.dir / "work", rec.merged
+        )
         (rec.dir / "seccomp.json").write_text(json.dumps(oci_profile()))
         argv = ["podman", *GLOBAL_ARGS, "run", *self._run_args(rec)]
         argv += ["--rootfs", str(rec.merged), INIT_PATH, "serve", "--listen-fd", "3"]
@@ -89,6 +95,9 @@ class PodmanBackend(Backend):
         finally:
             os.close(ready_r)
         return self._host_pid(rec)
+
+    def root(self, rec: SandboxRecord) -> str:
+        return str(rec.merged)
 
     def _run_args(self, rec: SandboxRecord) -> list[str]:
         spec = rec.spec

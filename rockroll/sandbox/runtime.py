@@ -26,7 +26,7 @@ from rockroll.sandbox.errors import (
 )
 from rockroll.sandbox.files import RootFS
 from rockroll.sandbox.images import get_image
-from rockroll.sandbox.mounts import mount_overlay, mounts_under, unmount
+from rockroll.sandbox.mounts import mounts_under, unmount
 from rockroll.sandbox.spec import SandboxSpec
 from rockroll.sandbox.state import (
     SandboxRecord,
@@ -103,13 +103,10 @@ class LocalRuntime:
             rec.save()
             for sub in ("upper", "work", "merged"):
                 (rec.dir / sub).mkdir()
-            mount_overlay(
-                [Path(p) for p in layers], rec.dir / "upper", rec.dir / "work", rec.merged
-            )
-            RootFS(str(rec.merged)).makedirs(spec.workdir)
             rec.backend_pid = backend.launch(rec)
             rec.status = "running"
             rec.save()
+            self.rootfs(rec).makedirs(spec.workdir)
         except BaseException:
             self._teardown(rec, backend)
             os.close(lock_fd)
@@ -156,6 +153,10 @@ class LocalRuntime:
             shutil.rmtree(rec.dir, ignore_errors=True)
         if errors:
             raise SandboxError(f"sandbox {rec.id} was not fully cleaned: {'; '.join(errors)}")
+
+    def rootfs(self, rec: SandboxRecord) -> RootFS:
+        """The sandbox's files, opened from the host and confined to the sandbox's root."""
+        return RootFS(backend_for(rec.spec.backend).root(rec))
 
     def list(self) -> list[SandboxRecord]:
         return list_records()

@@ -19,7 +19,7 @@ from typing import Any
 
 from rockroll.sandbox import protocol
 from rockroll.sandbox.errors import InvalidArgument, SandboxClosed
-from rockroll.sandbox.files import RootFS, sandbox_path
+from rockroll.sandbox.files import sandbox_path
 from rockroll.sandbox.runtime import LocalRuntime, local_runtime
 from rockroll.sandbox.session import Session
 from rockroll.sandbox.spec import SandboxSpec, make_spec
@@ -59,7 +59,7 @@ class Sandbox:
     def __init__(self, record: SandboxRecord, runtime: LocalRuntime) -> None:
         self._rec = record
         self._runtime = runtime
-        self._fs = RootFS(str(record.merged))
+        self._fs = runtime.rootfs(record)
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------

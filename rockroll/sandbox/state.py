@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from rockroll.sandbox.mounts import overlay_options
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.spec import SandboxSpec
 
@@ -46,6 +47,11 @@ class SandboxRecord(BaseModel):
     @property
     def merged(self) -> Path:
         return self.dir / "merged"
+
+    def overlay_options(self) -> str:
+        return overlay_options(
+            [Path(p) for p in self.layers], self.dir / "upper", self.dir / "work"
+        )
 
     def save(self) -> None:
         tmp = self.dir / "meta.json.tmp"
