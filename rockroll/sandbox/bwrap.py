@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import os
 import select
@@ -20,12 +21,13 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.cgroups import CgroupSet, existing_sandbox_ids
 from rockroll.sandbox.errors import SandboxNotFound, SetupError
 from rockroll.sandbox.initbin import init_binary
-from rockroll.sandbox.paths import rockroll_home
+from rockroll.sandbox.paths import home_subdir, rockroll_home
 from rockroll.sandbox.seccomp import bpf_program
 from rockroll.sandbox.spec import DEFAULT_PATH
 from rockroll.sandbox.state import SandboxRecord, new_id, sandboxes_dir
@@ -36,7 +38,12 @@ POOL_SIZE = int(os.environ.get("ROCKROLL_POOL", "2"))
 
 def home_tag() -> str:
     """Cgroup names carry the home's hash, so gc under one home never touches another's."""
-    return hashlib.sha256(str(rockroll_home().resolve()).encode()).hexdigest()[:8]
+    return _tag(str(rockroll_home()))
+
+
+@functools.cache
+def _tag(home: str) -> str:
+    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:8]
 
 
 def cgroup_name(sandbox_id: str) -> str:
@@ -71,8 +78,7 @@ class _Parked:
 
 def _park() -> _Parked:
     """Start a launcher in new cgroups; it waits for its bwrap command on a pipe."""
-    run_dir = rockroll_home() / "run"
-    run_dir.mkdir(exist_ok=True)
+    run_dir = home_subdir("run")
     name = f"{home_tag()}_p{os.getpid()}-{new_id()}"
     cgroups = CgroupSet.create(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -302,7 +308,7 @@ class BwrapBackend(Backend):
 
     def remove_leftover(self, name: str) -> None:
         CgroupSet.attach(name).destroy()
-        run_dir = rockroll_home() / "run"
+        run_dir = home_subdir("run")
         for suffix in (".sock", ".log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(run_dir / f"{name}{suffix}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rockroll.sandbox.errors import ImageNotFound, InvalidArgument, SetupError
-from rockroll.sandbox.paths import rockroll_home
+from rockroll.sandbox.paths import home_subdir
 
 DEFAULT_IMAGE = "base"
 DEFAULT_SUITE = "bookworm"
@@ -56,9 +56,7 @@ class Image:
 
 
 def images_dir() -> Path:
-    path = rockroll_home() / "images"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return home_subdir("images")
 
 
 def check_name(name: object) -> str:

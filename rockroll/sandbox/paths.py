@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 
 def rockroll_home() -> Path:
     """`$ROCKROLL_HOME` (default ~/.cache/rockroll), read at call time so tests can redirect it."""
-    env = os.environ.get("ROCKROLL_HOME")
+    return _home(os.environ.get("ROCKROLL_HOME") or "")
+
+
+def home_subdir(name: str) -> Path:
+    """A directory under the home, created on first use."""
+    return _subdir(os.environ.get("ROCKROLL_HOME") or "", name)
+
+
+@functools.cache
+def _home(env: str) -> Path:
     home = Path(env).expanduser() if env else Path.home() / ".cache" / "rockroll"
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+@functools.cache
+def _subdir(env: str, name: str) -> Path:
+    path = _home(env) / name
+    path.mkdir(exist_ok=True)
+    return path

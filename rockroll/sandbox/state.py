@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from rockroll.sandbox.mounts import overlay_options
-from rockroll.sandbox.paths import rockroll_home
+from rockroll.sandbox.paths import home_subdir
 from rockroll.sandbox.spec import SandboxSpec
 
 
@@ -100,9 +100,7 @@ def audit_dir() -> Path:
 
 
 def _subdir(name: str) -> Path:
-    path = rockroll_home() / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return home_subdir(name)
 
 
 def new_id(prefix: str = "") -> str:
