@@ -16,6 +16,7 @@ import pytest
 
 from rockroll.sandbox import seccomp
 from rockroll.sandbox.errors import SetupError
+from rockroll.sandbox.images import get_image
 
 pyseccomp = pytest.importorskip("pyseccomp")
 
@@ -270,27 +271,30 @@ def test_oci_profile_matches_bpf_program() -> None:
 
 
 def _podman_base() -> list[str]:
-    """podman's default rlimits exceed what a root without CAP_SYS_RESOURCE may set; stay below."""
+    """podman's default rlimits exceed what a root without CAP_SYS_RESOURCE may set; stay below.
+
+    runc, because crun refuses hybrid cgroup v1/v2 hosts; `:O` keeps the image read-only.
+    """
     soft, hard = (
         int(x) for x in subprocess.check_output(["sh", "-c", "ulimit -n; ulimit -Hn"]).split()
     )
     return [
-        "podman", "run", "--rm", "--network", "none", "--cgroup-manager", "cgroupfs",
-        "--ulimit", f"nofile={soft}:{hard}", "--ulimit", "nproc=4096:4096", "--rootfs", "/",
+        "podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "run", "--rm",
+        "--network", "none", "--ulimit", f"nofile={soft}:{hard}", "--ulimit", "nproc=4096:4096",
     ]  # fmt: skip
 
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
-def test_podman_accepts_oci_profile(tmp_path: os.PathLike[str]) -> None:
-    smoke = subprocess.run([*_podman_base(), "true"], capture_output=True, text=True, timeout=120)
-    if smoke.returncode != 0:
-        pytest.skip(f"podman cannot start containers here: {smoke.stderr.strip()[-300:]}")
+def test_podman_accepts_oci_profile(tmp_path: os.PathLike[str], base_image: str) -> None:
+    rootfs = ["--rootfs", f"{get_image(base_image).rootfs}:O"]
+    smoke = subprocess.run([*_podman_base(), *rootfs, "true"], capture_output=True, text=True)
+    assert smoke.returncode == 0, smoke.stderr
     path = os.path.join(tmp_path, "seccomp.json")
     with open(path, "w") as f:
         json.dump(seccomp.oci_profile(), f)
     script = "unshare -U true; echo rc=$?; echo ok"
     proc = subprocess.run(
-        [*_podman_base(), "--security-opt", f"seccomp={path}", "sh", "-c", script],
+        [*_podman_base(), "--security-opt", f"seccomp={path}", *rootfs, "sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=120,
