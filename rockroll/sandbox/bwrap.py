@@ -243,7 +243,7 @@ class BwrapBackend(Backend):
 
     def _bwrap_args(self, rec: SandboxRecord, bpf_fd: int) -> list[str]:
         args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        args += ["--unshare-cgroup", "--cap-drop", "ALL", "--new-session"]
+        args += ["--unshare-cgroup", "--cap-drop", "ALL", "--new-session", "--as-pid-1"]
         args += ["--hostname", "sandbox", "--bind", str(rec.merged), "/"]
         args += ["--proc", "/proc", "--dev", "/dev", "--seccomp", str(bpf_fd)]
         if rec.spec.network == "none":

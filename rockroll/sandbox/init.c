@@ -665,6 +665,7 @@ static int listen_on_path(const char *path) {
 
 static int setup_signals(void) {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    prctl(PR_SET_NAME, "rockroll-init");
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ign, NULL);
     sigset_t mask;

@@ -100,7 +100,6 @@ class LocalRuntime:
         rec.dir.mkdir(parents=True)
         lock_fd = take_owner_lock(rec.dir)
         try:
-            rec.save()
             for sub in ("upper", "work", "merged"):
                 (rec.dir / sub).mkdir()
             rec.backend_pid = backend.launch(rec)

@@ -182,3 +182,9 @@ def test_full_network_only_when_asked(base_image: str, host_server: int) -> None
         assert sb.exec(fetch, timeout=10).stdout == "host server reached"
     with Sandbox.create(base_image) as sb:
         assert sb.exec(fetch, timeout=10).stdout == ""
+
+
+def test_sandboxed_root_cannot_kill_the_init(sandbox: Sandbox) -> None:
+    res = sandbox.exec("ps -e -o pid=,comm= | head -1; kill -9 1; kill -9 -1; true")
+    assert res.stdout.split() == ["1", "rockroll-init"]
+    assert sandbox.exec("echo still alive").stdout == "still alive\n"
