@@ -33,7 +33,6 @@ from rich.console import Console
 from rich.table import Table
 
 from rockroll import Sandbox, SandboxError, Snapshot
-from rockroll.sandbox.bwrap import cgroup_name
 from rockroll.sandbox.cgroups import CgroupSet
 from rockroll.sandbox.images import get_image
 
@@ -290,7 +289,7 @@ def idle_sandboxes(count: int, memory: str = "64m") -> dict[str, Any]:
         fds1 = open_fds()
         pss = procs = charged = 0
         for sb in live:
-            cg = CgroupSet.attach(cgroup_name(sb.id))
+            cg = CgroupSet.attach(str(sb._rec.cgroup))
             pids = cg.pids()
             procs += len(pids)
             pss += sum(pss_bytes(p) for p in pids)

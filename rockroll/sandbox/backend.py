@@ -25,6 +25,9 @@ class Backend(ABC):
     def launch(self, rec: SandboxRecord) -> int:
         """Mount `rec`'s overlay and start its init, listening on `rec.sock`; return a host pid."""
 
+    def wait_ready(self, rec: SandboxRecord) -> None:  # noqa: B027 (optional hook)
+        """Block until the init started by `launch` serves; lets the runtime work meanwhile."""
+
     @abstractmethod
     def root(self, rec: SandboxRecord) -> str:
         """A host path at which the sandbox's root filesystem can be read and written."""

@@ -30,7 +30,7 @@ from rockroll.sandbox.initbin import init_binary
 from rockroll.sandbox.paths import home_subdir, rockroll_home
 from rockroll.sandbox.seccomp import bpf_program
 from rockroll.sandbox.spec import DEFAULT_PATH
-from rockroll.sandbox.state import SandboxRecord, new_id, sandboxes_dir
+from rockroll.sandbox.state import SandboxRecord, list_records, new_id
 
 READY_TIMEOUT = 30.0
 POOL_SIZE = int(os.environ.get("ROCKROLL_POOL", "2"))
@@ -44,10 +44,6 @@ def home_tag() -> str:
 @functools.cache
 def _tag(home: str) -> str:
     return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:8]
-
-
-def cgroup_name(sandbox_id: str) -> str:
-    return f"{home_tag()}_{sandbox_id}"
 
 
 @dataclass
@@ -185,6 +181,7 @@ class _Pool:
 
 
 _POOL = _Pool(POOL_SIZE)
+_STARTING: dict[str, _Parked] = {}
 _LAUNCHED: dict[str, subprocess.Popen] = {}
 
 
@@ -205,12 +202,11 @@ class BwrapBackend(Backend):
                 )
 
     def launch(self, rec: SandboxRecord) -> int:
+        """Hand a parked launcher its command; the limits are written while bwrap starts."""
         spec = rec.spec
         parked = _POOL.take()
         try:
-            cgroups = parked.cgroups.rename(cgroup_name(rec.id))
-            parked.cgroups = cgroups
-            cgroups.set_limits(spec.memory, spec.pids, spec.cpus)
+            rec.cgroup = parked.cgroups.sandbox_id
             os.rename(parked.sock_path, rec.sock)
             parked.sock_path = rec.sock
             os.rename(parked.log_path, rec.dir / "backend.log")
@@ -218,24 +214,24 @@ class BwrapBackend(Backend):
             argv = ["--overlay", rec.overlay_options(), str(rec.merged)]
             argv += self._bwrap_args(rec, parked.fds["bpf"])
             argv += [f"/proc/self/fd/{parked.fds['exe']}", "serve"]
-            argv += [
-                "--listen-fd",
-                str(parked.fds["listen"]),
-                "--ready-fd",
-                str(parked.fds["ready"]),
-            ]
+            argv += ["--listen-fd", str(parked.fds["listen"])]
+            argv += ["--ready-fd", str(parked.fds["ready"])]
             os.write(parked.go_fd, b"".join(a.encode() + b"\0" for a in argv))
             os.close(parked.go_fd)
-            _LAUNCHED[rec.id] = parked.proc
-            self._wait_ready(rec, parked.ready_fd, parked.proc)
+            parked.cgroups.set_limits(spec.memory, spec.pids, spec.cpus)
         except BaseException:
             parked.cancel()
-            _LAUNCHED.pop(rec.id, None)
             raise
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(parked.ready_fd)
+        _STARTING[rec.id] = parked
         return parked.proc.pid
+
+    def wait_ready(self, rec: SandboxRecord) -> None:
+        parked = _STARTING.pop(rec.id)
+        _LAUNCHED[rec.id] = parked.proc
+        try:
+            self._wait_ready(rec, parked.ready_fd, parked.proc)
+        finally:
+            os.close(parked.ready_fd)
 
     def root(self, rec: SandboxRecord) -> str:
         """The overlay lives in the launcher's mount namespace; /proc/PID/root reaches it."""
@@ -267,12 +263,17 @@ class BwrapBackend(Backend):
         raise SetupError(_explain(rec, proc))
 
     def _cgroups(self, rec: SandboxRecord) -> CgroupSet | None:
+        if rec.cgroup is None:
+            return None
         try:
-            return CgroupSet.attach(cgroup_name(rec.id))
+            return CgroupSet.attach(rec.cgroup)
         except SandboxNotFound:
             return None
 
     def destroy(self, rec: SandboxRecord) -> None:
+        starting = _STARTING.pop(rec.id, None)
+        if starting is not None:
+            starting.cancel()
         cgroups = self._cgroups(rec)
         if cgroups is not None:
             cgroups.destroy()
@@ -286,23 +287,24 @@ class BwrapBackend(Backend):
         return cgroups is not None and bool(cgroups.pids())
 
     def freeze(self, rec: SandboxRecord) -> None:
-        CgroupSet.attach(cgroup_name(rec.id)).freeze()
+        CgroupSet.attach(str(rec.cgroup)).freeze()
 
     def thaw(self, rec: SandboxRecord) -> None:
-        CgroupSet.attach(cgroup_name(rec.id)).thaw()
+        CgroupSet.attach(str(rec.cgroup)).thaw()
 
     def leftovers(self, known: set[str]) -> list[str]:
-        """Our home's cgroups whose sandbox is gone, and parked ones whose process died."""
-        prefix = home_tag() + "_"
+        """Our home's cgroups that no sandbox record uses and whose launching process is gone.
+
+        Records are read now, not taken from `known`: a sandbox created since gc listed the
+        live ones has a record by the time its launching process can have exited.
+        """
+        prefix = home_tag() + "_p"
+        used = {rec.cgroup for rec in list_records()}
         found = []
         for name in existing_sandbox_ids():
-            if not name.startswith(prefix):
+            if not name.startswith(prefix) or name in used:
                 continue
-            rest = name[len(prefix) :]
-            if rest.startswith("p") and "-" in rest:
-                if not _pid_alive(int(rest[1:].split("-", 1)[0])):
-                    found.append(name)
-            elif rest not in known and not (sandboxes_dir() / rest).exists():
+            if not _pid_alive(int(name[len(prefix) :].split("-", 1)[0])):
                 found.append(name)
         return sorted(found)
 

@@ -269,16 +269,6 @@ class CgroupSet:
                 _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
                 _write(d / "cpu.cfs_quota_us", str(quota))
 
-    def rename(self, new_id: str) -> CgroupSet:
-        """The same cgroups under another name (processes stay inside)."""
-        _check_id(new_id)
-        dirs = {}
-        for old in self._unique_dirs():
-            os.rename(old, old.with_name(new_id))
-        for ctrl, path in self.dirs.items():
-            dirs[ctrl] = path.with_name(new_id)
-        return CgroupSet(new_id, dirs, self.v2_root)
-
     def _unique_dirs(self) -> list[Path]:
         return sorted(set(self.dirs.values()))
 

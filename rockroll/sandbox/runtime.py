@@ -105,6 +105,7 @@ class LocalRuntime:
             rec.backend_pid = backend.launch(rec)
             rec.status = "running"
             rec.save()
+            backend.wait_ready(rec)
             self.rootfs(rec).makedirs(spec.workdir)
         except BaseException:
             self._teardown(rec, backend)

@@ -34,6 +34,7 @@ class SandboxRecord(BaseModel):
     created: float
     owner_pid: int
     backend_pid: int | None = None
+    cgroup: str | None = None
     status: str = "starting"
 
     @property

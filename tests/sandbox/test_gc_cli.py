@@ -12,11 +12,10 @@ import time
 import pytest
 
 from rockroll.cli import main
-from rockroll.sandbox.bwrap import cgroup_name
 from rockroll.sandbox.cgroups import existing_sandbox_ids
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.runtime import local_runtime
-from rockroll.sandbox.state import sandboxes_dir
+from rockroll.sandbox.state import load_record, sandboxes_dir
 
 OWNER = """
 import sys, time
@@ -38,7 +37,8 @@ def test_gc_removes_what_a_killed_owner_left(base_image: str) -> None:
         assert sandbox_id, "owner did not create a sandbox"
         sbdir = sandboxes_dir() / sandbox_id
         assert sbdir.exists() and not mounts_under(sbdir), "the overlay is private to the sandbox"
-        assert cgroup_name(sandbox_id) in existing_sandbox_ids()
+        cgroup = load_record(sandbox_id).cgroup
+        assert cgroup in existing_sandbox_ids()
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
@@ -46,7 +46,7 @@ def test_gc_removes_what_a_killed_owner_left(base_image: str) -> None:
     assert sandbox_id in report.sandboxes
     assert not sbdir.exists()
     left = existing_sandbox_ids()
-    assert cgroup_name(sandbox_id) not in left
+    assert cgroup not in left
     assert not [name for name in left if f"_p{owner.pid}-" in name], left
     ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
     assert "sleep 1000" not in ps and "sleep 2000" not in ps
