@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from rockroll import Sandbox
 from rockroll.cli import main
 from rockroll.sandbox.cgroups import existing_sandbox_ids
 from rockroll.sandbox.mounts import mounts_under
@@ -100,3 +102,12 @@ def test_cli_detached_sandbox_survives_the_cli_and_expires(base_image: str) -> N
     time.sleep(2.5)
     assert sandbox_id in local_runtime().gc().sandboxes
     assert not (sandboxes_dir() / sandbox_id).exists()
+
+
+def test_gc_under_another_home_leaves_our_sandboxes_alone(sandbox: Sandbox, tmp_path: Path) -> None:
+    env = {**os.environ, "ROCKROLL_HOME": str(tmp_path / "other-home")}
+    code = "from rockroll.sandbox.runtime import local_runtime; print(local_runtime().gc().total)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    assert sandbox.exec("echo alive").stdout == "alive\n"
