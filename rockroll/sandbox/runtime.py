@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -42,6 +43,8 @@ from rockroll.sandbox.state import (
     take_owner_lock,
 )
 from rockroll.sandbox.types import ExecResult
+
+_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def backend_for(name: str) -> Backend:
@@ -107,9 +110,13 @@ class LocalRuntime:
             rec.save()
             backend.wait_ready(rec)
             self.rootfs(rec).makedirs(spec.workdir)
-        except BaseException:
-            self._teardown(rec, backend)
-            os.close(lock_fd)
+        except BaseException as exc:
+            try:
+                self._teardown(rec, backend)
+            except SandboxError as cleanup:
+                exc.add_note(f"cleaning up after that also failed: {cleanup}")
+            finally:
+                os.close(lock_fd)
             raise
         if spec.detached:
             os.close(lock_fd)
@@ -125,8 +132,9 @@ class LocalRuntime:
             owned = self._owned.get(sandbox_id)
         if owned is not None:
             return owned[0]
-        rec = load_record(sandbox_id) if isinstance(sandbox_id, str) else None
-        if rec is None or "/" in sandbox_id:
+        valid = isinstance(sandbox_id, str) and _ID.fullmatch(sandbox_id)
+        rec = load_record(sandbox_id) if valid else None
+        if rec is None:
             raise SandboxNotFound(
                 f"no sandbox {sandbox_id!r}; `rockroll sandbox ls` lists the live ones"
             )

@@ -10,8 +10,10 @@ import asyncio
 import functools
 import io
 import os
+import queue
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,9 +169,6 @@ class Sandbox:
         self, cmd: str | list[str], *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
     ) -> Generator[tuple[str, str], None, ExecResult]:
         """Yield (stream, text) chunks as they arrive; the generator returns the ExecResult."""
-        import queue
-        import threading
-
         chunks: queue.Queue = queue.Queue()
         box: dict[str, Any] = {}
 

@@ -14,10 +14,15 @@ import secrets
 import selectors
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from rockroll.sandbox import protocol
 from rockroll.sandbox.errors import InvalidArgument, SandboxClosed
 from rockroll.sandbox.types import ExecResult
+
+if TYPE_CHECKING:
+    from rockroll.sandbox.runtime import LocalRuntime
+    from rockroll.sandbox.state import SandboxRecord
 
 _GRACE = 2.0
 
@@ -25,7 +30,9 @@ _GRACE = 2.0
 class Session:
     """One bash process inside a sandbox. Use `run()`; `close()` ends it and its jobs."""
 
-    def __init__(self, runtime, rec, *, cwd: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, runtime: LocalRuntime, rec: SandboxRecord, *, cwd: str, env: dict[str, str]
+    ) -> None:
         self._runtime = runtime
         self._rec = rec
         self._proc = protocol.spawn(
