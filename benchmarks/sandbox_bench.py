@@ -35,6 +35,7 @@ from rich.table import Table
 from rockroll import Sandbox, SandboxError, Snapshot
 from rockroll.sandbox.cgroups import CgroupSet
 from rockroll.sandbox.images import get_image
+from rockroll.sandbox.runtime import local_runtime
 
 WARMUP = 5
 PODMAN_BUDGET_S = 60.0
@@ -183,6 +184,16 @@ def create_first_exec(n: int, warmup: int = WARMUP, **settings: Any) -> dict[str
         "close": summary([r[2] for r in rows]),
         "errors": errors,
     }
+
+
+def create_first_exec_cold(n: int) -> dict[str, Any]:
+    """The same with the warm pool off: every sandbox is started from scratch."""
+    runtime = local_runtime()
+    size, runtime._warm.size = runtime._warm.size, 0
+    try:
+        return create_first_exec(n)
+    finally:
+        runtime._warm.size = size
 
 
 def exec_round_trip(n: int, warmup: int = 10) -> dict[str, Any]:
@@ -514,7 +525,18 @@ def add_idle(rep: Report, idle: dict[str, Any]) -> None:
     )
 
 
-def add_podman(rep: Report, pm: dict[str, Any], rockroll_p50: float | None) -> None:
+def add_cold(rep: Report, cold: dict[str, Any]) -> None:
+    t = cold["total"]
+    rep.add(
+        "create→first exec p50, warm pool off",
+        f"{t['p50_ms']} ms",
+        note=f"p99 {t['p99_ms']} ms; ROCKROLL_WARM=0: every sandbox started from scratch",
+    )
+
+
+def add_podman(
+    rep: Report, pm: dict[str, Any], rockroll_p50: float | None, cold_p50: float | None
+) -> None:
     rep.add("podman run→exit p50 (peer)", f"{pm['p50_ms']} ms", note=pm["note"] or "")
     if rockroll_p50:
         ratio = pm["ratio_vs_rockroll_p50"] = round(pm["p50_ms"] / rockroll_p50, 1)
@@ -525,6 +547,9 @@ def add_podman(rep: Report, pm: dict[str, Any], rockroll_p50: float | None) -> N
             ratio >= 20,
             f"podman p99 {pm['p99_ms']} ms",
         )
+    if cold_p50:
+        ratio = pm["ratio_vs_rockroll_cold_p50"] = round(pm["p50_ms"] / cold_p50, 1)
+        rep.add("podman p50 / rockroll p50, warm pool off", f"{ratio}x")
 
 
 def add_large(rep: Report, lg: dict[str, Any]) -> None:
@@ -566,6 +591,10 @@ def main() -> int:
 
     if cfe := run("create_first_exec", f"create→first exec x{n}", lambda: create_first_exec(n)):
         add_create(rep, cfe)
+    if cold := run(
+        "create_first_exec_cold", f"cold create x{n}", lambda: create_first_exec_cold(n)
+    ):
+        add_cold(rep, cold)
     if ex := run("exec", f"exec round trip x{n}", lambda: exec_round_trip(n)):
         add_exec(rep, ex)
     if fk := run("fork", f"snapshot / fork x{n}", lambda: fork_figures(n)):
@@ -579,7 +608,12 @@ def main() -> int:
     elif not shutil.which("podman"):
         rep.add("podman peer", "skipped", note="podman is not installed")
     elif pm := run("podman", f"podman run x{n}", lambda: podman_peer(n)):
-        add_podman(rep, pm, cfe["total"]["p50_ms"] if cfe else None)
+        add_podman(
+            rep,
+            pm,
+            cfe["total"]["p50_ms"] if cfe else None,
+            cold["total"]["p50_ms"] if cold else None,
+        )
     if not args.skip_large and (
         lg := run(
             "large_caller", f"8 GiB caller x{args.large_n}", lambda: large_caller(args.large_n)

@@ -25,6 +25,10 @@ class Backend(ABC):
     def launch(self, rec: SandboxRecord) -> int:
         """Mount `rec`'s overlay and start its init, listening on `rec.sock`; return a host pid."""
 
+    def set_limits(self, rec: SandboxRecord) -> None:
+        """Apply `rec.spec`'s limits to a running sandbox (used to adopt a warm one)."""
+        raise NotImplementedError(f"the {self.name} backend cannot change limits of a sandbox")
+
     def wait_ready(self, rec: SandboxRecord) -> None:  # noqa: B027 (optional hook)
         """Block until the init started by `launch` serves; lets the runtime work meanwhile."""
 

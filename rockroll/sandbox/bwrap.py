@@ -225,6 +225,9 @@ class BwrapBackend(Backend):
         _STARTING[rec.id] = parked
         return parked.proc.pid
 
+    def set_limits(self, rec: SandboxRecord) -> None:
+        CgroupSet.attach(str(rec.cgroup)).set_limits(rec.spec.memory, rec.spec.pids, rec.spec.cpus)
+
     def wait_ready(self, rec: SandboxRecord) -> None:
         parked = _STARTING.pop(rec.id)
         _LAUNCHED[rec.id] = parked.proc

@@ -255,10 +255,14 @@ class CgroupSet:
                 if (d / "memory.swap.max").exists():
                     _write(d / "memory.swap.max", "0")
             else:
-                # memsw may never be below the plain limit, so the plain limit goes first.
-                _write(d / "memory.limit_in_bytes", str(memory))
+                # memsw may never be below the plain limit: when the limit goes down it goes
+                # first, when it goes up memsw goes first.
+                files = ["memory.limit_in_bytes"]
                 if (d / "memory.memsw.limit_in_bytes").exists():
-                    _write(d / "memory.memsw.limit_in_bytes", str(memory))
+                    current = int(_read(d / "memory.limit_in_bytes") or 0)
+                    files.insert(0 if memory > current else 1, "memory.memsw.limit_in_bytes")
+                for name in files:
+                    _write(d / name, str(memory))
         if pids is not None:
             _write(self.dirs["pids"] / "pids.max", str(pids))
         if cpus is not None:

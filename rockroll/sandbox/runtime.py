@@ -6,6 +6,7 @@ audit log, idle TTLs and garbage collection of what crashed processes left behin
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -45,6 +46,8 @@ from rockroll.sandbox.state import (
 from rockroll.sandbox.types import ExecResult
 
 _ID = re.compile(r"[0-9a-f]{12}")
+WARM = int(os.environ.get("ROCKROLL_WARM", "2"))
+REFILL_DELAY = 0.005  # let a just-adopted sandbox's first commands run before starting another
 
 
 def backend_for(name: str) -> Backend:
@@ -81,6 +84,7 @@ class LocalRuntime:
         self._checked: set[str] = set()
         self._collected = False
         self._reaper: threading.Thread | None = None
+        self._warm = _WarmPool(self, WARM)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def create(self, spec: SandboxSpec) -> SandboxRecord:
@@ -91,6 +95,20 @@ class LocalRuntime:
         if not self._collected:
             self._collected = True
             self.gc()
+        warm = self._warm.take(spec)
+        rec, lock_fd = self._adopt(warm, spec) if warm else self._start(spec)
+        if spec.detached:
+            os.close(lock_fd)
+        else:
+            with self._lock:
+                self._owned[rec.id] = (rec, lock_fd)
+            if spec.ttl is not None:
+                self._start_reaper()
+        return rec
+
+    def _start(self, spec: SandboxSpec, status: str = "running") -> tuple[SandboxRecord, int]:
+        """Make a sandbox from scratch; the caller owns the returned lock."""
+        backend = backend_for(spec.backend)
         image, layers = self._resolve_layers(spec.image)
         rec = SandboxRecord(
             id=new_id(),
@@ -106,7 +124,7 @@ class LocalRuntime:
             for sub in ("upper", "work", "merged"):
                 (rec.dir / sub).mkdir()
             rec.backend_pid = backend.launch(rec)
-            rec.status = "running"
+            rec.status = status
             rec.save()
             backend.wait_ready(rec)
             self.rootfs(rec).makedirs(spec.workdir)
@@ -118,14 +136,26 @@ class LocalRuntime:
             finally:
                 os.close(lock_fd)
             raise
-        if spec.detached:
+        return rec, lock_fd
+
+    def _adopt(
+        self, warm: tuple[SandboxRecord, int], spec: SandboxSpec
+    ) -> tuple[SandboxRecord, int]:
+        """Give a started, never used sandbox the caller's settings."""
+        rec, lock_fd = warm
+        rec.spec = spec
+        rec.created = time.time()
+        rec.status = "running"
+        try:
+            backend_for(spec.backend).set_limits(rec)
+            rec.save()
+            self.rootfs(rec).makedirs(spec.workdir)
+        except BaseException:
+            with contextlib.suppress(SandboxError):
+                self._teardown(rec, backend_for(spec.backend))
             os.close(lock_fd)
-        else:
-            with self._lock:
-                self._owned[rec.id] = (rec, lock_fd)
-            if spec.ttl is not None:
-                self._start_reaper()
-        return rec
+            raise
+        return rec, lock_fd
 
     def get(self, sandbox_id: str) -> SandboxRecord:
         with self._lock:
@@ -167,7 +197,8 @@ class LocalRuntime:
         return RootFS(backend_for(rec.spec.backend).root(rec))
 
     def list(self) -> list[SandboxRecord]:
-        return list_records()
+        """Sandboxes in use (started ones waiting in a warm pool are not listed)."""
+        return [rec for rec in list_records() if rec.status != "warm"]
 
     # -- commands ------------------------------------------------------------------------------
     def exec(
@@ -344,6 +375,84 @@ def _unmount_all(rec: SandboxRecord) -> None:
 def _stale_snapshot_tmps() -> list[Path]:
     cutoff = time.time() - 3600
     return [p for p in snapshots_dir().glob(".*.tmp") if p.stat().st_mtime < cutoff]
+
+
+class _WarmPool:
+    """Started, never used sandboxes per (image, network), so `create` only adopts one.
+
+    A key is kept warm once a process has created two sandboxes of it (a process that makes
+    one sandbox gains nothing); a background thread refills it. Only the bwrap backend, whose
+    start-up flags depend on nothing but the image and the network mode, is pooled.
+    """
+
+    def __init__(self, runtime: LocalRuntime, size: int) -> None:
+        self.runtime = runtime
+        self.size = size
+        self.asked: dict[tuple[str, str], int] = {}
+        self.ready: dict[tuple[str, str], list[tuple[SandboxRecord, int]]] = {}
+        self.specs: dict[tuple[str, str], SandboxSpec] = {}
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.closed = False
+
+    def take(self, spec: SandboxSpec) -> tuple[SandboxRecord, int] | None:
+        if self.size <= 0 or spec.backend != "bwrap" or spec.image.startswith("snap-"):
+            return None
+        key = (spec.image, spec.network)
+        with self.cond:
+            self.asked[key] = self.asked.get(key, 0) + 1
+            if self.asked[key] < 2:
+                return None
+            self.specs.setdefault(key, spec.model_copy(update={"detached": False, "ttl": None}))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._fill, name="rockroll-warm", daemon=True)
+                self.thread.start()
+                atexit.register(self.close)
+            items = self.ready.setdefault(key, [])
+            warm = items.pop() if items else None
+            self.cond.notify_all()
+        return warm
+
+    def _wanted(self) -> tuple[str, str] | None:
+        for key, items in self.ready.items():
+            if len(items) < self.size:
+                return key
+        return None
+
+    def _fill(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and (key := self._wanted()) is None:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                spec = self.specs[key]
+            time.sleep(REFILL_DELAY)
+            try:
+                warm = self.runtime._start(spec, status="warm")
+            except Exception:
+                time.sleep(1.0)
+                continue
+            with self.cond:
+                if not self.closed:
+                    self.ready[key].append(warm)
+                    continue
+            self._discard(warm)
+
+    def _discard(self, warm: tuple[SandboxRecord, int]) -> None:
+        rec, lock_fd = warm
+        with contextlib.suppress(SandboxError, OSError):
+            self.runtime._teardown(rec, backend_for(rec.spec.backend))
+        os.close(lock_fd)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            items = [w for ws in self.ready.values() for w in ws]
+            self.ready.clear()
+            self.cond.notify_all()
+        for warm in items:
+            self._discard(warm)
 
 
 _RUNTIME: LocalRuntime | None = None

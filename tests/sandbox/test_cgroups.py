@@ -86,6 +86,18 @@ def test_limits_are_written(make: Make) -> None:
 
 
 @host
+def test_limits_can_be_raised_and_lowered_later(make: Make) -> None:
+    cg = make(memory=64 * MiB)
+    mem = cg.dirs["memory"]
+    for size in (2048 * MiB, 32 * MiB, 512 * MiB):
+        cg.set_limits(size, 10, 0.5)
+        assert int((mem / "memory.limit_in_bytes").read_text()) == size
+        if (mem / "memory.memsw.limit_in_bytes").exists():
+            assert int((mem / "memory.memsw.limit_in_bytes").read_text()) == size
+    assert (cg.dirs["pids"] / "pids.max").read_text().strip() == "10"
+
+
+@host
 def test_memory_limit_oom_kills_inside_only(make: Make) -> None:
     cg = make(memory=64 * MiB)
     code = "b = b'x' * (200 << 20); print(len(b))"

@@ -155,3 +155,24 @@ async def test_async_sandbox_runs_commands_concurrently(base_image: str) -> None
         assert time.monotonic() - start < 3
         await sb.write_text("/x", "y")
         assert await sb.read_text("/x") == "y"
+
+
+def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_image: str) -> None:
+    from rockroll.sandbox.runtime import local_runtime
+
+    runtime = local_runtime()
+    for _ in range(2):
+        Sandbox.create(base_image).close()
+    deadline = time.monotonic() + 10
+    while not runtime._warm.ready.get((base_image, "none")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    warm = [rec.id for rec, _ in runtime._warm.ready[(base_image, "none")]]
+    assert warm, "the warm pool did not fill"
+    listed = {rec.id for rec in runtime.list()}
+    assert not listed & set(warm)
+    with Sandbox.create(base_image, memory="96m", workdir="/srv/app", env={"K": "v"}) as sb:
+        assert sb.id in warm
+        assert sb.exec('pwd; echo "$K"').stdout == "/srv/app\nv\n"
+        res = sb.exec("python3 -c 'a = bytearray(200 << 20)'", timeout=60)
+        assert res.exit_code == 137, res
+        assert sb.id in {rec.id for rec in runtime.list()}
