@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
 import uuid
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from rockroll import Sandbox
 from rockroll.sandbox.images import get_image
+from tests.sandbox.probes import FORK_COUNTER
 
 
 def test_host_processes_are_invisible(sandbox: Sandbox) -> None:
@@ -50,24 +49,6 @@ def test_capabilities_are_zero(sandbox: Sandbox) -> None:
     assert len([ln for ln in lines if ln.strip()]) == 5
     for line in filter(None, lines):
         assert line.split()[1] == "0000000000000000", line
-
-
-@pytest.fixture
-def host_server():
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"host server reached")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
 
 
 def test_network_is_loopback_only(sandbox: Sandbox, host_server: int) -> None:
@@ -113,20 +94,8 @@ def test_memory_hog_is_killed_at_its_limit(base_image: str) -> None:
 
 @pytest.mark.slow
 def test_fork_bomb_stops_at_pids_limit(base_image: str) -> None:
-    counter = (
-        "import os, time\n"
-        "n = 0\n"
-        "while True:\n"
-        "    try:\n"
-        "        if os.fork() == 0:\n"
-        "            time.sleep(60); os._exit(0)\n"
-        "        n += 1\n"
-        "    except OSError:\n"
-        "        break\n"
-        "print(n)\n"
-    )
     with Sandbox.create(base_image, pids=64) as bomb, Sandbox.create(base_image) as other:
-        res = bomb.exec(["python3", "-c", counter], timeout=60)
+        res = bomb.exec(["python3", "-c", FORK_COUNTER], timeout=60)
         assert res.exit_code == 0, res
         assert 20 < int(res.stdout) < 64
         assert other.exec("echo alive").stdout == "alive\n"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +18,7 @@ from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.podman import GLOBAL_ARGS, PodmanBackend
 from rockroll.sandbox.runtime import local_runtime
 from rockroll.sandbox.state import sandboxes_dir
+from tests.sandbox.probes import FORK_COUNTER
 
 pytestmark = [
     pytest.mark.slow,
@@ -65,23 +64,6 @@ def test_capabilities_are_zero_and_seccomp_applies(psb: Sandbox) -> None:
     assert psb.exec(["python3", "-c", probe]).stdout == "-1 1\n"
 
 
-@pytest.fixture
-def host_server() -> Iterator[int]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"host server reached")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-
-
 def test_network_is_loopback_only(psb: Sandbox, host_server: int) -> None:
     probe = f"""
 import urllib.request
@@ -105,20 +87,8 @@ def test_memory_hog_is_killed_at_its_limit(base_image: str) -> None:
 
 
 def test_fork_bomb_stops_at_pids_limit(base_image: str) -> None:
-    counter = (
-        "import os, time\n"
-        "n = 0\n"
-        "while True:\n"
-        "    try:\n"
-        "        if os.fork() == 0:\n"
-        "            time.sleep(60); os._exit(0)\n"
-        "        n += 1\n"
-        "    except OSError:\n"
-        "        break\n"
-        "print(n)\n"
-    )
     with Sandbox.create(base_image, backend="podman", pids=64) as bomb:
-        res = bomb.exec(["python3", "-c", counter], timeout=60)
+        res = bomb.exec(["python3", "-c", FORK_COUNTER], timeout=60)
         assert res.exit_code == 0, res
         assert 20 < int(res.stdout) < 64
 
