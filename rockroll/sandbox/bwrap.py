@@ -58,11 +58,20 @@ class _Parked:
     ready_fd: int
     fds: dict[str, int]  # numbers as seen by the launcher
 
-    def cancel(self) -> None:
-        with contextlib.suppress(OSError):
+    def close_go(self) -> None:
+        """Close the command pipe once (a stale fd number may belong to someone else later)."""
+        if self.go_fd >= 0:
             os.close(self.go_fd)
-        with contextlib.suppress(OSError):
+            self.go_fd = -1
+
+    def close_ready(self) -> None:
+        if self.ready_fd >= 0:
             os.close(self.ready_fd)
+            self.ready_fd = -1
+
+    def cancel(self) -> None:
+        self.close_go()
+        self.close_ready()
         with contextlib.suppress(OSError):
             self.cgroups.destroy()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -217,7 +226,7 @@ class BwrapBackend(Backend):
             argv += ["--listen-fd", str(parked.fds["listen"])]
             argv += ["--ready-fd", str(parked.fds["ready"])]
             os.write(parked.go_fd, b"".join(a.encode() + b"\0" for a in argv))
-            os.close(parked.go_fd)
+            parked.close_go()
             parked.cgroups.set_limits(spec.memory, spec.pids, spec.cpus)
         except BaseException:
             parked.cancel()
@@ -234,7 +243,7 @@ class BwrapBackend(Backend):
         try:
             self._wait_ready(rec, parked.ready_fd, parked.proc)
         finally:
-            os.close(parked.ready_fd)
+            parked.close_ready()
 
     def root(self, rec: SandboxRecord) -> str:
         """The overlay lives in the launcher's mount namespace; /proc/PID/root reaches it."""
