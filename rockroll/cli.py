@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     nouns = parser.add_subparsers(title="commands", metavar="<noun> <verb>")
     _image_commands(nouns.add_parser("image", help="build, list and remove base images"))
     _sandbox_commands(nouns.add_parser("sandbox", help="create and use sandboxes"))
+    _bench_commands(nouns.add_parser("bench", help="run an agent over a task set, and report"))
     demo = nouns.add_parser("demo", help="a short tour of the sandbox runtime")
     demo.set_defaults(func=_demo)
     return parser
@@ -284,6 +285,90 @@ def _sb_snapshot(args: argparse.Namespace) -> int:
     snap = Sandbox.connect(args.id).snapshot()
     out.print(snap.id, highlight=False)
     return 0
+
+
+# -- benchmarks --------------------------------------------------------------------------------
+def _bench_commands(parser: argparse.ArgumentParser) -> None:
+    verbs = _verbs(parser)
+    run = _add(verbs, "run", _bench_run, "run an agent over tasks; resumes an interrupted run")
+    run.add_argument("suite", help="a task folder, a folder of tasks, humaneval, rg:NAME?seed=S")
+    run.add_argument("--agent", default="oracle", help="oracle, noop (default oracle)")
+    run.add_argument("-j", "--jobs", type=int, default=2, help="tasks at once (default 2)")
+    run.add_argument("--out", help="results folder (default runs/<suite>-<agent>)")
+    run.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
+    report = _add(
+        verbs, "report", _bench_report, "summarise a results folder; --html writes a page"
+    )
+    report.add_argument("out")
+    report.add_argument("--html", help="write a self-contained HTML report here")
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from rockroll.bench.agents import make_agent
+    from rockroll.bench.report import render, summarize
+    from rockroll.bench.runner import RESULTS, run_suite, write_summary
+    from rockroll.tasks.suites import load_suite
+
+    try:
+        agent = make_agent(args.agent)
+        items = load_suite(args.suite)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SandboxError(str(exc)) from None
+    name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
+    out = Path(args.out or f"runs/{name}-{agent.name}")
+    if args.fresh and (out / RESULTS).exists():
+        (out / RESULTS).unlink()
+    counts = {"passed": 0, "done": 0}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        bar = progress.add_task(f"{agent.name} on {args.suite}", total=len(items))
+
+        def seen(result: object) -> None:
+            counts["done"] += 1
+            counts["passed"] += bool(getattr(result, "passed", False))
+            progress.update(
+                bar,
+                advance=1,
+                description=f"{agent.name} on {args.suite}: {counts['passed']} passed",
+            )
+
+        results = run_suite(items, agent, out, jobs=args.jobs, on_result=seen)
+    summary = summarize(results)
+    write_summary(out, summary)
+    render(summary, out_console())
+    out_console().print(f"results: {out / RESULTS}")
+    return 0
+
+
+def _bench_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rockroll.bench.report import render, summarize, to_html
+    from rockroll.bench.runner import RESULTS, read_results
+
+    out = Path(args.out)
+    results = read_results(out)
+    if not results:
+        raise SandboxError(f"no results in {out / RESULTS}; run `rockroll bench run` first")
+    summary = summarize(results)
+    render(summary, out_console())
+    if args.html:
+        Path(args.html).write_text(to_html(results, summary, f"rockroll results: {out}"))
+        out_console().print(f"HTML report: {args.html}")
+    return 0
+
+
+def out_console() -> Console:
+    return out
 
 
 # -- demo --------------------------------------------------------------------------------------

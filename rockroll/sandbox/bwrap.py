@@ -33,6 +33,13 @@ from rockroll.sandbox.spec import DEFAULT_PATH
 from rockroll.sandbox.state import SandboxRecord, list_records, new_id
 
 READY_TIMEOUT = 30.0
+# What `docker build` grants a RUN step; a build sandbox has no user namespace, like Docker.
+DOCKER_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)  # fmt: skip
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 POOL_SIZE = int(os.environ.get("ROCKROLL_POOL", "2"))
 
 
@@ -250,14 +257,21 @@ class BwrapBackend(Backend):
         return f"/proc/{rec.backend_pid}/root{rec.merged}"
 
     def _bwrap_args(self, rec: SandboxRecord, bpf_fd: int) -> list[str]:
-        args = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        args += ["--unshare-cgroup", "--cap-drop", "ALL", "--new-session", "--as-pid-1"]
-        args += ["--hostname", "sandbox", "--bind", str(rec.merged), "/"]
+        build = rec.spec.profile == "build"
+        args = ["bwrap"] if build else ["bwrap", "--unshare-user"]
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
+        args += ["--cap-drop", "ALL"]
+        for cap in DOCKER_CAPS if build else ():
+            args += ["--cap-add", cap]
+        args += ["--new-session", "--as-pid-1", "--hostname", "sandbox"]
+        args += ["--bind", str(rec.merged), "/"]
         args += ["--proc", "/proc", "--dev", "/dev", "--seccomp", str(bpf_fd)]
         if rec.spec.network == "none":
             args.append("--unshare-net")
-        elif os.path.exists("/etc/resolv.conf"):
-            args += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
+        else:
+            args += _host_files("/etc/resolv.conf")
+        if build:
+            args += _host_files(HOST_CA_BUNDLE)
         return [*args, "--chdir", "/", "--"]
 
     def _wait_ready(self, rec: SandboxRecord, ready_r: int, proc: subprocess.Popen) -> None:
@@ -326,6 +340,15 @@ class BwrapBackend(Backend):
         for suffix in (".sock", ".log"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(run_dir / f"{name}{suffix}")
+
+
+def _host_files(*paths: str) -> list[str]:
+    """Read-only binds of host files that exist, at the same path in the sandbox."""
+    args = []
+    for path in paths:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
 
 
 def _pid_alive(pid: int) -> bool:

@@ -54,6 +54,17 @@ class Image:
         except (OSError, ValueError):
             return {}
 
+    @property
+    def layers(self) -> list[Path]:
+        """Read-only layers, top first: this image's own, then its parent's."""
+        parent = self.meta.get("parent")
+        return [self.rootfs, *(get_image(parent).layers if parent else [])]
+
+    @property
+    def config(self) -> dict:
+        """What a Dockerfile recorded: env, workdir, user, cmd, entrypoint."""
+        return self.meta.get("config", {})
+
 
 def images_dir() -> Path:
     return home_subdir("images")
@@ -70,7 +81,7 @@ def check_name(name: object) -> str:
 def get_image(name: str) -> Image:
     """The built image called `name`, or an error that says how to build it."""
     image = Image(check_name(name), images_dir() / name)
-    if not (image.rootfs / "bin").exists() or not (image.path / "image.json").exists():
+    if not image.rootfs.is_dir() or not (image.path / "image.json").exists():
         built = ", ".join(i.name for i in list_images()) or "none"
         raise ImageNotFound(
             f"image {name!r} is not built (built: {built}); run `rockroll image build {name}`"
@@ -86,7 +97,7 @@ def list_images() -> list[Image]:
 
 def remove_image(name: str) -> None:
     image = get_image(name)
-    with _lock(name):
+    with image_lock(name):
         shutil.rmtree(image.path)
 
 
@@ -118,7 +129,7 @@ def build_image(
     """Build (or reuse) a Debian minbase image; concurrent builders of one name wait."""
     check_name(name)
     _require_root_and_debootstrap()
-    with _lock(name, log):
+    with image_lock(name, log):
         final = images_dir() / name
         if (final / "image.json").exists() and not force:
             return Image(name, final)
@@ -155,7 +166,8 @@ def _require_root_and_debootstrap() -> None:
 
 
 @contextlib.contextmanager
-def _lock(name: str, log: Callable[[str], None] = print) -> Iterator[None]:
+def image_lock(name: str, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Serialise builders of one image across processes."""
     with open(images_dir() / f".{name}.lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

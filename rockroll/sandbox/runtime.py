@@ -300,7 +300,7 @@ class LocalRuntime:
             if snap is None:
                 raise SandboxNotFound(f"no snapshot {name!r}; take one with `sandbox.snapshot()`")
             return snap.image, snap.layers
-        return name, [str(get_image(name).rootfs)]
+        return name, [str(p) for p in get_image(name).layers]
 
     # -- idle TTL and garbage collection ------------------------------------------------------
     def _start_reaper(self) -> None:
@@ -397,6 +397,8 @@ class _WarmPool:
 
     def take(self, spec: SandboxSpec) -> tuple[SandboxRecord, int] | None:
         if self.size <= 0 or spec.backend != "bwrap" or spec.image.startswith("snap-"):
+            return None
+        if spec.profile != "agent":
             return None
         key = (spec.image, spec.network)
         with self.cond:

@@ -80,6 +80,7 @@ class Sandbox:
         backend: str = "bwrap",
         max_output: int = 1 << 20,
         detached: bool = False,
+        profile: str = "agent",
     ) -> Sandbox:
         """Start a sandbox; use it as a context manager so `close()` always runs."""
         spec = make_spec(
@@ -94,6 +95,7 @@ class Sandbox:
             backend=backend,
             max_output=max_output,
             detached=detached,
+            profile=profile,
         )
         runtime = local_runtime()
         return cls(runtime.create(spec), runtime)
@@ -250,17 +252,21 @@ class Sandbox:
         return self._fs.exists(self._path(path))
 
     def upload(self, local: str | os.PathLike[str], remote: str) -> None:
-        """Copy a local file or directory tree to `remote` inside the sandbox."""
+        """Copy a local file, or a directory's contents, to `remote` inside the sandbox.
+
+        Modes are kept, plus the owner's write bit: root in a sandbox has no capabilities, so
+        it could not otherwise fill or change a read-only directory it was given.
+        """
         src = Path(local)
         dest = self._path(remote)
         if src.is_dir():
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(src, arcname=".")
+                tar.add(src, arcname=".", filter=_owned_writable)
             self._fs.makedirs(dest)
             self._tar(["tar", "-x", "-f", "-", "-C", dest], buf.getvalue())
         elif src.is_file():
-            self._fs.write_bytes(dest, src.read_bytes(), src.stat().st_mode & 0o7777)
+            self._fs.write_bytes(dest, src.read_bytes(), (src.stat().st_mode & 0o7777) | 0o200)
         else:
             raise InvalidArgument(f"upload source {str(src)!r} does not exist")
 
@@ -358,6 +364,13 @@ class AsyncSandbox:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _owned_writable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mode |= 0o200
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -52,6 +52,12 @@ class SandboxSpec(BaseModel):
     ttl: float | None = Field(None, description="idle seconds before the sandbox is closed", gt=0)
     max_output: int = Field(1 << 20, description="bytes kept per stream (head+tail)", ge=1024)
     detached: bool = Field(False, description="outlive the creating process (CLI sandboxes)")
+    profile: Literal["agent", "build"] = Field(
+        "agent",
+        description="'agent': no capabilities, user namespace; 'build': for image build steps "
+        "(Dockerfile RUN), like `docker build`: Docker's default capabilities, no user "
+        "namespace, the host's network and CA certificates",
+    )
 
     @field_validator("workdir")
     @classmethod
@@ -70,6 +76,10 @@ class SandboxSpec(BaseModel):
 
     def base_env(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
+        if self.profile == "agent":
+            # Root without capabilities cannot give files to other users; GNU tar run as root
+            # tries to and fails, so tell it not to (as it behaves for non-root users).
+            env["TAR_OPTIONS"] = "--no-same-owner"
         return env | self.env
 
 

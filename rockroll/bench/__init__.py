@@ -1,0 +1,1 @@
+"""Run an agent over a task set and report how it did."""

@@ -1,0 +1,141 @@
+"""Run an agent over a task set: in parallel, results written as they come, resumable."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from rockroll.bench.agents import Agent
+from rockroll.sandbox.errors import SandboxError
+from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.verify import verify
+from rockroll.tasks.workspace import open_sandbox, task_image
+
+RESULTS = "results.jsonl"
+
+
+class TaskResult(BaseModel):
+    """One line of results.jsonl."""
+
+    task: str
+    source: str = ""
+    category: str | None = None
+    agent: str
+    reward: float = 0.0
+    passed: bool = False
+    reason: str | None = Field(None, description="why it did not pass")
+    times: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
+    verifier_tail: str = ""
+    agent_tail: str = ""
+    offline: list[str] = Field(default_factory=list)
+    trajectory: str | None = None
+    error: str | None = None
+
+
+def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: None) -> TaskResult:
+    """Build, start, let the agent act, verify; every failure becomes a reason, never a crash."""
+    result = TaskResult(
+        task=task.id, source=task.source, category=task.metadata.category, agent=agent.name
+    )
+    times = result.times
+    clock = time.monotonic()
+    try:
+        image = task_image(task, log)
+        times["build"] = time.monotonic() - clock
+        clock = time.monotonic()
+        with open_sandbox(task, image) as sb:
+            times["sandbox"] = time.monotonic() - clock
+            clock = time.monotonic()
+            acted = agent.run(task, sb)
+            times["agent"] = time.monotonic() - clock
+            result.agent_tail, result.trajectory = acted.output_tail, acted.trajectory
+            clock = time.monotonic()
+            verdict = verify(task, sb)
+            times["verify"] = time.monotonic() - clock
+        result.reward, result.passed, result.reason = verdict.reward, verdict.passed, verdict.reason
+        result.verifier_tail, result.offline = verdict.output_tail, verdict.offline
+        if acted.timed_out and not verdict.passed:
+            result.reason = "agent-timeout"
+    except TaskError as exc:
+        result.reason, result.error = exc.reason, str(exc)
+    except SandboxError as exc:
+        result.reason, result.error = "sandbox-error", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a bad task must not stop the run; the reason says what happened
+        result.reason, result.error = "error", f"{type(exc).__name__}: {exc}"
+    times["total"] = sum(times.values())
+    return result
+
+
+def failed_to_load(error: TaskError, agent: Agent) -> TaskResult:
+    return TaskResult(task=error.task_id, agent=agent.name, reason=error.reason, error=str(error))
+
+
+class ResultLog:
+    """results.jsonl: appended line by line as tasks finish, read back to resume."""
+
+    def __init__(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / RESULTS
+        self.lock = threading.Lock()
+
+    def done(self) -> dict[str, TaskResult]:
+        if not self.path.exists():
+            return {}
+        found = {}
+        for line in self.path.read_text().splitlines():
+            try:
+                result = TaskResult.model_validate_json(line)
+            except ValueError:
+                continue  # a line cut short by a crash; that task runs again
+            found[result.task] = result
+        return found
+
+    def add(self, result: TaskResult) -> None:
+        line = result.model_dump_json() + "\n"
+        with self.lock, open(self.path, "a") as fh:
+            fh.write(line)
+            fh.flush()
+
+
+def run_suite(
+    items: Iterable[Task | TaskError],
+    agent: Agent,
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    on_result: Callable[[TaskResult], None] = lambda r: None,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[TaskResult]:
+    """Run every task not already in `out_dir`'s results; return all results, old and new."""
+    results = ResultLog(out_dir)
+    done = results.done()
+    pending = [t for t in items if (t.task_id if isinstance(t, TaskError) else t.id) not in done]
+    for item in done.values():
+        on_result(item)
+
+    def one(item: Task | TaskError) -> TaskResult:
+        if isinstance(item, TaskError):
+            result = failed_to_load(item, agent)
+        else:
+            result = run_task(item, agent, log)
+        results.add(result)
+        on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        new = list(pool.map(one, pending))
+    return [*done.values(), *new]
+
+
+def read_results(out_dir: Path) -> list[TaskResult]:
+    return list(ResultLog(out_dir).done().values())
+
+
+def write_summary(out_dir: Path, summary: dict) -> None:
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -1,0 +1,376 @@
+"""Build sandbox images from Dockerfiles, without Docker.
+
+Each RUN step runs in a build sandbox (profile "build": like `docker build`, with the host's
+network) stacked on a local base image; COPY/ADD take files from the build context. The result
+is one read-only layer on top of the base. FROM images that cannot be pulled offline are mapped
+to local images through `BASE_MAP`, which a user extends with `$ROCKROLL_HOME/image-map.json`.
+Images are named by a hash of the Dockerfile and its context, so identical tasks build once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rockroll.sandbox.errors import SandboxError
+from rockroll.sandbox.images import Image, build_image, get_image, image_lock, images_dir
+from rockroll.sandbox.paths import rockroll_home
+
+BUILDER_VERSION = "4"
+STEP_TIMEOUT = 1800.0
+# FROM pattern -> local image (built with debootstrap from `suite` when missing), and packages
+# it lacks compared with the original. Python's minor version matters to tests (3.12 changed
+# float `sum()`), so Python 3.13 images map to Debian trixie, whose python3 is 3.13.
+PY313 = {"image": "python3.13", "suite": "trixie"}
+BASE_MAP: dict[str, dict] = {
+    "ghcr.io/laude-institute/t-bench/python-3-13*": PY313 | {"packages": ["tmux"]},
+    "python:3.13*": PY313 | {"packages": []},
+    "python:3.11*": {"image": "base", "packages": []},
+    "buildpack-deps:*": {
+        "image": "base",
+        "packages": ["build-essential", "openssl", "wget", "unzip", "xz-utils", "bzip2", "tmux"],
+    },
+    "debian:*": {"image": "base", "packages": []},
+    "ubuntu:*": {"image": "base", "packages": []},
+}
+KNOWN = {
+    "FROM", "RUN", "COPY", "ADD", "WORKDIR", "ENV", "ARG", "USER", "CMD", "ENTRYPOINT",
+    "LABEL", "EXPOSE", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "MAINTAINER", "ONBUILD",
+}  # fmt: skip
+_VAR = re.compile(r"\$(?:\{(\w+)(?::-([^}]*))?\}|(\w+))")
+
+
+class BuildError(SandboxError):
+    """A Dockerfile could not be built; names the file, the line and what went wrong."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message + (f"\n--- output (tail) ---\n{output[-3000:]}" if output else ""))
+        self.output = output
+
+
+@dataclass
+class Instruction:
+    line: int
+    keyword: str
+    args: str
+
+
+@dataclass
+class _State:
+    env: dict[str, str] = field(default_factory=dict)
+    args: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    user: str = "root"
+    shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
+    config: dict = field(default_factory=dict)
+
+    def expand(self, text: str) -> str:
+        values = self.args | self.env
+
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(3)
+            return values.get(name, m.group(2) or "")
+
+        return _VAR.sub(one, text)
+
+
+def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
+    """Instructions with their line numbers; continuation lines joined, comments dropped."""
+    out: list[Instruction] = []
+    buf, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if buf and line.startswith("#"):
+            continue
+        if not buf:
+            start = number
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        keyword, _, args = buf.strip().partition(" ")
+        if keyword.upper() not in KNOWN:
+            raise BuildError(
+                f"{path}:{start}: unknown instruction {keyword!r}; "
+                f"known: {', '.join(sorted(KNOWN))}"
+            )
+        out.append(Instruction(start, keyword.upper(), args.strip()))
+        buf = ""
+    if buf:
+        raise BuildError(f"{path}:{start}: the file ends inside a continued line")
+    if not out or out[0].keyword not in ("FROM", "ARG"):
+        raise BuildError(f"{path}: a Dockerfile must start with FROM")
+    return out
+
+
+def base_map() -> dict[str, dict]:
+    """The built-in FROM table, extended by `$ROCKROLL_HOME/image-map.json` if present."""
+    table = dict(BASE_MAP)
+    user = rockroll_home() / "image-map.json"
+    if user.exists():
+        try:
+            extra = json.loads(user.read_text())
+        except ValueError as exc:
+            raise BuildError(f"{user}: not valid JSON ({exc})") from None
+        for pattern, target in extra.items():
+            table[pattern] = target if isinstance(target, dict) else {"image": target}
+    return table
+
+
+def resolve_base(ref: str, log: Callable[[str], None] = lambda s: None) -> tuple[str, list[str]]:
+    """Local image and extra packages for a FROM reference; mapped bases are built if needed."""
+    with contextlib.suppress(SandboxError):
+        return get_image(ref).name, []
+    for pattern, target in base_map().items():
+        if fnmatch.fnmatch(ref, pattern):
+            if target.get("suite"):
+                try:
+                    get_image(target["image"])
+                except SandboxError:
+                    build_image(target["image"], suite=target["suite"], log=log)
+            return target["image"], list(target.get("packages", []))
+    raise BuildError(
+        f"FROM {ref}: this image cannot be pulled offline and no mapping matches it; add "
+        f'"{ref}": "base" (or another built image) to {rockroll_home() / "image-map.json"}'
+    )
+
+
+def _copied_files(context: Path, steps: list[Instruction]) -> list[Path]:
+    sources: list[str] = []
+    for ins in steps:
+        if ins.keyword in ("COPY", "ADD"):
+            words = _exec_form(ins.args) or shlex.split(ins.args)
+            sources += [w for w in words[:-1] if not w.startswith("--")]
+    if any("$" in s for s in sources):
+        sources = ["."]
+    files: set[Path] = set()
+    for src in sources:
+        for path in context.glob(src) if any(c in src for c in "*?[") else [context / src]:
+            if path.is_dir():
+                files.update(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
+            elif path.exists() or path.is_symlink():
+                files.add(path)
+    return sorted(files)
+
+
+def _key(parent: str, state: _State, steps: list[Instruction], context: Path) -> str:
+    """A hash of everything a build depends on: parent, starting state, steps, copied files."""
+    digest = hashlib.sha256(BUILDER_VERSION.encode() + parent.encode())
+    digest.update(json.dumps([state.env, state.args, state.workdir, state.shell]).encode())
+    digest.update(json.dumps([(i.keyword, i.args) for i in steps]).encode())
+    for path in _copied_files(context, steps):
+        digest.update(str(path.relative_to(context)).encode() + b"\0")
+        digest.update(oct(path.lstat().st_mode).encode())
+        if path.is_file() and not path.is_symlink():
+            digest.update(path.read_bytes())
+    return "df-" + digest.hexdigest()[:16]
+
+
+def build(
+    dockerfile: Path, context: Path | None = None, *, log: Callable[[str], None] = lambda s: None
+) -> Image:
+    """The image for this Dockerfile, built now unless an identical one was built before.
+
+    The steps before the first COPY/ADD read nothing from the context, so they are built (and
+    cached) as an image of their own: Dockerfiles that differ only in what they copy share it.
+    """
+    dockerfile = Path(dockerfile)
+    context = Path(context) if context else dockerfile.parent
+    if not dockerfile.is_file():
+        raise BuildError(f"{dockerfile}: no such Dockerfile")
+    instructions = parse(dockerfile.read_text(), str(dockerfile))
+    state = _State()
+    while instructions and instructions[0].keyword == "ARG":
+        _arg(state, instructions.pop(0).args)
+    base, packages = resolve_base(state.expand(instructions[0].args.split()[0]), log)
+    parent = get_image(base)
+    state.env = dict(parent.config.get("env", {}))
+    state.workdir = parent.config.get("workdir", "/")
+    steps = instructions[1:]
+    if packages:
+        install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        steps.insert(0, Instruction(instructions[0].line, "RUN", install + " ".join(packages)))
+    cut = next((i for i, ins in enumerate(steps) if ins.keyword in ("COPY", "ADD")), 0)
+    image = parent
+    for part in (steps[:cut], steps[cut:]) if cut else (steps,):
+        image = _cached(image, part, state, dockerfile, context, log)
+    return image
+
+
+def _cached(
+    parent: Image,
+    steps: list[Instruction],
+    state: _State,
+    dockerfile: Path,
+    context: Path,
+    log: Callable[[str], None],
+) -> Image:
+    name = _key(parent.name, state, steps, context)
+    with image_lock(name, log):
+        try:
+            image = get_image(name)
+        except SandboxError:
+            started = time.monotonic()
+            image = _build(name, parent, steps, state, dockerfile, context, log)
+            log(f"built {name} from {dockerfile} in {time.monotonic() - started:.1f} s")
+    config = image.config
+    state.env, state.workdir = dict(config["env"]), config["workdir"]
+    state.args, state.shell = dict(config["args"]), list(config["shell"])
+    state.config = {k: v for k, v in config.items() if k not in ("env", "workdir", "args")}
+    return image
+
+
+def _build(
+    name: str,
+    parent: Image,
+    steps: list[Instruction],
+    state: _State,
+    dockerfile: Path,
+    context: Path,
+    log: Callable[[str], None],
+) -> Image:
+    from rockroll.sandbox.sdk import Sandbox
+
+    tmp = images_dir() / f".{name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with Sandbox.create(
+            parent.name, profile="build", network="full", memory="8g", cpus=2, pids=8192
+        ) as sb:
+            for ins in steps:
+                where = f"{dockerfile}:{ins.line}: {ins.keyword} {ins.args[:200]}"
+                log(where)
+                _step(sb, state, ins, context, where)
+            done = subprocess.run(
+                ["cp", "-a", str(sb._rec.dir / "upper"), str(tmp / "rootfs")],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise BuildError(f"{dockerfile}: saving the image failed: {done.stderr}")
+        config = state.config | {
+            "env": state.env,
+            "workdir": state.workdir,
+            "args": state.args,
+            "shell": state.shell,
+        }
+        meta = {
+            "name": name,
+            "parent": parent.name,
+            "dockerfile": str(dockerfile),
+            "created": time.time(),
+            "config": config,
+        }
+        (tmp / "image.json").write_text(json.dumps(meta, indent=1))
+        os.rename(tmp, images_dir() / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return get_image(name)
+
+
+def _step(sb, state: _State, ins: Instruction, context: Path, where: str) -> None:
+    args = state.expand(ins.args) if ins.keyword not in ("RUN", "CMD", "ENTRYPOINT") else ins.args
+    if ins.keyword == "RUN":
+        argv = _exec_form(ins.args) or [*state.shell, ins.args]
+        res = sb.exec(argv, cwd=state.workdir, env=state.args | state.env, timeout=STEP_TIMEOUT)
+        if res.timed_out:
+            raise BuildError(f"{where}: timed out after {STEP_TIMEOUT:.0f} s", res.output)
+        if res.exit_code != 0:
+            raise BuildError(f"{where}: failed with exit code {res.exit_code}", res.output)
+    elif ins.keyword in ("COPY", "ADD"):
+        _copy(sb, state, args, context, where, ins.keyword)
+    elif ins.keyword == "WORKDIR":
+        state.workdir = _abs(args, state.workdir)
+        sb.exec(["mkdir", "-p", state.workdir])
+    elif ins.keyword == "ENV":
+        state.env.update(_pairs(args, where))
+    elif ins.keyword == "ARG":
+        _arg(state, args)
+    elif ins.keyword == "USER":
+        state.user = args
+        state.config["user"] = args
+    elif ins.keyword == "SHELL":
+        state.shell = _exec_form(args) or state.shell
+    elif ins.keyword in ("CMD", "ENTRYPOINT"):
+        state.config[ins.keyword.lower()] = _exec_form(args) or [*state.shell, args]
+    elif ins.keyword in ("LABEL", "EXPOSE", "VOLUME", "STOPSIGNAL", "HEALTHCHECK"):
+        state.config.setdefault(ins.keyword.lower(), []).append(args)
+    elif ins.keyword == "FROM":
+        raise BuildError(f"{where}: multi-stage builds are not supported")
+
+
+def _copy(sb, state: _State, args: str, context: Path, where: str, keyword: str) -> None:
+    words = _exec_form(args) or shlex.split(args)
+    flags = [w for w in words if w.startswith("--")]
+    words = [w for w in words if not w.startswith("--")]
+    if any(f.startswith("--from") for f in flags):
+        raise BuildError(f"{where}: COPY --from (multi-stage) is not supported")
+    if len(words) < 2:
+        raise BuildError(f"{where}: {keyword} needs a source and a destination")
+    *sources, dest = words
+    dest_abs = _abs(dest, state.workdir)
+    into_dir = dest.endswith("/") or len(sources) > 1
+    root = context.resolve()
+    for src in sources:
+        if re.match(r"^https?://", src):
+            raise BuildError(f"{where}: ADD from a URL is not supported (no network at run time)")
+        matches = sorted(root.glob(src)) if any(c in src for c in "*?[") else [root / src]
+        for path in matches:
+            path = path.resolve()
+            if not path.is_relative_to(root):
+                raise BuildError(f"{where}: {src} is outside the build context {root}")
+            if not path.exists():
+                raise BuildError(f"{where}: {src} does not exist in the build context {root}")
+            target = dest_abs
+            if not path.is_dir() and into_dir:
+                target = f"{dest_abs.rstrip('/')}/{path.name}"
+            sb.upload(path, target)
+
+
+def _exec_form(args: str) -> list[str] | None:
+    if args.startswith("["):
+        try:
+            value = json.loads(args)
+        except ValueError:
+            return None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    return None
+
+
+def _pairs(args: str, where: str) -> dict[str, str]:
+    words = shlex.split(args)
+    if words and "=" not in words[0]:
+        if len(words) < 2:
+            raise BuildError(f"{where}: ENV needs a value")
+        return {words[0]: args.split(None, 1)[1].strip()}
+    pairs = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise BuildError(f"{where}: expected NAME=value, got {word!r}")
+        pairs[key] = value
+    return pairs
+
+
+def _arg(state: _State, args: str) -> None:
+    key, _, default = args.partition("=")
+    state.args.setdefault(key.strip(), default.strip().strip('"'))
+
+
+def _abs(path: str, cwd: str) -> str:
+    return os.path.normpath(path if path.startswith("/") else f"{cwd.rstrip('/')}/{path}")

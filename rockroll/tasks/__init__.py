@@ -1,0 +1,1 @@
+"""Tasks in the formats the field uses, loaded into one model."""

@@ -1,0 +1,107 @@
+"""reasoning-gym tasks in real sandboxes: the oracle scores 1, wrong or missing answers do not."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from rockroll import Sandbox
+from rockroll.tasks import procedural
+from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.procedural import load_procedural
+
+
+def _sandbox(task: Task) -> Sandbox:
+    env = task.environment
+    return Sandbox.create(env.image or "base", workdir=env.workdir or "/", env=env.env)
+
+
+def _place(sb: Sandbox, files: dict[str, Path | str]) -> None:
+    for path, value in files.items():
+        if isinstance(value, Path):
+            sb.upload(value, path)
+        else:
+            sb.write_text(path, value)
+
+
+def _verify(sb: Sandbox, task: Task) -> tuple[float, str]:
+    """What a runner does for a python verifier: import "module:name", call it on the host."""
+    verifier = task.verifier
+    assert verifier.kind == "python" and verifier.function
+    module, name = verifier.function.split(":")
+    return getattr(importlib.import_module(module), name)(sb, verifier.args)
+
+
+def _run(task: Task, *, oracle: bool = False, answer: str | None = None) -> tuple[float, str]:
+    with _sandbox(task) as sb:
+        _place(sb, task.files)
+        if oracle:
+            assert task.solution is not None
+            res = sb.exec(["bash", "-c", task.solution.script], timeout=60)
+            assert res.ok, res.output
+        if answer is not None:
+            sb.write_text("/app/answer.txt", answer)
+        return _verify(sb, task)
+
+
+@pytest.mark.parametrize("name", ["countdown", "basic_arithmetic", "rotate_matrix"])
+def test_oracle_scores_one(base_image: str, name: str) -> None:
+    tasks = load_procedural(name, seed=3, size=5)
+    procedural._DATASETS.clear()  # scoring must rebuild the dataset from the args alone
+    for task in tasks:
+        reward, detail = _run(task, oracle=True)
+        assert reward == 1.0, (task.id, detail)
+
+
+def test_task_shape() -> None:
+    task = load_procedural("basic_arithmetic", seed=7, size=3, config={"min_terms": 2})[2]
+    assert task.id == "rg/basic_arithmetic/7/2"
+    assert task.source == "reasoning-gym"
+    assert task.environment.image == "base" and task.environment.workdir == "/app"
+    assert task.instruction.endswith("Write only your final answer to /app/answer.txt.")
+    assert task.verifier.function == "rockroll.tasks.procedural:score"
+    assert task.verifier.args == {
+        "dataset": "basic_arithmetic",
+        "seed": 7,
+        "size": 3,
+        "index": 2,
+        "config": {"min_terms": 2},
+        "answer_file": "/app/answer.txt",
+    }
+    assert task.metadata.category == "basic_arithmetic"
+    assert task.metadata.tags == ["reasoning-gym"]
+
+
+def test_wrong_answer_scores_below_one(base_image: str) -> None:
+    countdown = load_procedural("countdown", seed=1, size=1)[0]
+    reward, _ = _run(countdown, answer="1 + 1\n")
+    assert reward < 1.0
+    arithmetic = load_procedural("basic_arithmetic", seed=1, size=1)[0]
+    right = procedural._dataset("basic_arithmetic", 1, 1, None)[0]
+    reward, detail = _run(arithmetic, answer=str(int(right["answer"]) + 1))
+    assert reward < 1.0, detail
+    reward, detail = _run(arithmetic, answer=right["answer"] + "\n")
+    assert reward == 1.0, detail
+
+
+def test_missing_answer_scores_zero(base_image: str) -> None:
+    task = load_procedural("basic_arithmetic", seed=1, size=1)[0]
+    reward, detail = _run(task)
+    assert reward == 0.0
+    assert detail == "no answer: /app/answer.txt does not exist"
+
+
+def test_same_seed_same_tasks() -> None:
+    first = load_procedural("countdown", seed=42, size=4)
+    procedural._DATASETS.clear()
+    again = load_procedural("countdown", seed=42, size=4)
+    assert [t.model_dump() for t in first] == [t.model_dump() for t in again]
+    other = load_procedural("countdown", seed=43, size=4)
+    assert [t.instruction for t in other] != [t.instruction for t in first]
+
+
+def test_unknown_dataset_is_a_task_error() -> None:
+    with pytest.raises(TaskError, match="rg/no_such_dataset/0"):
+        load_procedural("no_such_dataset", seed=0, size=1)
