@@ -1,0 +1,11 @@
+"""Gymnasium-style environments: one task in one sandbox, driven by tool-call actions.
+
+env = make("humaneval/0")
+obs, info = env.reset()
+obs, reward, terminated, truncated, info = env.step({"tool": "bash", "command": "ls"})
+"""
+
+from rockroll.envs.registry import make, register, registered
+from rockroll.envs.task_env import TOOLS, Action, TaskEnv
+
+__all__ = ["TOOLS", "Action", "TaskEnv", "make", "register", "registered"]
