@@ -26,8 +26,9 @@ from pathlib import Path
 from rockroll.sandbox.errors import SandboxError
 from rockroll.sandbox.images import Image, build_image, get_image, image_lock, images_dir
 from rockroll.sandbox.paths import rockroll_home
+from rockroll.sandbox.spec import DEFAULT_PATH
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 STEP_TIMEOUT = 1800.0
 # FROM pattern -> local image (built with debootstrap from `suite` when missing), and packages
 # it lacks compared with the original. Python's minor version matters to tests (3.12 changed
@@ -76,7 +77,8 @@ class _State:
     config: dict = field(default_factory=dict)
 
     def expand(self, text: str) -> str:
-        values = self.args | self.env
+        # Docker images define PATH, so `ENV PATH=/x:$PATH` keeps the system directories.
+        values = {"PATH": DEFAULT_PATH} | self.args | self.env
 
         def one(m: re.Match[str]) -> str:
             name = m.group(1) or m.group(3)
@@ -93,15 +95,15 @@ def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
         line = raw.strip()
         if not buf and (not line or line.startswith("#")):
             continue
-        if buf and line.startswith("#"):
-            continue
+        if buf and (not line or line.startswith("#")):
+            continue  # like Docker: blank and comment lines inside a continued line are skipped
         if not buf:
             start = number
         if line.endswith("\\"):
             buf += line[:-1] + " "
             continue
         buf += line
-        keyword, _, args = buf.strip().partition(" ")
+        keyword, args = [*buf.split(None, 1), ""][:2]
         if keyword.upper() not in KNOWN:
             raise BuildError(
                 f"{path}:{start}: unknown instruction {keyword!r}; "
@@ -111,8 +113,10 @@ def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
         buf = ""
     if buf:
         raise BuildError(f"{path}:{start}: the file ends inside a continued line")
-    if not out or out[0].keyword not in ("FROM", "ARG"):
-        raise BuildError(f"{path}: a Dockerfile must start with FROM")
+    first = next((i for i in out if i.keyword != "ARG"), None)
+    if first is None or first.keyword != "FROM":
+        where = f"{path}:{first.line}" if first else path
+        raise BuildError(f"{where}: a Dockerfile must start with FROM (after optional ARGs)")
     return out
 
 
@@ -336,9 +340,21 @@ def _copy(sb, state: _State, args: str, context: Path, where: str, keyword: str)
             if not path.exists():
                 raise BuildError(f"{where}: {src} does not exist in the build context {root}")
             target = dest_abs
-            if not path.is_dir() and into_dir:
+            # Like Docker, a file copied onto an existing directory (`COPY a.txt .`) goes into it.
+            if not path.is_dir() and (into_dir or _is_dir(sb, dest_abs)):
                 target = f"{dest_abs.rstrip('/')}/{path.name}"
-            sb.upload(path, target)
+            try:
+                sb.upload(path, target)
+            except (OSError, SandboxError) as exc:
+                raise BuildError(f"{where}: copying {src} to {target} failed: {exc}") from None
+
+
+def _is_dir(sb, path: str) -> bool:
+    try:
+        os.close(sb._fs.open(path, os.O_PATH | os.O_DIRECTORY))
+    except OSError:
+        return False
+    return True
 
 
 def _exec_form(args: str) -> list[str] | None:

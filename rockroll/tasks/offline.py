@@ -83,6 +83,8 @@ def _rewrite(line: str, probe: Probe) -> tuple[str | None, str]:
             command = "python3 -m pytest" + tail
         elif words[0] in ("python", "python3"):
             command = "python3" + tail
+        elif words[0].endswith(".py"):  # `uv run script.py` runs the script with Python
+            command = "python3 " + m.group("rest")
         else:
             command = m.group("rest")
         return m.group("indent") + command, "runs with the image's Python instead of uv's"

@@ -34,9 +34,7 @@ def test_real_suites_oracle_passes_all_noop_none(
 ) -> None:
     for agent, expected in (("oracle", count), ("noop", 0)):
         out = tmp_path / agent
-        code, _ = run(
-            capsys, str(SHARED / suite), "--agent", agent, "-j", "2", "--out", str(out)
-        )
+        code, _ = run(capsys, str(SHARED / suite), "--agent", agent, "-j", "2", "--out", str(out))
         assert code == 0
         found = results(out)
         assert len(found) == count

@@ -1,0 +1,290 @@
+"""Dockerfiles built without Docker: parsing, real builds in sandboxes, caching and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rockroll import Sandbox
+from rockroll.sandbox.dockerfile import BuildError, build, parse, resolve_base
+from rockroll.sandbox.images import Image
+from rockroll.sandbox.spec import DEFAULT_PATH
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def test_parse_joins_continuations_drops_comments_and_keeps_line_numbers() -> None:
+    text = (
+        "# a comment before everything\n"  # 1
+        "FROM python:3.11-slim\n"  # 2
+        "\n"  # 3
+        "RUN echo a \\\n"  # 4
+        "    # a comment inside the continued line\n"  # 5
+        "    && echo b \\\n"  # 6
+        "\n"  # 7: Docker skips blank lines inside a continued line too
+        "    && echo c\n"  # 8
+        "env\tA=1\n"  # 9: lower case, tab after the keyword
+        "  # indented comment\n"  # 10
+        'CMD ["python3", "-V"]\n'  # 11
+    )
+    # Whitespace where lines were joined is not significant: compare words.
+    got = [(i.line, i.keyword, " ".join(i.args.split())) for i in parse(text, "df")]
+    assert got == [
+        (2, "FROM", "python:3.11-slim"),
+        (4, "RUN", "echo a && echo b && echo c"),
+        (9, "ENV", "A=1"),
+        (11, "CMD", '["python3", "-V"]'),
+    ]
+
+
+def test_parse_accepts_args_before_from() -> None:
+    got = parse("ARG V=3.11\nFROM python:${V}-slim\nRUN true\n")
+    assert [i.keyword for i in got] == ["ARG", "FROM", "RUN"]
+
+
+def test_unknown_instruction_names_the_file_and_line() -> None:
+    text = "FROM python:3.11-slim\nRUN true\n\nFROBNICATE x\n"
+    with pytest.raises(BuildError) as err:
+        parse(text, "/ctx/Dockerfile")
+    assert "/ctx/Dockerfile:4" in str(err.value)
+    assert "FROBNICATE" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("RUN echo hi\nFROM python:3.11-slim\n", "x/Dockerfile:1"),
+        ("ARG A=1\nRUN echo $A\n", "x/Dockerfile:2"),
+        ("# only a comment\n\n", "x/Dockerfile"),
+    ],
+)
+def test_a_dockerfile_must_start_with_from(text: str, where: str) -> None:
+    with pytest.raises(BuildError, match="must start with FROM") as err:
+        parse(text, "x/Dockerfile")
+    assert str(err.value).startswith(where + ":")
+
+
+def test_a_file_ending_inside_a_continued_line_is_an_error() -> None:
+    with pytest.raises(BuildError, match=r"df:2: the file ends inside a continued line"):
+        parse("FROM python:3.11-slim\nRUN echo a \\\n", "df")
+
+
+# -- FROM mapping ------------------------------------------------------------------------------
+
+
+def test_from_maps_known_registry_images_to_local_ones() -> None:
+    assert resolve_base("python:3.11-slim") == ("base", [])
+    image, packages = resolve_base("buildpack-deps:jammy")
+    assert image == "base" and "tmux" in packages and "build-essential" in packages
+
+
+def test_image_map_json_extends_the_table(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ROCKROLL_HOME", str(tmp_path))
+    with pytest.raises(BuildError, match=r"image-map\.json"):
+        resolve_base("registry.example/team/img:1")
+    (tmp_path / "image-map.json").write_text(json.dumps({"registry.example/team/*": "base"}))
+    assert resolve_base("registry.example/team/img:1") == ("base", [])
+    (tmp_path / "image-map.json").write_text("{not json")
+    with pytest.raises(BuildError, match="not valid JSON"):
+        resolve_base("registry.example/team/img:1")
+
+
+# -- real builds -------------------------------------------------------------------------------
+
+DOCKERFILE = """\
+# built by tests/tasks/test_dockerfile.py
+FROM python:3.11-slim
+ARG GREETING=hello-{marker}
+ENV PLAIN=one
+ENV LEGACY two words
+ENV PATH="/opt/tool/bin:$PATH"
+RUN echo "$GREETING" > /greeting.txt
+WORKDIR /app
+COPY file.txt .
+COPY data /data/
+COPY data/ro.txt nested/
+RUN echo built > made.txt && cat /greeting.txt > greeting-copy.txt
+CMD ["python3", "-V"]
+"""
+
+
+@dataclass
+class Built:
+    dockerfile: Path
+    context: Path
+    image: Image
+    log: list[str]
+    marker: str
+
+
+def _context(root: Path, marker: str, content: str = "first content\n") -> Path:
+    root.mkdir(parents=True)
+    (root / "Dockerfile").write_text(DOCKERFILE.format(marker=marker))
+    (root / "file.txt").write_text(content)
+    (root / "data").mkdir()
+    (root / "data" / "ro.txt").write_text("read-only data\n")
+    (root / "data" / "ro.txt").chmod(0o444)
+    (root / "data" / "sub").mkdir()
+    (root / "data" / "sub" / "deep.txt").write_text("deep\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    marker = uuid.uuid4().hex
+    context = _context(tmp_path_factory.mktemp("df") / "ctx", marker)
+    log: list[str] = []
+    image = build(context / "Dockerfile", log=log.append)
+    return Built(context / "Dockerfile", context, image, log, marker)
+
+
+def _built_names(log: list[str]) -> list[str]:
+    return [line.split()[1] for line in log if line.startswith("built ")]
+
+
+def test_build_runs_every_step_and_files_are_in_the_image(built: Built) -> None:
+    image = built.image
+    # Two layers were built (steps before the first COPY, then the rest), on the base image.
+    assert _built_names(built.log) == [image.meta["parent"], image.name]
+    with Sandbox.create(image.name) as sb:
+        assert sb.read_text("/greeting.txt") == f"hello-{built.marker}\n"  # ARG default in RUN
+        assert sb.read_text("/app/file.txt") == "first content\n"  # COPY file .
+        assert sb.read_text("/data/ro.txt") == "read-only data\n"  # COPY dir
+        assert sb.read_text("/data/sub/deep.txt") == "deep\n"
+        assert sb.read_text("/app/nested/ro.txt") == "read-only data\n"  # COPY into dir/
+        assert sb.read_text("/app/made.txt") == "built\n"  # RUN in WORKDIR
+        # `cat` was found: ENV PATH=...:$PATH kept the system directories.
+        assert sb.read_text("/app/greeting-copy.txt") == f"hello-{built.marker}\n"
+
+
+def test_image_config_records_env_workdir_and_cmd(built: Built) -> None:
+    config = built.image.config
+    assert config["env"] == {
+        "PLAIN": "one",
+        "LEGACY": "two words",
+        "PATH": f"/opt/tool/bin:{DEFAULT_PATH}",
+    }
+    assert config["workdir"] == "/app"
+    assert config["cmd"] == ["python3", "-V"]
+    assert config["args"]["GREETING"] == f"hello-{built.marker}"
+
+
+def test_read_only_copied_file_is_owner_writable_and_agent_can_overwrite_it(
+    built: Built,
+) -> None:
+    assert (built.context / "data" / "ro.txt").stat().st_mode & 0o777 == 0o444
+    mode = (built.image.rootfs / "data" / "ro.txt").stat().st_mode
+    assert mode & 0o200, oct(mode)
+    with Sandbox.create(built.image.name) as sb:  # profile "agent": root without capabilities
+        res = sb.exec("echo changed > /data/ro.txt && cat /data/ro.txt")
+        assert res.ok, res.output
+        assert res.stdout == "changed\n"
+
+
+def test_building_again_reuses_the_image(built: Built) -> None:
+    stamp = (built.image.path / "image.json").stat().st_mtime_ns
+    log: list[str] = []
+    started = time.monotonic()
+    again = build(built.dockerfile, log=log.append)
+    assert time.monotonic() - started < 2.0
+    assert again.name == built.image.name
+    assert _built_names(log) == []
+    assert (built.image.path / "image.json").stat().st_mtime_ns == stamp
+
+
+def test_what_goes_into_the_name(built: Built, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    shutil.copytree(built.context, ctx)
+    # Files the Dockerfile does not copy, and its comments, do not change the image.
+    (ctx / "unrelated.txt").write_text("not copied\n")
+    text = (ctx / "Dockerfile").read_text()
+    (ctx / "Dockerfile").write_text("# another comment\n" + text)
+    assert build(ctx / "Dockerfile").name == built.image.name
+    # A copied file's mode does.
+    (ctx / "data" / "sub" / "deep.txt").chmod(0o755)
+    assert build(ctx / "Dockerfile").name != built.image.name
+
+
+def test_changed_copied_content_rebuilds_only_the_layer_after_the_first_copy(
+    built: Built, tmp_path: Path
+) -> None:
+    other = _context(tmp_path / "ctx", built.marker, content="second content\n")
+    log: list[str] = []
+    image = build(other / "Dockerfile", log=log.append)
+    assert image.name != built.image.name
+    assert _built_names(log) == [image.name]  # the steps before COPY came from the cache
+    assert image.meta["parent"] == built.image.meta["parent"]
+    assert image.layers[1:] == built.image.layers[1:]
+    assert image.layers[0] != built.image.layers[0]
+    assert len(image.layers) == 3 and image.layers[-1].parent.name == "base"
+    with Sandbox.create(image.name) as sb:
+        assert sb.read_text("/app/file.txt") == "second content\n"
+        assert sb.read_text("/greeting.txt") == f"hello-{built.marker}\n"
+
+
+def _dockerfile(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "Dockerfile"
+    path.write_text(f"FROM python:3.11-slim\nRUN echo {uuid.uuid4().hex}\n{body}")
+    return path
+
+
+def test_failing_run_names_the_line_and_shows_the_output(base_image: str, tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    path = _dockerfile(
+        tmp_path, f"WORKDIR /w\nRUN echo out-{marker} && echo err-{marker} >&2 && exit 3\n"
+    )
+    with pytest.raises(BuildError) as err:
+        build(path)
+    message = str(err.value)
+    assert f"{path}:4: RUN echo out-{marker}" in message
+    assert "exit code 3" in message
+    assert f"out-{marker}" in err.value.output and f"err-{marker}" in err.value.output
+
+
+def test_unknown_base_image_explains_image_map(base_image: str, tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text("FROM some/unknown:image\nRUN true\n")
+    with pytest.raises(BuildError) as err:
+        build(path)
+    assert "some/unknown:image" in str(err.value)
+    assert "image-map.json" in str(err.value)
+
+
+def test_add_from_a_url_is_refused(base_image: str, tmp_path: Path) -> None:
+    path = _dockerfile(tmp_path, "ADD https://example.com/tool.tar.gz /opt/\n")
+    with pytest.raises(BuildError) as err:
+        build(path)
+    assert f"{path}:3: ADD" in str(err.value)
+    assert "URL is not supported" in str(err.value)
+
+
+def test_copy_of_a_missing_or_outside_file_is_refused(base_image: str, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    path = _dockerfile(ctx, "COPY missing.txt /x\n")
+    with pytest.raises(
+        BuildError, match=r"Dockerfile:3: COPY missing\.txt /x: missing\.txt does not exist"
+    ):
+        build(path)
+    (tmp_path / "secret.txt").write_text("outside\n")
+    path = _dockerfile(ctx, "COPY ../secret.txt /x\n")
+    with pytest.raises(BuildError, match="outside the build context"):
+        build(path)
+
+
+def test_missing_dockerfile(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="no such Dockerfile"):
+        build(tmp_path / "Dockerfile")
+
+
+def test_images_are_kept_read_only_by_sandboxes(built: Built) -> None:
+    """A sandbox writing over an image file changes its own overlay, never the image."""
+    with Sandbox.create(built.image.name) as sb:
+        assert sb.exec("echo scribbled > /app/file.txt").ok
+    assert (built.image.rootfs / "app" / "file.txt").read_text() == "first content\n"
