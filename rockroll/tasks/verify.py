@@ -96,7 +96,8 @@ def _probe(sb: Sandbox) -> Probe:
         if kind == "apt":
             return sb.exec(["dpkg", "-s", *names]).exit_code == 0
         modules = [n.lower().replace("-", "_") for n in names]
-        code = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]"
+        # find_spec locates a module without importing it: ~10 ms instead of ~100 for pytest.
+        code = "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, sys.argv[1:])))"
         return sb.exec(["python3", "-c", code, *modules]).exit_code == 0
 
     return present
