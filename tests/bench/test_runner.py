@@ -203,3 +203,17 @@ def test_report_renders_summary_and_html(
     html = page.read_text()
     assert "<html>" in html and "one" in html and "two" in html and "tests-failed" in html
     assert main(["bench", "report", str(tmp_path / "nothing")]) == 1
+
+
+def test_harbor_task_through_envs_make(base_image: str, tmp_path: Path) -> None:
+    from rockroll.envs import make
+
+    task = harbor_task(tmp_path, "env-task", "1")
+    with make(f"terminal:{task}") as env:
+        obs, info = env.reset()
+        assert "Create /app/done" in obs and info["task_id"] == "env-task"
+        assert env.step({"tool": "submit"})[1] == 0.0
+        env.reset()
+        env.step({"tool": "bash", "command": "mkdir -p /app && echo yes > /app/done"})
+        _, reward, terminated, _, info = env.step({"tool": "submit"})
+        assert (reward, terminated) == (1.0, True)
