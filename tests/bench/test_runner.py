@@ -32,6 +32,7 @@ def results(out: Path) -> dict[str, dict]:
 def test_real_suites_oracle_passes_all_noop_none(
     suite: str, count: int, base_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert (SHARED / suite).is_dir(), f"{SHARED / suite} missing: shared/ belongs beside the repo"
     for agent, expected in (("oracle", count), ("noop", 0)):
         out = tmp_path / agent
         code, _ = run(capsys, str(SHARED / suite), "--agent", agent, "-j", "2", "--out", str(out))
