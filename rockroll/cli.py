@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     _image_commands(nouns.add_parser("image", help="build, list and remove base images"))
     _sandbox_commands(nouns.add_parser("sandbox", help="create and use sandboxes"))
     _bench_commands(nouns.add_parser("bench", help="run an agent over a task set, and report"))
+    _agent_commands(nouns.add_parser("agent", help="run the agent harness headless"))
     demo = nouns.add_parser("demo", help="a short tour of the sandbox runtime")
     demo.set_defaults(func=_demo)
     return parser
@@ -287,12 +288,79 @@ def _sb_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- agent -------------------------------------------------------------------------------------
+# Exit codes of `agent run`: 0 submitted, 3 a limit ended the run, 4 the model failed,
+# 5 the sandbox failed, 1 bad input, 2 usage.
+EXIT = {"submitted": 0, "model_error": 4, "sandbox_error": 5}
+
+
+def _agent_commands(parser: argparse.ArgumentParser) -> None:
+    verbs = _verbs(parser)
+    run = _add(verbs, "run", _agent_run, "run the agent on an instruction or a task")
+    run.add_argument("instruction", nargs="?", help="what to do (default: the task's)")
+    run.add_argument("--task", help="a task folder: its image, files and verifier")
+    run.add_argument("--model", required=True, help="scripted:PATH, openai:MODEL[@URL], ...")
+    run.add_argument("--sandbox", default="base", help="image to run in (without --task)")
+    run.add_argument("--workdir", default="/root", help="working directory (without --task)")
+    run.add_argument("--max-turns", type=int, default=50)
+    run.add_argument("--format", choices=["auto", "native", "tool_call", "bash"], default="auto")
+    run.add_argument("--trajectory", help="write the ATIF trajectory here")
+    run.add_argument("--json", action="store_true", help="JSONL events on stdout, then a record")
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rockroll.agent.loop import AgentConfig, AgentLoop
+    from rockroll.agent.models import ModelError, make_model
+    from rockroll.sandbox.sdk import Sandbox
+    from rockroll.tasks.suites import load_task
+    from rockroll.tasks.verify import verify
+    from rockroll.tasks.workspace import open_sandbox, task_image
+
+    try:
+        model = make_model(args.model)
+    except (ModelError, ValueError) as exc:
+        raise SandboxError(str(exc)) from None
+    task = load_task(Path(args.task)) if args.task else None
+    instruction = args.instruction or (task.instruction if task else None)
+    if not instruction:
+        raise SandboxError("give an instruction, or --task DIR")
+    config = AgentConfig(max_turns=args.max_turns, action_format=args.format)
+    loop = AgentLoop(model, config=config)
+
+    def event(e: dict) -> None:
+        if args.json:
+            print(json.dumps(e), flush=True)
+        elif e["type"] == "step":
+            err.print(f"turn {e['turn']}: {', '.join(e['calls']) or 'format error'}")
+
+    sb = (
+        open_sandbox(task, task_image(task, err.log))
+        if task
+        else Sandbox.create(args.sandbox, workdir=args.workdir)
+    )
+    with sb:
+        path = Path(args.trajectory) if args.trajectory else None
+        result = loop.run(instruction, sb, trajectory_path=path, on_event=event)
+        record = result.record()
+        if task is not None:
+            verdict = verify(task, sb)
+            record |= {"reward": verdict.reward, "passed": verdict.passed}
+    if args.json:
+        print(json.dumps({"type": "result", **record}), flush=True)
+    else:
+        err.print(f"ended: {result.termination} after {result.turns} turns")
+    return EXIT.get(result.termination, 3)
+
+
 # -- benchmarks --------------------------------------------------------------------------------
 def _bench_commands(parser: argparse.ArgumentParser) -> None:
     verbs = _verbs(parser)
     run = _add(verbs, "run", _bench_run, "run an agent over tasks; resumes an interrupted run")
     run.add_argument("suite", help="a task folder, a folder of tasks, humaneval, rg:NAME?seed=S")
-    run.add_argument("--agent", default="oracle", help="oracle, noop (default oracle)")
+    run.add_argument("--agent", default="oracle", help="oracle, noop, harness (default oracle)")
+    run.add_argument("--model", help="model for --agent harness, e.g. scripted:PATH")
     run.add_argument("-j", "--jobs", type=int, default=2, help="tasks at once (default 2)")
     run.add_argument("--out", help="results folder (default runs/<suite>-<agent>)")
     run.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
@@ -313,13 +381,14 @@ def _bench_run(args: argparse.Namespace) -> int:
     from rockroll.bench.runner import RESULTS, run_suite, write_summary
     from rockroll.tasks.suites import load_suite
 
+    name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
+    out = Path(args.out or f"runs/{name}-{args.agent}")
+    options = {"model": args.model, "trajectory_dir": out / "trajectories"} if args.model else {}
     try:
-        agent = make_agent(args.agent)
+        agent = make_agent(args.agent, **options)
         items = load_suite(args.suite)
     except (ValueError, FileNotFoundError) as exc:
         raise SandboxError(str(exc)) from None
-    name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
-    out = Path(args.out or f"runs/{name}-{agent.name}")
     if args.fresh and (out / RESULTS).exists():
         (out / RESULTS).unlink()
     counts = {"passed": 0, "done": 0}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
 
+from rockroll.agent.loop import AgentConfig, AgentLoop
+from rockroll.agent.models import Model, make_model
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.model import Task
 from rockroll.tasks.workspace import put_files
@@ -58,11 +62,52 @@ class NoopAgent:
         return AgentResult(duration=0.0)
 
 
-AGENTS: dict[str, type] = {"oracle": OracleAgent, "noop": NoopAgent}
+class HarnessAgent:
+    """rockroll's own agent loop with a model (`--agent harness --model SPEC`).
+
+    `scripted:DIR` may name a folder holding `<task id>.json` per task (replies for that task).
+    Trajectories are written to `trajectory_dir/<task id>.json` after every step.
+    """
+
+    name = "harness"
+
+    def __init__(self, model: str, trajectory_dir: Path | None = None, **config: object) -> None:
+        self.model_spec = model
+        self.trajectory_dir = trajectory_dir
+        self.config = AgentConfig(**config)  # type: ignore[arg-type]
+
+    def _model(self, task: Task) -> Model:
+        spec = self.model_spec
+        if spec.startswith("scripted:") and Path(spec[9:]).is_dir():
+            spec = f"scripted:{Path(spec[9:]) / _safe(task.id)}.json"
+        return make_model(spec)
+
+    def run(self, task: Task, sandbox: Sandbox) -> AgentResult:
+        started = time.monotonic()
+        path = self.trajectory_dir / f"{_safe(task.id)}.json" if self.trajectory_dir else None
+        loop = AgentLoop(self._model(task), config=self.config)
+        result = loop.run(task.instruction, sandbox, trajectory_path=path)
+        return AgentResult(
+            duration=time.monotonic() - started,
+            timed_out=result.termination == "max_seconds",
+            output_tail=json.dumps(result.record()),
+            trajectory=str(path) if path else None,
+        )
 
 
-def make_agent(name: str) -> Agent:
-    try:
-        return AGENTS[name]()
-    except KeyError:
-        raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)}") from None
+def _safe(task_id: str) -> str:
+    return task_id.replace("/", "__")
+
+
+AGENTS: dict[str, type] = {"oracle": OracleAgent, "noop": NoopAgent, "harness": HarnessAgent}
+
+
+def make_agent(name: str, **options: object) -> Agent:
+    """An agent by name; `harness` needs `model=SPEC`."""
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)}")
+    if name == "harness":
+        if not options.get("model"):
+            raise ValueError("--agent harness needs --model SPEC (e.g. scripted:PATH)")
+        return HarnessAgent(**options)  # type: ignore[arg-type]
+    return AGENTS[name]()

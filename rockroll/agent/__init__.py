@@ -1,0 +1,1 @@
+"""The agent harness: loop, tools, model backends, trajectories."""

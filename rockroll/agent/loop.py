@@ -1,0 +1,310 @@
+"""The agent loop: messages -> model -> tool calls -> results appended -> repeat.
+
+It ends with a named reason: the model submitted, or a limit hit (turns, tokens, wall time,
+consecutive format errors), or the model or the sandbox failed. Malformed replies are answered
+with an error the model can act on; repeated identical calls are pointed out. The trajectory is
+written after every step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rockroll.agent import textformat
+from rockroll.agent.messages import Message, ToolCall
+from rockroll.agent.models import Model, ModelError
+from rockroll.agent.tools import Policy, Tool, ToolContext, default_tools, tools_by_name, validate
+from rockroll.agent.trajectory import (
+    AtifMetrics,
+    AtifObservation,
+    AtifResult,
+    AtifToolCall,
+    Trajectory,
+)
+from rockroll.sandbox.errors import SandboxError
+from rockroll.sandbox.sdk import Sandbox
+
+Termination = Literal[
+    "submitted", "max_turns", "max_tokens", "max_seconds", "format_errors", "model_error",
+    "sandbox_error",
+]  # fmt: skip
+
+SYSTEM_PROMPT = """You are an autonomous agent working in a Linux sandbox (working directory \
+{workdir}). Solve the task by running commands and editing files with the tools below. \
+There is no network. When the task is done, submit.
+"""
+
+
+@dataclass
+class AgentConfig:
+    """Limits and formats of a run. Every limit ends the run with its own reason."""
+
+    max_turns: int = 50
+    max_total_tokens: int | None = None
+    max_seconds: float | None = None
+    max_format_errors: int = 3
+    repeat_warning: int = 3
+    action_format: Literal["auto", "native", "tool_call", "bash"] = "auto"
+    max_tokens_per_turn: int = 1024
+    temperature: float = 0.0
+    seed: int | None = None
+    command_timeout: float = 120.0
+
+
+@dataclass
+class RunResult:
+    termination: Termination
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    trajectory: Trajectory
+    error: str | None = None
+    events: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The final JSON record of a headless run."""
+        return {
+            "session_id": self.trajectory.session_id,
+            "termination": self.termination,
+            "turns": self.turns,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+class AgentLoop:
+    """One agent: a model, tools and limits. `run()` drives it in a sandbox."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        tools: list[Tool] | None = None,
+        config: AgentConfig | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.model = model
+        self.tools = tools or default_tools()
+        self.by_name = tools_by_name(self.tools)
+        self.config = config or AgentConfig()
+        self.policy = policy or Policy(mode="yolo")
+
+    @property
+    def action_format(self) -> str:
+        fmt = self.config.action_format
+        if fmt == "auto":
+            return "native" if self.model.native_tools else "tool_call"
+        return fmt
+
+    def run(
+        self,
+        instruction: str,
+        sandbox: Sandbox,
+        *,
+        workdir: str | None = None,
+        trajectory_path: Path | None = None,
+        on_event: Callable[[dict], None] = lambda e: None,
+    ) -> RunResult:
+        cfg = self.config
+        workdir = workdir or sandbox.spec.workdir
+        ctx = ToolContext(
+            sandbox=sandbox,
+            workdir=workdir,
+            policy=self.policy,
+            command_timeout=cfg.command_timeout,
+        )
+        traj = Trajectory()
+        traj.agent.model_name = self.model.name
+        schemas = [t.schema() for t in self.tools]
+        system = SYSTEM_PROMPT.format(workdir=workdir)
+        if self.action_format != "native":
+            system += "\n" + textformat.system_prompt_section(self.action_format, schemas)
+        messages = [
+            Message(role="system", content=system),
+            Message(role="user", content=instruction),
+        ]
+        traj.add("system", system)
+        traj.add("user", instruction)
+        state = _State(time.monotonic())
+
+        def save() -> None:
+            traj.extra = {"termination": state.termination, "turns": state.turns}
+            if trajectory_path is not None:
+                traj.save(trajectory_path)
+
+        save()
+        while state.termination is None:
+            if (reason := self._limit(state)) is not None:
+                state.termination = reason
+                break
+            try:
+                completion = self.model.complete(
+                    messages,
+                    schemas if self.action_format == "native" else None,
+                    max_tokens=cfg.max_tokens_per_turn,
+                    temperature=cfg.temperature,
+                    seed=cfg.seed,
+                )
+            except ModelError as exc:
+                state.termination, state.error = "model_error", str(exc)
+                break
+            state.turns += 1
+            state.prompt_tokens += completion.prompt_tokens or 0
+            state.completion_tokens += completion.completion_tokens or 0
+            reply = completion.message
+            calls, errors = self._actions(reply)
+            messages.append(reply)
+            results: list[tuple[ToolCall | None, str, bool]] = []
+            if errors or not calls:
+                state.format_errors += 1
+                text = "; ".join(errors) or "no tool call found: call a tool, or submit when done"
+                results.append((None, f"error: {text}", True))
+                if state.format_errors >= cfg.max_format_errors:
+                    state.termination = "format_errors"
+            else:
+                state.format_errors = 0
+                for call in calls:
+                    output, failed, done = self._call(call, ctx, state)
+                    results.append((call, output, failed))
+                    if done:
+                        state.termination = "submitted"
+                        break
+                    if state.termination is not None:
+                        break
+            self._answer(messages, results)
+            traj.add(
+                "agent",
+                reply.content,
+                model_name=self.model.name,
+                tool_calls=[
+                    AtifToolCall(tool_call_id=c.id, function_name=c.name, arguments=c.arguments)
+                    for c in calls
+                ]
+                or None,
+                observation=AtifObservation(
+                    results=[
+                        AtifResult(source_call_id=c.id if c else None, content=o)
+                        for c, o, _ in results
+                    ]
+                ),
+                metrics=AtifMetrics(
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    prompt_token_ids=completion.prompt_token_ids,
+                    completion_token_ids=completion.token_ids,
+                    logprobs=completion.logprobs,
+                ),
+            )
+            on_event(
+                {
+                    "type": "step",
+                    "turn": state.turns,
+                    "calls": [c.name for c in calls],
+                    "errors": errors,
+                }
+            )
+            save()
+        traj.final_metrics = None
+        save()
+        on_event({"type": "end", "termination": state.termination})
+        return RunResult(
+            termination=state.termination or "model_error",
+            turns=state.turns,
+            prompt_tokens=state.prompt_tokens,
+            completion_tokens=state.completion_tokens,
+            seconds=time.monotonic() - state.started,
+            trajectory=traj,
+            error=state.error,
+        )
+
+    def _limit(self, state: _State) -> Termination | None:
+        cfg = self.config
+        if state.turns >= cfg.max_turns:
+            return "max_turns"
+        used = state.prompt_tokens + state.completion_tokens
+        if cfg.max_total_tokens is not None and used >= cfg.max_total_tokens:
+            return "max_tokens"
+        if cfg.max_seconds is not None and time.monotonic() - state.started >= cfg.max_seconds:
+            return "max_seconds"
+        return None
+
+    def _actions(self, reply: Message) -> tuple[list[ToolCall], list[str]]:
+        fmt = self.action_format
+        if fmt == "native":
+            calls = reply.tool_calls
+            errors = [
+                f"the arguments of {c.name} are not valid JSON: {c.arguments['__raw__']!r}"
+                for c in calls
+                if "__raw__" in c.arguments
+            ]
+            return [c for c in calls if "__raw__" not in c.arguments], errors
+        if fmt == "bash":
+            command, error = textformat.parse_bash_block(reply.content)
+            if error:
+                return [], [error]
+            if command == textformat.SUBMIT:
+                return [ToolCall(id="call_1", name="submit")], []
+            return [ToolCall(id="call_1", name="bash", arguments={"command": command})], []
+        calls, errors = textformat.parse_tool_calls(reply.content)
+        return calls, errors
+
+    def _call(self, call: ToolCall, ctx: ToolContext, state: _State) -> tuple[str, bool, bool]:
+        tool = self.by_name.get(call.name)
+        if tool is None:
+            known = ", ".join(self.by_name)
+            return f"error: unknown tool {call.name!r}; the tools are: {known}", True, False
+        problem = validate(tool, call.arguments)
+        if problem:
+            return f"error: {problem}", True, False
+        key = json.dumps([call.name, call.arguments], sort_keys=True)
+        state.recent = [*state.recent[-(self.config.repeat_warning - 1) :], key]
+        try:
+            result = tool.run(ctx, call.arguments)
+        except SandboxError as exc:
+            state.termination, state.error = "sandbox_error", str(exc)
+            return f"error: the sandbox failed: {exc}", True, False
+        output = result.output
+        if len(state.recent) >= self.config.repeat_warning and len(set(state.recent)) == 1:
+            output += (
+                f"\n[note: this is the same {call.name} call {self.config.repeat_warning} times "
+                "in a row with the same arguments; try something different]"
+            )
+        return output, result.error, result.done
+
+    def _answer(
+        self, messages: list[Message], results: list[tuple[ToolCall | None, str, bool]]
+    ) -> None:
+        if self.action_format == "native":
+            for call, output, _ in results:
+                if call is None:
+                    messages.append(Message(role="user", content=output))
+                else:
+                    messages.append(
+                        Message(role="tool", content=output, tool_call_id=call.id, name=call.name)
+                    )
+            return
+        text = "\n\n".join(
+            f"Observation ({call.name if call else 'format error'}):\n{output}"
+            for call, output, _ in results
+        )
+        messages.append(Message(role="user", content=text))
+
+
+@dataclass
+class _State:
+    started: float
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    format_errors: int = 0
+    termination: Termination | None = None
+    error: str | None = None
+    recent: list[str] = field(default_factory=list)

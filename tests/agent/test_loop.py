@@ -1,0 +1,171 @@
+"""The agent loop with a scripted model in a real sandbox: formats, errors, limits, trajectory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rockroll import Sandbox
+from rockroll.agent.loop import AgentConfig, AgentLoop
+from rockroll.agent.messages import Message, ToolCall
+from rockroll.agent.models import ScriptedModel
+from rockroll.agent.trajectory import Trajectory, validate_atif
+from rockroll.cli import main
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "tasks"
+
+
+def call(name: str, **arguments: object) -> Message:
+    return Message(
+        role="assistant", tool_calls=[ToolCall(id=f"c-{name}", name=name, arguments=arguments)]
+    )
+
+
+def run(sandbox: Sandbox, replies: list, tmp_path: Path, **config: object):
+    loop = AgentLoop(ScriptedModel(replies), config=AgentConfig(**config))
+    path = tmp_path / "traj.json"
+    result = loop.run("do the thing", sandbox, workdir="/root", trajectory_path=path)
+    return result, json.loads(path.read_text())
+
+
+def test_native_tool_calls_until_submit(sandbox: Sandbox, tmp_path: Path) -> None:
+    replies = [
+        call("bash", command="echo hi > /root/a.txt && cat /root/a.txt"),
+        call("write_file", path="/root/b.txt", content="bee"),
+        call("submit"),
+    ]
+    result, data = run(sandbox, replies, tmp_path)
+    assert result.termination == "submitted" and result.turns == 3
+    assert sandbox.read_text("/root/b.txt") == "bee"
+    assert validate_atif(data) == []
+    agent_steps = [s for s in data["steps"] if s["source"] == "agent"]
+    assert agent_steps[0]["observation"]["results"][0]["content"].startswith("hi")
+    assert agent_steps[0]["tool_calls"][0]["function_name"] == "bash"
+    assert data["extra"]["termination"] == "submitted"
+
+
+def test_text_tool_call_format_and_format_errors(sandbox: Sandbox, tmp_path: Path) -> None:
+    good = '<tool_call>{"name": "bash", "arguments": {"command": "echo ok"}}</tool_call>'
+    replies = [good, "<tool_call>{not json}</tool_call>", "no call at all", "still nothing"]
+    result, data = run(sandbox, replies, tmp_path, action_format="tool_call")
+    assert result.termination == "format_errors" and result.turns == 4
+    observations = [s["observation"]["results"][0]["content"] for s in data["steps"][2:]]
+    assert observations[0].startswith("ok")
+    assert "not valid JSON" in observations[1]
+    assert "no tool call" in observations[2] or "error" in observations[2]
+    assert validate_atif(data) == []
+
+
+def test_bash_block_format(sandbox: Sandbox, tmp_path: Path) -> None:
+    replies = ["Let me look.\n```bash\nmkdir -p /root/d && ls /root\n```", "```bash\nsubmit\n```"]
+    result, _ = run(sandbox, replies, tmp_path, action_format="bash")
+    assert result.termination == "submitted"
+    assert sandbox.exists("/root/d")
+
+
+def test_unknown_tool_bad_arguments_and_repeats_are_answered(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    replies = [
+        call("launch_rockets"),
+        call("bash"),
+        *[call("bash", command="true")] * 3,
+        call("submit"),
+    ]
+    result, data = run(sandbox, replies, tmp_path)
+    outputs = [s["observation"]["results"][0]["content"] for s in data["steps"][2:]]
+    assert "unknown tool 'launch_rockets'" in outputs[0] and "bash" in outputs[0]
+    assert "command" in outputs[1]
+    assert "same bash call 3 times" in outputs[4]
+    assert result.termination == "submitted"
+
+
+def test_limits_and_model_errors_keep_the_partial_trajectory(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    result, data = run(sandbox, [call("bash", command="true")] * 5, tmp_path, max_turns=2)
+    assert result.termination == "max_turns" and result.turns == 2
+    result, data = run(sandbox, [call("bash", command="echo one")], tmp_path)
+    assert result.termination == "model_error" and "no more replies" in (result.error or "")
+    assert len([s for s in data["steps"] if s["source"] == "agent"]) == 1
+    assert Trajectory.model_validate(data).extra["termination"] == "model_error"
+
+
+def oracle_replies(task_dir: Path) -> list[dict]:
+    script = (task_dir / "solution.sh").read_text()
+    return [
+        {"content": "", "tool_calls": [{"name": "bash", "arguments": {"command": script}}]},
+        {"content": "", "tool_calls": [{"name": "submit", "arguments": {}}]},
+    ]
+
+
+def test_scripted_harness_solves_evoeval_tasks_through_the_runner(
+    base_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite, scripts = tmp_path / "suite", tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("0", "1", "2", "3", "7"):
+        (suite / name).parent.mkdir(exist_ok=True)
+        (suite / name).symlink_to(SHARED / "evoeval" / name)
+        (scripts / f"{name}.json").write_text(json.dumps(oracle_replies(SHARED / "evoeval" / name)))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "bench",
+            "run",
+            str(suite),
+            "--agent",
+            "harness",
+            "--model",
+            f"scripted:{scripts}",
+            "-j",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 5 and all(r["passed"] for r in results), results
+    for r in results:
+        data = json.loads(Path(r["trajectory"]).read_text())
+        assert validate_atif(data) == [] and data["extra"]["termination"] == "submitted"
+
+
+def test_agent_run_cli_json_and_errors(
+    base_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "replies.json"
+    script.write_text(
+        json.dumps(
+            [
+                {
+                    "content": "",
+                    "tool_calls": [{"name": "bash", "arguments": {"command": "echo 42"}}],
+                },
+                {"content": "", "tool_calls": [{"name": "submit", "arguments": {}}]},
+            ]
+        )
+    )
+    traj = tmp_path / "t.json"
+    code = main(
+        [
+            "agent",
+            "run",
+            "print 42",
+            "--model",
+            f"scripted:{script}",
+            "--json",
+            "--trajectory",
+            str(traj),
+        ]
+    )
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    assert lines[-1]["type"] == "result" and lines[-1]["termination"] == "submitted"
+    assert [e["type"] for e in lines[:-1]] == ["step", "step", "end"]
+    assert validate_atif(json.loads(traj.read_text())) == []
+    assert main(["agent", "run", "x", "--model", "nonsense:thing"]) == 1
+    assert "nonsense" in capsys.readouterr().err
