@@ -82,7 +82,10 @@ def get_image(name: str) -> Image:
     """The built image called `name`, or an error that says how to build it."""
     image = Image(check_name(name), images_dir() / name)
     if not image.rootfs.is_dir() or not (image.path / "image.json").exists():
-        built = ", ".join(i.name for i in list_images()) or "none"
+        names = [i.name for i in list_images()]
+        bases = [n for n in names if not n.startswith("df-")]
+        tasks = len(names) - len(bases)
+        built = ", ".join(bases) + (f" and {tasks} task images" if tasks else "") or "none"
         raise ImageNotFound(
             f"image {name!r} is not built (built: {built}); run `rockroll image build {name}`"
         )
