@@ -87,7 +87,7 @@ class Session:
                 break
         code, jobs = reader.trailer()
         if code is None or timed_out:
-            code = 137 if timed_out else _exit_code(self._proc.poll())
+            code = 137 if timed_out else self._exit_status()
         else:
             self._jobs = jobs
         out, err = reader.buffers
@@ -99,6 +99,15 @@ class Session:
             timed_out=timed_out,
             truncated=bool(out.dropped or err.dropped),
         )
+
+    def _exit_status(self) -> int:
+        """The shell's exit code, once its pipes closed: the init reports it a moment later."""
+        self._dead = self._dead or "the session's shell has exited (e.g. after `exit`)"
+        try:
+            status = self._proc.wait(_GRACE)
+        except SandboxClosed:
+            status = None
+        return _exit_code(status)
 
     def _interrupt(self) -> None:
         """Kill the foreground command's process group, sparing the shell and its jobs."""

@@ -176,3 +176,11 @@ def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_im
         res = sb.exec("python3 -c 'a = bytearray(200 << 20)'", timeout=60)
         assert res.exit_code == 137, res
         assert sb.id in {rec.id for rec in runtime.list()}
+
+
+def test_session_exit_reports_the_shells_exit_code(sandbox: Sandbox) -> None:
+    for code in (0, 7, 42):
+        with sandbox.session() as sh:
+            assert sh.run(f"exit {code}").exit_code == code
+            with pytest.raises(SandboxClosed):
+                sh.run("true")
