@@ -20,6 +20,7 @@ from rockroll.agent.messages import Message, ToolCall
 from rockroll.agent.models import Model, ModelError
 from rockroll.agent.tools import Policy, Tool, ToolContext, default_tools, tools_by_name, validate
 from rockroll.agent.trajectory import (
+    AtifFinalMetrics,
     AtifMetrics,
     AtifObservation,
     AtifResult,
@@ -212,7 +213,11 @@ class AgentLoop:
                 }
             )
             save()
-        traj.final_metrics = None
+        traj.final_metrics = AtifFinalMetrics(
+            total_prompt_tokens=state.prompt_tokens,
+            total_completion_tokens=state.completion_tokens,
+            total_steps=len(traj.steps),
+        )
         save()
         on_event({"type": "end", "termination": state.termination})
         return RunResult(
