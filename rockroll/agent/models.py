@@ -379,5 +379,13 @@ def _openai(rest: str, **kwargs: Any) -> Model:
     return OpenAIModel(base_url, model, **kwargs)
 
 
+def _local(rest: str, **kwargs: Any) -> Model:
+    # Imported here: torch takes seconds to import and only local models need it.
+    from rockroll.agent.local import _factory
+
+    return _factory(rest, **kwargs)
+
+
 register_model("scripted", _scripted, "scripted:PATH")
 register_model("openai", _openai, "openai:MODEL[@BASE_URL]")
+register_model("local", _local, "local:smollm2|local:PATH")

