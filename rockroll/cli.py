@@ -361,6 +361,8 @@ def _bench_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument("suite", help="a task folder, a folder of tasks, humaneval, rg:NAME?seed=S")
     run.add_argument("--agent", default="oracle", help="oracle, noop, harness (default oracle)")
     run.add_argument("--model", help="model for --agent harness, e.g. scripted:PATH")
+    run.add_argument("--max-turns", type=int, default=50, help="harness: turns per task")
+    run.add_argument("--max-tokens", type=int, default=1024, help="harness: tokens per turn")
     run.add_argument("-j", "--jobs", type=int, default=2, help="tasks at once (default 2)")
     run.add_argument("--out", help="results folder (default runs/<suite>-<agent>)")
     run.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
@@ -383,7 +385,14 @@ def _bench_run(args: argparse.Namespace) -> int:
 
     name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
     out = Path(args.out or f"runs/{name}-{args.agent}")
-    options = {"model": args.model, "trajectory_dir": out / "trajectories"} if args.model else {}
+    options = {}
+    if args.model:
+        options = {
+            "model": args.model,
+            "trajectory_dir": out / "trajectories",
+            "max_turns": args.max_turns,
+            "max_tokens_per_turn": args.max_tokens,
+        }
     try:
         agent = make_agent(args.agent, **options)
         items = load_suite(args.suite)

@@ -241,6 +241,12 @@ class AgentLoop:
             return "max_seconds"
         return None
 
+    def _time_left(self, state: _State) -> float:
+        limit = self.config.command_timeout
+        if self.config.max_seconds is not None:
+            limit = min(limit, self.config.max_seconds - (time.monotonic() - state.started))
+        return max(limit, 1.0)
+
     def _actions(self, reply: Message) -> tuple[list[ToolCall], list[str]]:
         fmt = self.action_format
         if fmt == "native":
@@ -269,10 +275,14 @@ class AgentLoop:
         problem = validate(tool, call.arguments)
         if problem:
             return f"error: {problem}", True, False
+        arguments = dict(call.arguments)
+        if isinstance(arguments.get("timeout"), int | float):
+            # A model may ask for any timeout; the run's own budget is the ceiling.
+            arguments["timeout"] = min(arguments["timeout"], self._time_left(state))
         key = json.dumps([call.name, call.arguments], sort_keys=True)
         state.recent = [*state.recent[-(self.config.repeat_warning - 1) :], key]
         try:
-            result = tool.run(ctx, call.arguments)
+            result = tool.run(ctx, arguments)
         except SandboxError as exc:
             state.termination, state.error = "sandbox_error", str(exc)
             return f"error: the sandbox failed: {exc}", True, False

@@ -169,3 +169,10 @@ def test_agent_run_cli_json_and_errors(
     assert validate_atif(json.loads(traj.read_text())) == []
     assert main(["agent", "run", "x", "--model", "nonsense:thing"]) == 1
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_a_models_timeout_is_capped_by_the_runs_budget(sandbox: Sandbox, tmp_path: Path) -> None:
+    replies = [call("bash", command="sleep 30", timeout=1000), call("submit")]
+    result, data = run(sandbox, replies, tmp_path, command_timeout=1.0)
+    assert result.termination == "submitted" and result.seconds < 10
+    assert "timed out" in data["steps"][2]["observation"]["results"][0]["content"]
