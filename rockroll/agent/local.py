@@ -185,6 +185,9 @@ def load_local(
 ) -> LocalModel:
     """A known model by name (see KNOWN_MODELS), or a local Hugging Face model directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per load would drown a run's own progress
 
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype, None)
