@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from rockroll.agent import textformat
+from rockroll.agent.context import ContextManager
 from rockroll.agent.messages import Message, ToolCall
 from rockroll.agent.models import Model, ModelError
 from rockroll.agent.tools import Policy, Tool, ToolContext, default_tools, tools_by_name, validate
@@ -55,6 +56,8 @@ class AgentConfig:
     temperature: float = 0.0
     seed: int | None = None
     command_timeout: float = 120.0
+    context_mode: Literal["compact", "linear"] = "compact"
+    keep_last: int = 10
 
 
 @dataclass
@@ -135,6 +138,9 @@ class AgentLoop:
         traj.add("system", system)
         traj.add("user", instruction)
         state = _State(time.monotonic())
+        context = ContextManager(
+            window=self.model.context_window, mode=cfg.context_mode, keep_last=cfg.keep_last
+        )
 
         def save() -> None:
             traj.extra = {"termination": state.termination, "turns": state.turns}
@@ -147,6 +153,9 @@ class AgentLoop:
                 state.termination = reason
                 break
             try:
+                messages, events = context.manage(messages, self.model, ctx.todo)
+                for event in events:
+                    self._record_context(event, traj, state, on_event)
                 completion = self.model.complete(
                     messages,
                     schemas if self.action_format == "native" else None,
@@ -228,7 +237,23 @@ class AgentLoop:
             seconds=time.monotonic() - state.started,
             trajectory=traj,
             error=state.error,
+            events=state.events,
         )
+
+    def _record_context(
+        self, event: dict, traj: Trajectory, state: _State, on_event: Callable[[dict], None]
+    ) -> None:
+        """Compaction is a system step of the trajectory, so a run can be replayed as it was."""
+        state.prompt_tokens += event.get("summary_prompt_tokens") or 0
+        state.completion_tokens += event.get("summary_completion_tokens") or 0
+        traj.add(
+            "system",
+            f"context management: {event['type']}",
+            observation=AtifObservation(results=[AtifResult(content=json.dumps(event))]),
+            extra={"event": event},
+        )
+        state.events.append(event)
+        on_event({"type": "context", **event})
 
     def _limit(self, state: _State) -> Termination | None:
         cfg = self.config
@@ -323,3 +348,4 @@ class _State:
     termination: Termination | None = None
     error: str | None = None
     recent: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)

@@ -176,3 +176,30 @@ def test_a_models_timeout_is_capped_by_the_runs_budget(sandbox: Sandbox, tmp_pat
     result, data = run(sandbox, replies, tmp_path, command_timeout=1.0)
     assert result.termination == "submitted" and result.seconds < 10
     assert "timed out" in data["steps"][2]["observation"]["results"][0]["content"]
+
+
+def test_long_runs_compact_their_context_and_record_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    from rockroll.agent.context import SUMMARY_PROMPT
+    from rockroll.agent.messages import Completion
+
+    class Model(ScriptedModel):
+        def complete(self, messages, tools, **kwargs):
+            if messages[0].content == SUMMARY_PROMPT:
+                return Completion(message=Message(role="assistant", content="wrote big files"))
+            return super().complete(messages, tools, **kwargs)
+
+    noisy = call("bash", command="python3 -c \"print('x' * 3000)\"")
+    model = Model([*[noisy] * 12, call("submit")])
+    model.context_window = 4000
+    loop = AgentLoop(model, config=AgentConfig(keep_last=4))
+    path = tmp_path / "traj.json"
+    result = loop.run("make noise", sandbox, workdir="/root", trajectory_path=path)
+    assert result.termination == "submitted"
+    kinds = [e["type"] for e in result.events]
+    assert "tier2" in kinds
+    data = json.loads(path.read_text())
+    assert validate_atif(data) == []
+    system_steps = [s for s in data["steps"] if s["source"] == "system"]
+    assert any("tier2" in s["message"] for s in system_steps)
+    assert all(model.count_tokens(seen) <= 0.8 * 4000 for seen in model.seen)
+    assert model.seen[-1][1].content == "make noise"
