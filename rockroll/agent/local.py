@@ -17,6 +17,7 @@ import inspect
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +241,20 @@ def register() -> None:
     register_model("local", _factory, "local:smollm2|local:PATH")
 
 
+_LOADED: dict[tuple, LocalModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
 def _factory(rest: str, **options: Any) -> LocalModel:
+    """One shared instance per model and settings: parallel tasks reuse the loaded weights,
+    and loads are serialised (first imports of transformers are not thread-safe)."""
     # Options meant for other backends (api_key, ...) are ignored, as the scripted backend does.
     picked = {k: options[k] for k in ("dtype", "device") if options.get(k) is not None}
-    return load_local(rest or "smollm2", **picked)
+    key = (rest or "smollm2", *sorted((k, str(v)) for k, v in picked.items()))
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = load_local(rest or "smollm2", **picked)
+        return _LOADED[key]
 
 
 def _smollm2_gguf() -> Path:
