@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,43 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from common import console, machine, mark, pct
 from rich.table import Table
 
 SUITE = "/work/shared/tasks/evoeval"
 PHASES = ("build", "sandbox", "agent", "verify")
 TARGET_TASKS_PER_MIN = 60.0
 PASS_TIMEOUT_S = 3600
-console = Console(width=max(Console().width, 132))
-
-
-# -- statistics ----------------------------------------------------------------------------------
-def pct(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile `q` (0-100) of `samples`."""
-    s = sorted(samples)
-    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
-
-
-# -- machine -------------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "mem_total_gib": round(mem_kib / (1 << 20), 1),
-        "python": platform.python_version(),
-    }
 
 
 def loadavg() -> list[float]:
@@ -278,12 +245,6 @@ def cleanup(home: Path, keep: bool) -> dict[str, Any]:
 
 
 # -- output --------------------------------------------------------------------------------------
-def mark(ok: bool | None) -> str:
-    if ok is None:
-        return ""
-    return "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
-
-
 def render(fig: dict[str, Any]) -> None:
     info = fig["machine"]
     console.print(

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import math
 import mmap
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -29,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from common import console, machine, mark, meminfo, pct
 from rich.table import Table
 
 from rockroll import Sandbox, SandboxError, Snapshot
@@ -42,14 +39,6 @@ PODMAN_BUDGET_S = 60.0
 PODMAN_CAP = 30
 LARGE_BYTES = 8 << 30
 PAGE = mmap.PAGESIZE
-console = Console(width=max(Console().width, 132))
-
-
-# -- statistics ----------------------------------------------------------------------------------
-def pct(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile `q` (0-100) of `samples`."""
-    s = sorted(samples)
-    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
 
 
 def ms(seconds: float) -> float:
@@ -88,37 +77,6 @@ class Report:
 
 
 # -- machine -------------------------------------------------------------------------------------
-def meminfo() -> dict[str, int]:
-    """/proc/meminfo in bytes."""
-    out = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts:
-            out[key] = int(parts[0]) * (1024 if len(parts) > 1 else 1)
-    return out
-
-
-def machine() -> dict[str, Any]:
-    mem = meminfo()
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "mem_total_gib": round(mem["MemTotal"] / (1 << 30), 1),
-        "mem_available_gib": round(mem["MemAvailable"] / (1 << 30), 1),
-        "python": platform.python_version(),
-        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
-    }
-
-
 def raise_nofile() -> None:
     """Lift the soft fd limit to the hard one (hundreds of live sandboxes hold fds here)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -414,12 +372,6 @@ def _large_child(n: int) -> None:
 
 
 # -- output --------------------------------------------------------------------------------------
-def mark(ok: bool | None) -> str:
-    if ok is None:
-        return ""
-    return "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
-
-
 def render(report: Report, info: dict[str, Any]) -> None:
     console.print(
         f"[bold]rockroll sandbox benchmark[/bold]  {info['date']}  |  {info['nproc']} CPUs "

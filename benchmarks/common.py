@@ -1,0 +1,62 @@
+"""What every benchmark script shares: percentiles, the machine it ran on, PASS/FAIL marks.
+
+Benchmarks run as scripts (`python benchmarks/NAME.py`), so this folder is on `sys.path`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import platform
+import resource
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+console = Console(width=max(Console().width, 132))
+
+
+def pct(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile `q` (0-100) of `samples`."""
+    s = sorted(samples)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes."""
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            out[key] = int(parts[0]) * (1024 if len(parts) > 1 else 1)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem = meminfo()
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "mem_total_gib": round(mem["MemTotal"] / (1 << 30), 1),
+        "mem_available_gib": round(mem["MemAvailable"] / (1 << 30), 1),
+        "python": platform.python_version(),
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+    }
+
+
+def mark(ok: bool | None) -> str:
+    if ok is None:
+        return ""
+    return "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
