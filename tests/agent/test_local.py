@@ -186,3 +186,26 @@ def test_smollm2_answers_and_rescores(smollm2: tuple[LocalModel, float, float]) 
         diff = _max_diff(rescored, done.logprobs)
         print(f"SmolLM2, temperature {temperature}: max |logprob diff| {diff:.2e}")
         assert diff < 1e-3
+
+
+def test_next_prompt_keeps_the_sampled_ids_not_a_re_encoding(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "hello" sampled letter by letter must reach the next prompt as those five ids, although
+    encoding the re-rendered conversation would give one token for it."""
+    tok = tiny.tokenizer
+    letters = [tok.convert_tokens_to_ids(ch) for ch in "hello"]
+    assert tok.encode("hello", add_special_tokens=False) != letters
+    with monkeypatch.context() as mp:
+        mp.setattr(tiny, "_generate", lambda *a: (letters, [-1.0] * 5, False))
+        first = tiny.complete(CHAT, None)
+    assert first.message.content == "hello"
+    follow = [*CHAT, first.message, Message(role="user", content="and now?")]
+    second = tiny.complete(follow, None, max_tokens=2)
+    assert first.prompt_token_ids and second.prompt_token_ids
+    sampled = first.prompt_token_ids + letters
+    assert second.prompt_token_ids[: len(sampled)] == sampled
+    assert tok.decode(second.prompt_token_ids) == tiny.render(follow)
+    # A conversation that does not extend a remembered one is encoded as the template says.
+    other = [Message(role="user", content="hello")]
+    assert tiny.complete(other, None, max_tokens=1).prompt_token_ids == tiny.encode(other)
