@@ -7,11 +7,15 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from rockroll.sandbox.errors import SandboxError
+
+if TYPE_CHECKING:
+    from rockroll.agent.launch import Launch
 
 out = Console()
 err = Console(stderr=True)
@@ -291,44 +295,92 @@ def _sb_snapshot(args: argparse.Namespace) -> int:
 
 # -- agent -------------------------------------------------------------------------------------
 # Exit codes of `agent run`: 0 submitted, 3 a limit ended the run, 4 the model failed,
-# 5 the sandbox failed, 1 bad input, 2 usage.
-EXIT = {"submitted": 0, "model_error": 4, "sandbox_error": 5}
+# 5 the sandbox failed, 1 bad input, 2 usage, 130 interrupted (the session can be resumed).
+EXIT = {"submitted": 0, "answered": 0, "model_error": 4, "sandbox_error": 5}
 
 
 def _agent_commands(parser: argparse.ArgumentParser) -> None:
     verbs = _verbs(parser)
-    run = _add(verbs, "run", _agent_run, "run the agent on an instruction or a task")
+    run = _add(verbs, "run", _agent_run, "run the agent on an instruction or a task, headless")
     run.add_argument("instruction", nargs="?", help="what to do (default: the task's)")
     run.add_argument("--task", help="a task folder: its image, files and verifier")
-    run.add_argument("--model", required=True, help="scripted:PATH, openai:MODEL[@URL], ...")
-    run.add_argument("--sandbox", default="base", help="image to run in (without --task)")
-    run.add_argument("--workdir", default="/root", help="working directory (without --task)")
-    run.add_argument("--max-turns", type=int, default=50)
-    run.add_argument("--format", choices=["auto", "native", "tool_call", "bash"], default="auto")
-    run.add_argument("--trajectory", help="write the ATIF trajectory here")
+    run.add_argument("--resume", metavar="SESSION", help="continue a saved session (id prefix)")
+    _agent_options(run)
+    run.add_argument("--trajectory", help="also write the ATIF trajectory here")
     run.add_argument("--json", action="store_true", help="JSONL events on stdout, then a record")
+    run.add_argument("--keep", action="store_true", help="keep the sandbox after the run")
+    chat = _add(verbs, "chat", _agent_chat, "talk to the agent; it asks before running commands")
+    chat.add_argument("--resume", metavar="SESSION", help="continue a saved session (id prefix)")
+    chat.add_argument("--yolo", action="store_true", help="run commands without asking")
+    chat.add_argument("--allow", action="append", default=[], help="command pattern to allow")
+    _agent_options(chat)
+    listing = _add(verbs, "sessions", _agent_sessions, "list saved sessions, newest first")
+    listing.add_argument("-n", type=int, default=20, help="how many (default 20)")
+
+
+def _agent_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", help="scripted:PATH, openai:MODEL[@URL], local:smollm2 ...")
+    cmd.add_argument("--sandbox", default="base", help="image to run in (without --task)")
+    cmd.add_argument("--workdir", default="/root", help="working directory in the sandbox")
+    cmd.add_argument(
+        "--max-turns", type=int, help="turn limit (default 50; a resumed run gets as many more)"
+    )
+    cmd.add_argument("--max-tokens", type=int, help="tokens per model reply (default 1024)")
+    cmd.add_argument("--format", choices=["auto", "native", "tool_call", "bash"])
+    cmd.add_argument("--retries", type=int, help="retries of a failing model endpoint (5)")
+
+
+def _agent_config(args: argparse.Namespace, **fixed: object) -> dict:
+    """Only the limits given on the command line, so a resumed run keeps its own."""
+    given = {
+        "max_turns": args.max_turns,
+        "max_tokens_per_turn": args.max_tokens,
+        "action_format": args.format,
+    }
+    return {k: v for k, v in given.items() if v is not None} | fixed
+
+
+def _agent_launch(args: argparse.Namespace, kind: str, policy: object = None) -> Launch:
+    from rockroll.agent import launch
+    from rockroll.agent.loop import AgentConfig
+
+    options = _agent_config(args, **({"interactive": True} if kind == "chat" else {}))
+    if args.resume:
+        return launch.resume(
+            args.resume,
+            model_spec=args.model,
+            policy=policy,  # type: ignore[arg-type]
+            retries=args.retries,
+            log=err.log,
+            **options,
+        )
+    if not args.model:
+        raise SandboxError("--model is required for a new session, e.g. --model local:smollm2")
+    return launch.start(
+        instruction=getattr(args, "instruction", None),
+        model_spec=args.model,
+        config=AgentConfig(**options),  # type: ignore[arg-type]
+        task_dir=getattr(args, "task", None),
+        image=args.sandbox,
+        workdir=args.workdir,
+        kind=kind,
+        policy=policy,  # type: ignore[arg-type]
+        retries=args.retries,
+        log=err.log,
+    )
 
 
 def _agent_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rockroll.agent.loop import AgentConfig, AgentLoop
-    from rockroll.agent.models import ModelError, make_model
-    from rockroll.sandbox.sdk import Sandbox
-    from rockroll.tasks.suites import load_task
     from rockroll.tasks.verify import verify
-    from rockroll.tasks.workspace import open_sandbox, task_image
 
-    try:
-        model = make_model(args.model)
-    except (ModelError, ValueError) as exc:
-        raise SandboxError(str(exc)) from None
-    task = load_task(Path(args.task)) if args.task else None
-    instruction = args.instruction or (task.instruction if task else None)
-    if not instruction:
-        raise SandboxError("give an instruction, or --task DIR")
-    config = AgentConfig(max_turns=args.max_turns, action_format=args.format)
-    loop = AgentLoop(model, config=config)
+    if args.resume and (args.instruction or args.task):
+        raise SandboxError("--resume continues a saved session: give no instruction or --task")
+    run = _agent_launch(args, "run")
+    for note in run.notes:
+        err.print(note, highlight=False)
+    extra = Path(args.trajectory) if args.trajectory else None
 
     def event(e: dict) -> None:
         if args.json:
@@ -336,23 +388,66 @@ def _agent_run(args: argparse.Namespace) -> int:
         elif e["type"] == "step":
             err.print(f"turn {e['turn']}: {', '.join(e['calls']) or 'format error'}")
 
-    sb = (
-        open_sandbox(task, task_image(task, err.log))
-        if task
-        else Sandbox.create(args.sandbox, workdir=args.workdir)
-    )
-    with sb:
-        path = Path(args.trajectory) if args.trajectory else None
-        result = loop.run(instruction, sb, trajectory_path=path, on_event=event)
-        record = result.record()
-        if task is not None:
-            verdict = verify(task, sb)
-            record |= {"reward": verdict.reward, "passed": verdict.passed}
+    def step(state: object) -> None:
+        run.save(state)  # type: ignore[arg-type]
+        if extra is not None:
+            run.state.trajectory.save(extra)
+
+    err.print(f"session {run.record.id} (sandbox {run.sandbox.id})", highlight=False)
+    try:
+        result = run.loop.run(
+            None,
+            run.sandbox,
+            state=run.state,
+            trajectory_path=run.trajectory_path(),
+            on_event=event,
+            on_step=step,
+        )
+    except KeyboardInterrupt:
+        err.print(f"stopped; continue with: rockroll agent run --resume {run.record.id[:12]}")
+        raise
+    record = result.record() | {"trajectory": str(run.trajectory_path())}
+    if run.task is not None:
+        verdict = verify(run.task, run.sandbox)
+        record |= {"reward": verdict.reward, "passed": verdict.passed}
+    if args.keep:
+        record["sandbox"] = run.sandbox.id
+    else:
+        run.sandbox.close()
     if args.json:
         print(json.dumps({"type": "result", **record}), flush=True)
     else:
-        err.print(f"ended: {result.termination} after {result.turns} turns")
+        err.print(f"ended: {result.termination} after {result.turns} turns", highlight=False)
+        if result.error:
+            err.print(f"[red]{result.error}[/]", highlight=False)
     return EXIT.get(result.termination, 3)
+
+
+def _agent_chat(args: argparse.Namespace) -> int:
+    from rockroll.agent.chat import chat
+    from rockroll.agent.tools import Policy
+
+    policy = Policy(mode="yolo" if args.yolo else "ask", allow=args.allow)
+    run = _agent_launch(args, "chat", policy)
+    return chat(run, policy, out, err)
+
+
+def _agent_sessions(args: argparse.Namespace) -> int:
+    from rockroll.agent.sessions import list_records
+
+    table = Table("session", "kind", "created", "model", "turns", "ended", "instruction")
+    for r in list_records()[: args.n]:
+        table.add_row(
+            r.id[:12],
+            r.kind,
+            r.created[:19],
+            r.model,
+            str(r.state.turns),
+            r.state.termination or "-",
+            (r.instruction or "")[:40],
+        )
+    out.print(table)
+    return 0
 
 
 # -- models ------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, Field, PrivateAttr
+
 from rockroll.agent import textformat
 from rockroll.agent.context import ContextManager
 from rockroll.agent.messages import Message, ToolCall
@@ -32,8 +34,8 @@ from rockroll.sandbox.errors import SandboxError
 from rockroll.sandbox.sdk import Sandbox
 
 Termination = Literal[
-    "submitted", "max_turns", "max_tokens", "max_seconds", "format_errors", "model_error",
-    "sandbox_error",
+    "submitted", "answered", "max_turns", "max_tokens", "max_seconds", "format_errors",
+    "model_error", "sandbox_error",
 ]  # fmt: skip
 
 SYSTEM_PROMPT = """You are an autonomous agent working in a Linux sandbox (working directory \
@@ -58,6 +60,9 @@ class AgentConfig:
     command_timeout: float = 120.0
     context_mode: Literal["compact", "linear"] = "compact"
     keep_last: int = 10
+    # Chat: a reply without a tool call answers the user ("answered") instead of being a
+    # format error, and the next user message continues the same state.
+    interactive: bool = False
 
 
 @dataclass
@@ -108,36 +113,53 @@ class AgentLoop:
             return "native" if self.model.native_tools else "tool_call"
         return fmt
 
+    def start(self, instruction: str, workdir: str) -> LoopState:
+        """A fresh episode: the system prompt (with the tool format) and the task."""
+        system = SYSTEM_PROMPT.format(workdir=workdir)
+        if self.action_format != "native":
+            schemas = [t.schema() for t in self.tools]
+            system += "\n" + textformat.system_prompt_section(self.action_format, schemas)
+        state = LoopState(
+            messages=[
+                Message(role="system", content=system),
+                Message(role="user", content=instruction),
+            ]
+        )
+        state.trajectory.agent.model_name = self.model.name
+        state.trajectory.add("system", system)
+        state.trajectory.add("user", instruction)
+        return state
+
     def run(
         self,
-        instruction: str,
+        instruction: str | None,
         sandbox: Sandbox,
         *,
         workdir: str | None = None,
         trajectory_path: Path | None = None,
         on_event: Callable[[dict], None] = lambda e: None,
+        state: LoopState | None = None,
+        on_step: Callable[[LoopState], None] = lambda s: None,
     ) -> RunResult:
+        """Run until a termination; `state` continues an earlier run (resume, or chat with a
+        new user message already added), and `on_step` sees the state after every step."""
         cfg = self.config
         workdir = workdir or sandbox.spec.workdir
+        if state is None:
+            if instruction is None:
+                raise ValueError("give an instruction, or the state of a run to continue")
+            state = self.start(instruction, workdir)
+        state.begin()
         ctx = ToolContext(
             sandbox=sandbox,
             workdir=workdir,
             policy=self.policy,
             command_timeout=cfg.command_timeout,
+            todo=state.todo,
+            read_files=state.read_files,
         )
-        traj = Trajectory()
-        traj.agent.model_name = self.model.name
+        traj = state.trajectory
         schemas = [t.schema() for t in self.tools]
-        system = SYSTEM_PROMPT.format(workdir=workdir)
-        if self.action_format != "native":
-            system += "\n" + textformat.system_prompt_section(self.action_format, schemas)
-        messages = [
-            Message(role="system", content=system),
-            Message(role="user", content=instruction),
-        ]
-        traj.add("system", system)
-        traj.add("user", instruction)
-        state = _State(time.monotonic())
         context = ContextManager(
             window=self.model.context_window, mode=cfg.context_mode, keep_last=cfg.keep_last
         )
@@ -146,83 +168,15 @@ class AgentLoop:
             traj.extra = {"termination": state.termination, "turns": state.turns}
             if trajectory_path is not None:
                 traj.save(trajectory_path)
+            on_step(state)
 
-        save()
-        while state.termination is None:
-            if (reason := self._limit(state)) is not None:
-                state.termination = reason
-                break
-            try:
-                messages, events = context.manage(messages, self.model, ctx.todo)
-                for event in events:
-                    self._record_context(event, traj, state, on_event)
-                completion = self.model.complete(
-                    messages,
-                    schemas if self.action_format == "native" else None,
-                    max_tokens=cfg.max_tokens_per_turn,
-                    temperature=cfg.temperature,
-                    # One seed per turn: the same seed every turn would repeat the same draws.
-                    seed=None if cfg.seed is None else cfg.seed + state.turns,
-                )
-            except ModelError as exc:
-                state.termination, state.error = "model_error", str(exc)
-                break
-            state.turns += 1
-            state.prompt_tokens += completion.prompt_tokens or 0
-            state.completion_tokens += completion.completion_tokens or 0
-            reply = completion.message
-            calls, errors = self._actions(reply)
-            messages.append(reply)
-            results: list[tuple[ToolCall | None, str, bool]] = []
-            if errors or not calls:
-                state.format_errors += 1
-                text = "; ".join(errors) or "no tool call found: call a tool, or submit when done"
-                results.append((None, f"error: {text}", True))
-                if state.format_errors >= cfg.max_format_errors:
-                    state.termination = "format_errors"
-            else:
-                state.format_errors = 0
-                for call in calls:
-                    output, failed, done = self._call(call, ctx, state)
-                    results.append((call, output, failed))
-                    if done:
-                        state.termination = "submitted"
-                        break
-                    if state.termination is not None:
-                        break
-            self._answer(messages, results)
-            traj.add(
-                "agent",
-                reply.content,
-                model_name=self.model.name,
-                tool_calls=[
-                    AtifToolCall(tool_call_id=c.id, function_name=c.name, arguments=c.arguments)
-                    for c in calls
-                ]
-                or None,
-                observation=AtifObservation(
-                    results=[
-                        AtifResult(source_call_id=c.id if c else None, content=o)
-                        for c, o, _ in results
-                    ]
-                ),
-                metrics=AtifMetrics(
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    prompt_token_ids=completion.prompt_token_ids,
-                    completion_token_ids=completion.token_ids,
-                    logprobs=completion.logprobs,
-                ),
-            )
-            on_event(
-                {
-                    "type": "step",
-                    "turn": state.turns,
-                    "calls": [c.name for c in calls],
-                    "errors": errors,
-                }
-            )
+        try:
             save()
+            while state.termination is None:
+                self._step(state, ctx, context, schemas, on_event)
+                save()
+        finally:
+            ctx.close()
         traj.final_metrics = AtifFinalMetrics(
             total_prompt_tokens=state.prompt_tokens,
             total_completion_tokens=state.completion_tokens,
@@ -235,19 +189,106 @@ class AgentLoop:
             turns=state.turns,
             prompt_tokens=state.prompt_tokens,
             completion_tokens=state.completion_tokens,
-            seconds=time.monotonic() - state.started,
+            seconds=state.elapsed(),
             trajectory=traj,
             error=state.error,
             events=state.events,
         )
 
+    def _step(
+        self,
+        state: LoopState,
+        ctx: ToolContext,
+        context: ContextManager,
+        schemas: list[dict],
+        on_event: Callable[[dict], None],
+    ) -> None:
+        """One model call and the tools it asked for; sets `state.termination` when done."""
+        cfg = self.config
+        if (reason := self._limit(state)) is not None:
+            state.termination = reason
+            return
+        try:
+            state.messages, events = context.manage(state.messages, self.model, ctx.todo)
+            for event in events:
+                self._record_context(event, state, on_event)
+            completion = self.model.complete(
+                state.messages,
+                schemas if self.action_format == "native" else None,
+                max_tokens=cfg.max_tokens_per_turn,
+                temperature=cfg.temperature,
+                # One seed per turn: the same seed every turn would repeat the same draws.
+                seed=None if cfg.seed is None else cfg.seed + state.turns,
+            )
+        except ModelError as exc:
+            state.termination, state.error = "model_error", str(exc)
+            return
+        state.turns += 1
+        state.prompt_tokens += completion.prompt_tokens or 0
+        state.completion_tokens += completion.completion_tokens or 0
+        reply = completion.message
+        calls, errors = self._actions(reply)
+        state.messages.append(reply)
+        results: list[tuple[ToolCall | None, str, bool]] = []
+        if cfg.interactive and not calls and not errors:
+            state.termination = "answered"
+        elif errors or not calls:
+            state.format_errors += 1
+            text = "; ".join(errors) or "no tool call found: call a tool, or submit when done"
+            results.append((None, f"error: {text}", True))
+            if state.format_errors >= cfg.max_format_errors:
+                state.termination = "format_errors"
+        else:
+            state.format_errors = 0
+            for call in calls:
+                output, failed, done = self._call(call, ctx, state)
+                results.append((call, output, failed))
+                if done:
+                    state.termination = "submitted"
+                    break
+                if state.termination is not None:
+                    break
+        self._answer(state.messages, results)
+        state.trajectory.add(
+            "agent",
+            reply.content,
+            model_name=self.model.name,
+            tool_calls=[
+                AtifToolCall(tool_call_id=c.id, function_name=c.name, arguments=c.arguments)
+                for c in calls
+            ]
+            or None,
+            observation=AtifObservation(
+                results=[
+                    AtifResult(source_call_id=c.id if c else None, content=o) for c, o, _ in results
+                ]
+            ),
+            metrics=AtifMetrics(
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                prompt_token_ids=completion.prompt_token_ids,
+                completion_token_ids=completion.token_ids,
+                logprobs=completion.logprobs,
+            ),
+        )
+        on_event(
+            {
+                "type": "step",
+                "turn": state.turns,
+                "calls": [c.name for c in calls],
+                "errors": errors,
+                "message": reply.content,
+                "results": [o for _, o, _ in results],
+            }
+        )
+
     def _record_context(
-        self, event: dict, traj: Trajectory, state: _State, on_event: Callable[[dict], None]
+        self, event: dict, state: LoopState, on_event: Callable[[dict], None]
     ) -> None:
         """Compaction is a system step of the trajectory, so a run can be replayed as it was."""
         state.prompt_tokens += event.get("summary_prompt_tokens") or 0
         state.completion_tokens += event.get("summary_completion_tokens") or 0
-        traj.add(
+        state.trajectory.add(
             "system",
             f"context management: {event['type']}",
             observation=AtifObservation(results=[AtifResult(content=json.dumps(event))]),
@@ -256,21 +297,21 @@ class AgentLoop:
         state.events.append(event)
         on_event({"type": "context", **event})
 
-    def _limit(self, state: _State) -> Termination | None:
+    def _limit(self, state: LoopState) -> Termination | None:
         cfg = self.config
         if state.turns >= cfg.max_turns:
             return "max_turns"
         used = state.prompt_tokens + state.completion_tokens
         if cfg.max_total_tokens is not None and used >= cfg.max_total_tokens:
             return "max_tokens"
-        if cfg.max_seconds is not None and time.monotonic() - state.started >= cfg.max_seconds:
+        if cfg.max_seconds is not None and state.elapsed() >= cfg.max_seconds:
             return "max_seconds"
         return None
 
-    def _time_left(self, state: _State) -> float:
+    def _time_left(self, state: LoopState) -> float:
         limit = self.config.command_timeout
         if self.config.max_seconds is not None:
-            limit = min(limit, self.config.max_seconds - (time.monotonic() - state.started))
+            limit = min(limit, self.config.max_seconds - state.elapsed())
         return max(limit, 1.0)
 
     def _actions(self, reply: Message) -> tuple[list[ToolCall], list[str]]:
@@ -296,7 +337,7 @@ class AgentLoop:
         calls, errors = textformat.parse_tool_calls(reply.content)
         return calls, errors
 
-    def _call(self, call: ToolCall, ctx: ToolContext, state: _State) -> tuple[str, bool, bool]:
+    def _call(self, call: ToolCall, ctx: ToolContext, state: LoopState) -> tuple[str, bool, bool]:
         tool = self.by_name.get(call.name)
         if tool is None:
             known = ", ".join(self.by_name)
@@ -342,14 +383,37 @@ class AgentLoop:
         messages.append(Message(role="user", content=text))
 
 
-@dataclass
-class _State:
-    started: float
+class LoopState(BaseModel):
+    """Everything a run needs to continue: the messages the model sees, the trajectory, the
+    counters and the tools' shared state. Serialisable, so a crashed or stopped run resumes."""
+
+    messages: list[Message]
+    trajectory: Trajectory = Field(default_factory=Trajectory)
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     format_errors: int = 0
     termination: Termination | None = None
     error: str | None = None
-    recent: list[str] = field(default_factory=list)
-    events: list[dict] = field(default_factory=list)
+    recent: list[str] = Field(default_factory=list)
+    events: list[dict] = Field(default_factory=list)
+    todo: list[dict] = Field(default_factory=list)
+    read_files: set[str] = Field(default_factory=set)
+    seconds: float = Field(0.0, description="wall time used by earlier runs of this state")
+    _started: float | None = PrivateAttr(None)
+
+    def begin(self) -> None:
+        """Start (or continue) the clock; a limit that ended an earlier run is re-checked."""
+        if self._started is not None:
+            self.seconds = self.elapsed()
+        self._started = time.monotonic()
+        self.termination, self.error, self.recent = None, None, []
+
+    def elapsed(self) -> float:
+        extra = 0.0 if self._started is None else time.monotonic() - self._started
+        return self.seconds + extra
+
+    def add_user(self, text: str) -> None:
+        """A new user message (chat), as the model and the trajectory will see it."""
+        self.messages.append(Message(role="user", content=text))
+        self.trajectory.add("user", text)

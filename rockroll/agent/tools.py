@@ -712,7 +712,7 @@ class Todo(Tool):
     )
 
     def run(self, ctx: ToolContext, args: dict) -> ToolResult:
-        ctx.todo = [
+        ctx.todo[:] = [
             {"id": i, "content": item["content"], "status": item["status"]}
             for i, item in enumerate(args["items"], 1)
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rockroll.sandbox.dockerfile import BuildError, build
 from rockroll.sandbox.errors import SandboxError
@@ -26,8 +27,9 @@ def task_image(task: Task, log: Callable[[str], None] = lambda s: None) -> Image
         raise TaskError(task.id, "image-missing", str(exc)) from None
 
 
-def open_sandbox(task: Task, image: Image) -> Sandbox:
-    """A fresh sandbox for the task, with the image's and the task's settings and files."""
+def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
+    """A fresh sandbox for the task, with the image's and the task's settings and files;
+    `overrides` are further `Sandbox.create` options (detached, ttl...)."""
     config = image.config
     sb = Sandbox.create(
         image.name,
@@ -37,6 +39,7 @@ def open_sandbox(task: Task, image: Image) -> Sandbox:
         network=task.network,
         env=dict(config.get("env", {})) | task.environment.env,
         workdir=task.environment.workdir or config.get("workdir", "/"),
+        **overrides,
     )
     try:
         put_files(sb, task.files)
