@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 console = Console(width=max(Console().width, 132))
 
@@ -60,3 +61,24 @@ def mark(ok: bool | None) -> str:
     if ok is None:
         return ""
     return "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
+
+
+def headline(title: str, info: dict[str, Any], extra: str = "") -> str:
+    """The first line of a benchmark's output: what ran, when, and on which machine."""
+    return (
+        f"[bold]{title}[/bold]  {info['date']}  |  {info['nproc']} CPUs ({info['cpu']}), "
+        f"{info['mem_total_gib']} GiB RAM, kernel {info['kernel']}, Python {info['python']}"
+        f"{extra}"
+    )
+
+
+def figures_table(rows: list[tuple[str, str, str, bool | None, str]]) -> Table:
+    """Figures as (name, measured, target, ok, note) rows, with PASS/FAIL marks."""
+    table = Table(show_lines=False)
+    for column, justify in (("figure", "left"), ("measured", "right"), ("target", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("", justify="center")
+    table.add_column("note")
+    for name, value, target, ok, note in rows:
+        table.add_row(name, value, target, mark(ok), note)
+    return table

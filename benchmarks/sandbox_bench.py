@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import console, machine, mark, meminfo, pct
-from rich.table import Table
+from common import console, figures_table, headline, machine, meminfo, pct
 
 from rockroll import Sandbox, SandboxError, Snapshot
 from rockroll.sandbox.cgroups import CgroupSet
@@ -373,20 +372,9 @@ def _large_child(n: int) -> None:
 
 # -- output --------------------------------------------------------------------------------------
 def render(report: Report, info: dict[str, Any]) -> None:
-    console.print(
-        f"[bold]rockroll sandbox benchmark[/bold]  {info['date']}  |  {info['nproc']} CPUs "
-        f"({info['cpu']}), {info['mem_total_gib']} GiB RAM, kernel {info['kernel']}, "
-        f"Python {info['python']}"
-    )
-    table = Table(show_lines=False)
-    table.add_column("figure")
-    table.add_column("measured", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("", justify="center")
-    table.add_column("note")
-    for row in report.rows:
-        table.add_row(row.name, row.value, row.target, mark(row.ok), row.note)
-    console.print(table)
+    console.print(headline("rockroll sandbox benchmark", info))
+    rows = [(r.name, r.value, r.target, r.ok, r.note) for r in report.rows]
+    console.print(figures_table(rows))
     console.print(
         "Percentiles: nearest rank on sorted samples (pQ = sorted[ceil(Q/100*n)-1]); "
         f"{WARMUP} uncounted warm-up runs per series (10 for exec).",

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import inspect
 import json
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rockroll.agent import textformat
+from rockroll.agent.batching import Batcher
+from rockroll.agent.generation import Generated, generate
 from rockroll.agent.messages import Completion, Message
 from rockroll.agent.models import ModelError, register_model
 from rockroll.sandbox.paths import rockroll_home
@@ -41,11 +43,17 @@ _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endof
 
 
 class LocalModel:
-    """A transformers causal LM and its tokenizer behind the Model protocol (batch size 1)."""
+    """A transformers causal LM and its tokenizer behind the Model protocol.
+
+    Calls from several threads at once (parallel episodes, server requests) are decoded
+    together, up to `max_batch` rows, each with its own seed.
+    """
 
     native_tools = False
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, context_window: int) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str, context_window: int, max_batch: int = 8
+    ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ModelError(f"the tokenizer of {name} has no chat template")
         self.model = model.eval()
@@ -53,10 +61,7 @@ class LocalModel:
         self.name = name
         self.context_window = context_window
         self.stop_ids = _stop_ids(model, tokenizer)
-        params = inspect.signature(model.forward).parameters
-        # transformers 5 renamed `past_key_values` to `cache` (argument and output alike).
-        self._cache = "cache" if "cache" in params else "past_key_values"
-        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._batcher = Batcher(self._run_batch, max_batch=max_batch)
         self._seen: dict[str, list[int]] = {}  # prompt+completion text -> its exact ids (LRU)
         self._lock = threading.Lock()
 
@@ -163,38 +168,29 @@ class LocalModel:
         target = torch.tensor(completion_ids, device=logp.device).unsqueeze(1)
         return logp.gather(1, target).squeeze(1).tolist()
 
-    @torch.inference_mode()
     def _generate(
         self, prompt_ids: list[int], max_tokens: int, temperature: float, seed: int | None
     ) -> tuple[list[int], list[float], bool]:
-        device = self.device
-        generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        input_ids = torch.tensor([prompt_ids], device=device)
-        past = None
-        token_ids: list[int] = []
-        logprobs: list[float] = []
-        for _ in range(max_tokens):
-            kwargs = {self._cache: past, "use_cache": True, **self._keep_last}
-            out = self.model(input_ids=input_ids, **kwargs)
-            past = getattr(out, self._cache)
-            logits = out.logits[0, -1].float()
-            if temperature > 0:
-                logp = torch.log_softmax(logits / temperature, dim=-1)
-                token = int(torch.multinomial(logp.exp(), 1, generator=generator))
-            else:
-                logp = torch.log_softmax(logits, dim=-1)
-                token = int(torch.argmax(logp))
-            # The stop token is kept: the trainer must see (and reinforce) where the model ends.
-            token_ids.append(token)
-            logprobs.append(float(logp[token]))
-            if token in self.stop_ids:
-                return token_ids, logprobs, True
-            input_ids = torch.tensor([[token]], device=device)
-        return token_ids, logprobs, False
+        """One completion; concurrent callers (threads) are decoded together in one batch."""
+        done = self._batcher.submit(_Request(prompt_ids, max_tokens, temperature, seed))
+        return done.token_ids, done.logprobs, done.stopped
+
+    def _run_batch(self, requests: list[_Request]) -> list[Generated]:
+        """Requests of one temperature decode as one batch (rows keep their own seeds)."""
+        out: list[Generated | None] = [None] * len(requests)
+        for temperature in sorted({r.temperature for r in requests}):
+            rows = [i for i, r in enumerate(requests) if r.temperature == temperature]
+            done = generate(
+                self.model,
+                [requests[i].prompt_ids for i in rows],
+                max_tokens=[requests[i].max_tokens for i in rows],
+                temperature=temperature,
+                seeds=[requests[i].seed for i in rows],
+                stop_ids=self.stop_ids,
+            )
+            for i, generated in zip(rows, done, strict=True):
+                out[i] = generated
+        return [g for g in out if g is not None]
 
     def _apply(self, messages: list[Message], tools: list[dict] | None, *, tokenize: bool) -> Any:
         chat = [m.to_openai() for m in messages]
@@ -223,6 +219,14 @@ class LocalModel:
         if hasattr(out, "keys"):  # transformers >= 5 returns a BatchEncoding
             out = out["input_ids"]
         return [int(i) for i in out]
+
+
+@dataclass(frozen=True)
+class _Request:
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    seed: int | None
 
 
 def load_local(

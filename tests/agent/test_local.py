@@ -209,3 +209,20 @@ def test_next_prompt_keeps_the_sampled_ids_not_a_re_encoding(
     # A conversation that does not extend a remembered one is encoded as the template says.
     other = [Message(role="user", content="hello")]
     assert tiny.complete(other, None, max_tokens=1).prompt_token_ids == tiny.encode(other)
+
+
+def test_concurrent_calls_are_decoded_together_with_the_same_results(tiny: LocalModel) -> None:
+    """Threads calling at once share a batch, and each gets what it would have got alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chats = [[Message(role="user", content="x" * n)] for n in (1, 5, 9, 13)]
+    alone = [tiny.complete(c, None, max_tokens=6, temperature=1.0, seed=3) for c in chats]
+    tiny._batcher.batches.clear()
+    with ThreadPoolExecutor(len(chats)) as pool:
+        together = list(
+            pool.map(lambda c: tiny.complete(c, None, max_tokens=6, temperature=1.0, seed=3), chats)
+        )
+    assert max(tiny._batcher.batches) > 1
+    for a, t in zip(alone, together, strict=True):
+        assert t.token_ids == a.token_ids
+        assert t.logprobs == pytest.approx(a.logprobs, abs=1e-4)

@@ -1,0 +1,187 @@
+"""Batched sampling from a Hugging Face causal LM, recording every token's exact logprob.
+
+A trainer needs the logprob of each token under the very distribution it was drawn from
+(log_softmax(logits / temperature), or of the raw logits when greedy), which `model.generate`
+does not hand back exactly. This is a plain loop over a KV cache instead: prompts are left
+padded with an attention mask and explicit positions, every row samples from its own seeded
+`torch.Generator` (so a row's tokens do not depend on what shares its batch), and rows that end
+are dropped from the batch. Without padding no mask is passed, so one prompt takes exactly the
+path of an unpadded forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One row's completion; `stopped` when a stop id (kept as the last token) ended it."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    stopped: bool
+
+
+def forward_options(model: Any) -> tuple[str, dict[str, int]]:
+    """The name of `model.forward`'s cache argument, and its option to keep only last logits.
+
+    transformers 5 renamed `past_key_values` to `cache` (argument and output alike).
+    """
+    params = inspect.signature(model.forward).parameters
+    cache = "cache" if "cache" in params else "past_key_values"
+    return cache, {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_tokens: int | Sequence[int],
+    temperature: float = 0.0,
+    seeds: Sequence[int | None] | None = None,
+    stop_ids: Collection[int] = (),
+) -> list[Generated]:
+    """Complete every prompt (token ids) at once; one `Generated` per prompt, in order.
+
+    `max_tokens` is one limit for all rows or one per row; `seeds` one per row (None draws a
+    fresh seed); greedy when `temperature` is 0. Generation ends for a row at a stop id or its
+    limit, and for the batch when every row has ended.
+    """
+    limits = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
+    seeds = [None] * len(prompts) if seeds is None else list(seeds)
+    if len(limits) != len(prompts) or len(seeds) != len(prompts):
+        raise ValueError("max_tokens and seeds need one value per prompt")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    rows = [i for i, limit in enumerate(limits) if limit > 0]
+    out = [Generated([], [], False) for _ in prompts]
+    if rows:
+        done = _Decoder(model, [prompts[i] for i in rows], [limits[i] for i in rows]).run(
+            temperature, [seeds[i] for i in rows], stop_ids
+        )
+        for i, generated in zip(rows, done, strict=True):
+            out[i] = generated
+    return out
+
+
+class _Decoder:
+    """The state of one batch: inputs of the next step, the cache, and what was recorded."""
+
+    def __init__(self, model: Any, prompts: list[Sequence[int]], limits: list[int]) -> None:
+        self.model = model
+        self.limits = limits
+        self.device = next(model.parameters()).device
+        self.cache_name, self.keep_last = forward_options(model)
+        self.ids, self.mask, self.positions = _left_pad(prompts, self.device)
+        self.cache: Any = None
+        self.live = list(range(len(prompts)))  # batch row -> prompt row
+        self.rows = torch.arange(len(prompts), device=self.device)  # the same, on the device
+        self.tokens = torch.zeros(len(prompts), max(limits), dtype=torch.long, device=self.device)
+        self.logprobs = torch.zeros(len(prompts), max(limits), device=self.device)
+
+    def run(
+        self, temperature: float, seeds: list[int | None], stop_ids: Collection[int]
+    ) -> list[Generated]:
+        generators = _generators(seeds, self.device) if temperature > 0 else []
+        stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=self.device)
+        lengths = list(self.limits)
+        stopped = [False] * len(self.limits)
+        for step in range(max(self.limits)):
+            token, logprob = _pick(self._forward(), temperature, generators)
+            self.tokens[self.rows, step] = token
+            self.logprobs[self.rows, step] = logprob
+            hits = torch.isin(token, stops).tolist()  # the one host sync of a step
+            keep = []
+            for j, row in enumerate(self.live):
+                if hits[j] or self.limits[row] == step + 1:
+                    lengths[row], stopped[row] = step + 1, hits[j]
+                else:
+                    keep.append(j)
+            if not keep:
+                break
+            self._advance(token, keep)
+            generators = [generators[j] for j in keep] if generators else []
+        return self._results(lengths, stopped)
+
+    def _forward(self) -> torch.Tensor:
+        kwargs = {self.cache_name: self.cache, "use_cache": True, **self.keep_last}
+        if self.mask is not None:
+            kwargs["attention_mask"] = self.mask
+        out = self.model(input_ids=self.ids, position_ids=self.positions, **kwargs)
+        self.cache = getattr(out, self.cache_name)
+        return out.logits[:, -1].float()
+
+    def _advance(self, token: torch.Tensor, keep: list[int]) -> None:
+        """Next step's inputs: the sampled tokens of the rows still going."""
+        self.ids, self.positions = token[:, None], self.positions[:, -1:] + 1
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.live), 1)], dim=1)
+        if len(keep) < len(self.live):
+            index = torch.tensor(keep, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.ids, self.positions = self.ids[index], self.positions[index]
+            if self.mask is not None:
+                self.mask = self.mask[index]
+            self.live, self.rows = [self.live[j] for j in keep], self.rows[index]
+
+    def _results(self, lengths: list[int], stopped: list[bool]) -> list[Generated]:
+        tokens, logprobs = self.tokens.tolist(), self.logprobs.tolist()
+        return [
+            Generated(tokens[i][:n], logprobs[i][:n], stopped[i]) for i, n in enumerate(lengths)
+        ]
+
+
+def _left_pad(
+    prompts: list[Sequence[int]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Ids padded on the left (with id 0, hidden by the mask), the mask, and positions.
+
+    Positions count real tokens only, so a padded row sees the positions it would alone. With
+    no padding the mask is None.
+    """
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts], device=device)
+    if all(len(p) == width for p in prompts):
+        positions = torch.arange(width, device=device).expand(len(prompts), width)
+        return ids, None, positions
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long, device=device
+    )
+    return ids, mask, (mask.cumsum(dim=1) - 1).clamp_min(0)
+
+
+def _generators(seeds: list[int | None], device: torch.device) -> list[torch.Generator]:
+    generators = []
+    for seed in seeds:
+        generator = torch.Generator(device=device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        generators.append(generator)
+    return generators
+
+
+def _pick(
+    logits: torch.Tensor, temperature: float, generators: list[torch.Generator]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's next token and its logprob under the distribution it was drawn from."""
+    if temperature > 0:
+        logp = torch.log_softmax(logits / temperature, dim=-1)
+        probs = logp.exp()
+        token = torch.cat(
+            [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
+        )
+    else:
+        logp = torch.log_softmax(logits, dim=-1)
+        token = logp.argmax(dim=-1)
+    return token, logp.gather(1, token[:, None]).squeeze(1)
