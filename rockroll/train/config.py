@@ -1,0 +1,147 @@
+"""The training run's configuration: typed, documented, and strict about what it accepts.
+
+`rockroll train CONFIG.yaml` reads this. Unknown keys and wrong types are refused with the key's
+dotted path and the expected type, before any model is loaded or sandbox started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Algorithm = Literal["ipa", "grpo", "topr"]
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and what would fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RolloutConfig(_Strict):
+    """How episodes are collected: the same harness and settings as evaluation."""
+
+    group_size: int = Field(4, ge=1, description="episodes per task in one step (G)")
+    tasks_per_step: int = Field(2, ge=1, description="distinct tasks in one step")
+    max_turns: int = Field(3, ge=1, description="model turns per episode")
+    max_tokens_per_turn: int = Field(48, ge=1, description="tokens the model may write per turn")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of rollouts")
+    action_format: Literal["bash", "tool_call"] = Field(
+        "bash", description="how the model acts: one ```bash block, or <tool_call> JSON"
+    )
+    workers: int = Field(8, ge=1, description="episodes run at once (their model calls batch)")
+    max_infra_retries: int = Field(
+        3, ge=0, description="resamples of an episode spoiled by a sandbox failure"
+    )
+    command_timeout: float = Field(20.0, gt=0, description="seconds per tool command")
+
+
+class IPASettings(_Strict):
+    """IPA (ipa.md): chunk-level returns, ratios and mismatch mask."""
+
+    gamma: float = Field(0.95, gt=0, le=1, description="discount per chunk (eq. 7)")
+    mismatch_threshold: float = Field(5.0, ge=1, description="H of the chunk mismatch mask")
+    fail_reward: float = Field(-1.0, le=0, description="reward of a failed episode")
+
+
+class GRPOSettings(_Strict):
+    """Token-level GRPO with PPO clipping (the baseline IPA is compared with)."""
+
+    eps_low: float = Field(0.2, ge=0, description="lower clip of the token ratio")
+    eps_high: float = Field(0.28, ge=0, description="upper clip of the token ratio")
+    scale_by_std: bool = Field(True, description="divide advantages by the group's std")
+
+
+class SFTConfig(_Strict):
+    """Warm-up on verified expert trajectories (the tasks' expert commands as tool calls)."""
+
+    steps: int = Field(0, ge=0, description="SFT optimizer steps before RL (0: none)")
+    lr: float = Field(5e-5, gt=0, description="learning rate of the warm-up")
+    batch_size: int = Field(8, ge=1, description="expert episodes per SFT step")
+    tasks: str | None = Field(None, description="suite of expert tasks (default: train.tasks)")
+
+
+class TrainConfig(_Strict):
+    """One training run. Every field has a default except the model and the tasks."""
+
+    model: str = Field(description="policy: local:smollm2, local:PATH, or local:tiny-random")
+    tasks: str = Field(description="training suite, e.g. term:read-note,count-lines?size=64")
+    eval_tasks: str | None = Field(None, description="held-out suite evaluated every eval_every")
+    algorithm: Algorithm = "ipa"
+    steps: int = Field(20, ge=0, description="RL optimizer steps")
+    lr: float = Field(1e-5, gt=0, description="learning rate (AdamW)")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    aggregation: Aggregation = "token-mean"
+    kl_coef: float = Field(0.0, ge=0, description="k3 KL to the starting policy (0: off)")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus (0: off)")
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="weights; float32 with bf16 autocast is the CPU default"
+    )
+    autocast: bool = Field(True, description="bf16 autocast for forward passes where supported")
+    device: str | None = Field(None, description="cpu, cuda (default: cuda when present)")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    ipa: IPASettings = Field(default_factory=IPASettings)
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: start and end)")
+    eval_size: int | None = Field(None, ge=1, description="held-out tasks per evaluation")
+    checkpoint_every: int = Field(1, ge=1, description="checkpoint every N steps")
+    out: Path = Field(Path("runs/train"), description="folder for checkpoints and metrics")
+    tensorboard: bool = Field(True, description="also write TensorBoard events")
+
+    @model_validator(mode="after")
+    def _model_spec(self) -> TrainConfig:
+        if not self.model.startswith("local:"):
+            raise ValueError("model must be a local model (local:smollm2 or local:PATH)")
+        return self
+
+
+def load_config(path: Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML config; errors name the file, the key and the expected type."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    data = _merge(data, overrides or {})
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict, where: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: " + "; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}; see TrainConfig's fields in rockroll/train/config.py"
+    if error["type"] == "missing":
+        return f"{key!r} is required"
+    expected = error.get("ctx", {}).get("expected")
+    got = repr(error.get("input"))[:60]
+    hint = f" (expected {expected})" if expected else ""
+    return f"{key!r}: {error['msg']}{hint}, got {got}"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,62 @@
+"""What a training run shows a person: live progress per step, and the before/after table."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rockroll.train.config import TrainConfig
+from rockroll.train.trainer import EvalResult
+
+
+@contextlib.contextmanager
+def progress_printer(console: Console, cfg: TrainConfig) -> Iterator[Callable[[dict], None]]:
+    """A progress bar over the RL steps, with the latest reward, success and timings."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(f"{cfg.algorithm} steps", total=cfg.steps, last="")
+
+        def on_step(m: dict) -> None:
+            last = (
+                f"reward {m.get('reward', 0):.2f} success {m.get('success', 0):.0%} "
+                f"loss {m.get('loss', 0):+.3f} |g| {m.get('grad_norm', 0):.3f} "
+                f"rollout {m.get('rollout_seconds', 0):.0f}s train {m.get('train_seconds', 0):.0f}s"
+            )
+            if "eval_success" in m:
+                last += f" eval {m['eval_success']:.0%}"
+            progress.update(bar, completed=m["step"], last=last)
+
+        yield on_step
+
+
+def evals_table(evals: list[EvalResult]) -> Table:
+    """Held-out success per family at each evaluation (first column: before training)."""
+    table = Table(title="held-out success")
+    table.add_column("family")
+    for e in evals:
+        table.add_column(f"step {e.step}", justify="right")
+    families = sorted({f for e in evals for f in e.per_family})
+    for fam in families:
+        cells = []
+        for e in evals:
+            passed, total = e.per_family.get(fam, (0, 0))
+            cells.append(f"{passed}/{total}" if total else "-")
+        table.add_row(fam, *cells)
+    table.add_row("[bold]all[/]", *[f"[bold]{e.success:.0%}[/]" for e in evals])
+    return table
+
+
+def print_evals(console: Console, evals: list[EvalResult]) -> None:
+    if evals:
+        console.print(evals_table(evals))

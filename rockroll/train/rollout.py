@@ -1,0 +1,123 @@
+"""Episodes for training and evaluation: the harness, in real sandboxes, scored by the verifier.
+
+Every episode runs the same `AgentLoop` that evaluation and users run, in `linear` context mode
+so each prompt is a prefix of the next. Episodes run in threads; the local policy batches their
+model calls. An episode spoiled by the infrastructure (a sandbox that failed to start or died,
+a verifier that crashed) is not a policy failure: it is run again at once from the same task
+and seed, up to `max_infra_retries` times, and dropped if it never completes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from rockroll.agent.local import LocalModel
+from rockroll.agent.loop import AgentConfig, AgentLoop, RunResult
+from rockroll.agent.trajectory import Trajectory
+from rockroll.sandbox.errors import SandboxError
+from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.verify import verify
+from rockroll.tasks.workspace import open_sandbox, task_image
+from rockroll.train.config import RolloutConfig
+
+
+@dataclass
+class Episode:
+    """One finished episode; `infra_error` set when it never completed (dropped from training)."""
+
+    task: Task
+    seed: int
+    trajectory: Trajectory | None
+    reward: float
+    passed: bool
+    termination: str
+    turns: int
+    seconds: float
+    infra_retries: int = 0
+    infra_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    task: Task
+    seed: int
+
+
+def collect(
+    policy: LocalModel,
+    jobs: list[Job],
+    cfg: RolloutConfig,
+    *,
+    temperature: float | None = None,
+    on_episode: Callable[[Episode], None] = lambda e: None,
+) -> list[Episode]:
+    """Run every job (task, seed); episodes come back in the order of `jobs`."""
+    agent_cfg = dict(
+        max_turns=cfg.max_turns,
+        max_tokens_per_turn=cfg.max_tokens_per_turn,
+        temperature=cfg.temperature if temperature is None else temperature,
+        action_format=cfg.action_format,
+        context_mode="linear",
+        command_timeout=cfg.command_timeout,
+    )
+
+    def one(job: Job) -> Episode:
+        episode = run_episode(policy, job, AgentConfig(seed=job.seed, **agent_cfg), cfg)
+        on_episode(episode)
+        return episode
+
+    if cfg.workers == 1:
+        return [one(job) for job in jobs]
+    with ThreadPoolExecutor(min(cfg.workers, len(jobs)) or 1) as pool:
+        return list(pool.map(one, jobs))
+
+
+def run_episode(
+    policy: LocalModel, job: Job, agent_cfg: AgentConfig, cfg: RolloutConfig
+) -> Episode:
+    """One episode, resampled from the same start while the infrastructure spoils it."""
+    problem = ""
+    for attempt in range(cfg.max_infra_retries + 1):
+        started = time.monotonic()
+        try:
+            result, reward, passed = _attempt(policy, job.task, agent_cfg)
+        except (SandboxError, TaskError, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            continue
+        return Episode(
+            task=job.task,
+            seed=job.seed,
+            trajectory=result.trajectory,
+            reward=reward,
+            passed=passed,
+            termination=result.termination,
+            turns=result.turns,
+            seconds=time.monotonic() - started,
+            infra_retries=attempt,
+        )
+    return Episode(
+        task=job.task,
+        seed=job.seed,
+        trajectory=None,
+        reward=0.0,
+        passed=False,
+        termination="infra_error",
+        turns=0,
+        seconds=0.0,
+        infra_retries=cfg.max_infra_retries,
+        infra_error=problem,
+    )
+
+
+def _attempt(
+    policy: LocalModel, task: Task, agent_cfg: AgentConfig
+) -> tuple[RunResult, float, bool]:
+    with open_sandbox(task, task_image(task)) as sandbox:
+        result = AgentLoop(policy, config=agent_cfg).run(task.instruction, sandbox)
+        if result.termination == "sandbox_error":
+            raise SandboxError(result.error or "the sandbox failed during the episode")
+        verdict = verify(task, sandbox)
+    return result, float(verdict.reward), bool(verdict.passed)

@@ -1,0 +1,381 @@
+"""The training loop: rollouts in sandboxes, verifier rewards, the update, checkpoints, evals.
+
+One step: take the next `tasks_per_step` tasks, run `group_size` episodes of each through the
+harness, chunk the trajectories (exact token ids, no re-tokenization), recompute `pi_old` with
+the pre-update weights, apply the configured loss (IPA by default), clip and step. Metrics go to
+`metrics.jsonl` (and TensorBoard) as each step ends; a checkpoint follows every
+`checkpoint_every` steps, so a crash loses at most that many steps and `--resume` continues
+exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rockroll.agent.local import LocalModel, load_local
+from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.suites import load_suite
+from rockroll.train import checkpoint
+from rockroll.train.chunks import ChunkedSequence, chunk_trajectory
+from rockroll.train.config import ConfigError, TrainConfig
+from rockroll.train.expert import expert_episode
+from rockroll.train.rollout import Episode, Job, collect
+from rockroll.train.update import (
+    Tokens,
+    backward_through_model,
+    forward_tokens,
+    rl_loss,
+    score_tokens,
+    sft_loss,
+)
+
+MICRO_TOKENS = 4096  # padded tokens per forward pass: bounds activation memory
+
+
+@dataclass
+class EvalResult:
+    step: int
+    success: float
+    per_family: dict[str, tuple[int, int]] = field(default_factory=dict)  # passed, total
+
+
+class TaskSampler:
+    """Tasks in a fresh seeded order each epoch; its position is part of a checkpoint."""
+
+    def __init__(self, tasks: list[Task], seed: int) -> None:
+        self.tasks, self.seed = tasks, seed
+        self.epoch, self.index = 0, 0
+        self.order = self._order()
+
+    def _order(self) -> list[int]:
+        order = list(range(len(self.tasks)))
+        random.Random(self.seed * 7919 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Task]:
+        out = []
+        for _ in range(n):
+            if self.index >= len(self.order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self.order = self._order()
+            out.append(self.tasks[self.order[self.index]])
+            self.index += 1
+        return out
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.index = state["epoch"], state["index"]
+        self.order = self._order()
+
+
+def family(task: Task) -> str:
+    return task.metadata.category or task.id.rsplit("/", 2)[0]
+
+
+def load_tasks(spec: str, key: str) -> list[Task]:
+    """A suite's tasks; refused before training when any cannot load or has no verifier."""
+    try:
+        items = load_suite(spec)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    tasks = []
+    for item in items:
+        if isinstance(item, TaskError):
+            raise ConfigError(f"{key}: a task of {spec!r} cannot load: {item}")
+        v = item.verifier
+        if (v.kind == "python" and not v.function) or (v.kind == "script" and not v.command):
+            raise ConfigError(
+                f"{key}: task {item.id} has no verifier, so episodes cannot be rewarded; "
+                "train only on tasks that can be checked"
+            )
+        tasks.append(item)
+    if not tasks:
+        raise ConfigError(f"{key}: {spec!r} holds no tasks")
+    return tasks
+
+
+class Trainer:
+    """A training run from a config; `run()` does it all and returns the evaluations."""
+
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+        self.cfg, self.log = cfg, log
+        self.tasks = load_tasks(cfg.tasks, "tasks")
+        self.eval_tasks = load_tasks(cfg.eval_tasks, "eval_tasks") if cfg.eval_tasks else []
+        if cfg.eval_size:
+            self.eval_tasks = self.eval_tasks[: cfg.eval_size]
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.policy: LocalModel = load_local(
+            cfg.model.removeprefix("local:"), dtype=cfg.dtype, device=cfg.device
+        )
+        self.model = self.policy.model
+        self.device = next(self.model.parameters()).device
+        self.pad_id = self.policy.tokenizer.pad_token_id or 0
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.ref = copy.deepcopy(self.model).eval() if cfg.kl_coef > 0 else None
+        self.sampler = TaskSampler(self.tasks, cfg.seed)
+        self.step = 0
+        self.sft_done = cfg.sft.steps == 0
+        self.evals: list[EvalResult] = []
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = cfg.out / "metrics.jsonl"
+        self.writer = self._tensorboard()
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self, resume: bool = False, on_step: Callable[[dict], None] = lambda m: None) -> list:
+        if resume:
+            self._resume()
+        else:
+            (self.cfg.out / "config.json").write_text(self.cfg.model_dump_json(indent=1))
+        if not self.sft_done:
+            self.sft()
+        if self.eval_tasks and self.step == 0 and not self.evals:
+            self.evals.append(self.evaluate())
+        while self.step < self.cfg.steps:
+            metrics = self.train_step()
+            self.step += 1
+            metrics["step"] = self.step
+            if self._eval_due():
+                result = self.evaluate()
+                self.evals.append(result)
+                metrics["eval_success"] = result.success
+            self._write(metrics)
+            on_step(metrics)
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.save()
+        if self.writer is not None:
+            self.writer.close()
+        return self.evals
+
+    def _eval_due(self) -> bool:
+        if not self.eval_tasks:
+            return False
+        every = self.cfg.eval_every
+        return self.step == self.cfg.steps or (every > 0 and self.step % every == 0)
+
+    # -- one RL step ----------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        tasks = self.sampler.take(cfg.rollout.tasks_per_step)
+        jobs = [
+            Job(task, self._seed(i, g))
+            for i, task in enumerate(tasks)
+            for g in range(cfg.rollout.group_size)
+        ]
+        started = time.monotonic()
+        episodes = collect(self.policy, jobs, cfg.rollout)
+        rollout_s = time.monotonic() - started
+        seqs, groups = self._sequences(episodes, cfg.rollout.group_size)
+        metrics = _rollout_metrics(episodes, rollout_s)
+        started = time.monotonic()
+        if seqs:
+            metrics |= self._update(seqs, groups)
+        metrics["train_seconds"] = time.monotonic() - started
+        n_tokens = sum(len(s) for s in seqs)
+        metrics["train_tokens_per_s"] = n_tokens / max(metrics["train_seconds"], 1e-9)
+        return metrics
+
+    def _seed(self, task_slot: int, sample: int) -> int:
+        """A distinct, reproducible seed per (run seed, step, task slot, sample)."""
+        return (self.cfg.seed * 1_000_003 + self.step * 10_007 + task_slot * 101 + sample) % (2**31)
+
+    def _sequences(
+        self, episodes: list[Episode], group_size: int
+    ) -> tuple[list[ChunkedSequence], list[int]]:
+        """Training sequences of the completed episodes; a group is one task's G episodes."""
+        seqs, groups = [], []
+        for i, e in enumerate(episodes):
+            if e.trajectory is None:
+                continue
+            for s in chunk_trajectory(e.trajectory, e.reward, on_break="split"):
+                if any(s.response_mask):
+                    seqs.append(s)
+                    groups.append(i // group_size)
+        return seqs, groups
+
+    def _update(self, seqs: list[ChunkedSequence], groups: list[int]) -> dict:
+        cfg, amp = self.cfg, self.cfg.autocast
+        tokens = Tokens.of(seqs, groups)
+        self.model.eval()
+        old = score_tokens(self.model, seqs, self.pad_id, amp=amp, micro_tokens=MICRO_TOKENS)
+        ref = None
+        if self.ref is not None:
+            ref = score_tokens(self.ref, seqs, self.pad_id, amp=amp, micro_tokens=MICRO_TOKENS)
+        current = old.clone().requires_grad_(True)  # the weights have not moved since `old`
+        entropy = None
+        if cfg.entropy_coef > 0:
+            with torch.no_grad():
+                entropy = torch.cat(
+                    [
+                        forward_tokens(self.model, [s], self.pad_id, entropy=True, amp=amp)[1]
+                        for s in seqs
+                    ]
+                ).requires_grad_(True)
+        loss, stats = rl_loss(cfg, current, old, tokens, entropy=entropy, ref=ref)
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        backward_through_model(
+            self.model,
+            seqs,
+            self.pad_id,
+            current.grad,  # type: ignore[arg-type]
+            entropy.grad if entropy is not None else None,
+            amp=amp,
+            micro_tokens=MICRO_TOKENS,
+        )
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        return {
+            "loss": float(loss.detach()),
+            "grad_norm": float(norm),
+            "sequences": len(seqs),
+            "generated_tokens": int(old.numel()),
+            "mismatch_mean": float(torch.exp(old - tokens.mu).mean()),
+            **stats,
+        }
+
+    # -- SFT warm-up ------------------------------------------------------------------------------
+    def sft(self) -> None:
+        """Warm up on verified expert episodes (error-masked NLL), then go on with RL."""
+        cfg = self.cfg
+        tasks = load_tasks(cfg.sft.tasks, "sft.tasks") if cfg.sft.tasks else self.tasks
+        episodes = [expert_episode(self.policy, t, cfg.rollout) for t in tasks]
+        good = [e for e in episodes if e.passed and e.trajectory is not None]
+        self.log(f"SFT: {len(good)}/{len(episodes)} expert episodes verified")
+        if not good:
+            raise ConfigError("sft: no expert episode passed its verifier; nothing to learn from")
+        seqs, failed = [], []
+        for e in good:
+            assert e.trajectory is not None
+            for s in chunk_trajectory(e.trajectory, 1.0, on_break="split"):
+                seqs.append(s)
+                failed.append(_failed_turns(e))
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.sft.lr)
+        rng = random.Random(cfg.seed)
+        for step in range(cfg.sft.steps):
+            picked = rng.sample(range(len(seqs)), min(cfg.sft.batch_size, len(seqs)))
+            batch = [seqs[i] for i in picked]
+            tokens = Tokens.of(batch, [0] * len(batch), [failed[i] for i in picked])
+            logp = score_tokens(
+                self.model, batch, self.pad_id, amp=cfg.autocast, micro_tokens=MICRO_TOKENS
+            ).requires_grad_(True)
+            loss = sft_loss(logp, tokens)
+            loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+            backward_through_model(
+                self.model,
+                batch,
+                self.pad_id,
+                logp.grad,  # type: ignore[arg-type]
+                None,
+                amp=cfg.autocast,
+                micro_tokens=MICRO_TOKENS,
+            )
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            self._write({"sft_step": step + 1, "sft_loss": float(loss.detach())})
+        self.sft_done = True
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> EvalResult:
+        """Held-out success: one greedy episode per task, the same seeds every time."""
+        jobs = [Job(t, self.cfg.seed) for t in self.eval_tasks]
+        episodes = collect(self.policy, jobs, self.cfg.rollout, temperature=0.0)
+        per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for e in episodes:
+            per[family(e.task)][0] += int(e.passed)
+            per[family(e.task)][1] += 1
+        success = sum(int(e.passed) for e in episodes) / max(len(episodes), 1)
+        result = EvalResult(self.step, success, {k: (v[0], v[1]) for k, v in per.items()})
+        self._write({"eval_step": self.step, "eval_success": success, "eval": result.per_family})
+        return result
+
+    # -- state ----------------------------------------------------------------------------------
+    def save(self) -> None:
+        state = {
+            "sampler": self.sampler.state(),
+            "sft_done": self.sft_done,
+            "evals": [e.__dict__ for e in self.evals],
+        }
+        checkpoint.save(self.cfg.out, self.step, self.model, self.optimizer, state)
+
+    def _resume(self) -> None:
+        path = checkpoint.latest(self.cfg.out)
+        if path is None:
+            self.log(f"no checkpoint in {self.cfg.out}; starting from the beginning")
+            return
+        state = checkpoint.load(path, self.model, self.optimizer)
+        self.step = state["step"]
+        self.sampler.restore(state["sampler"])
+        self.sft_done = state["sft_done"]
+        self.evals = [
+            EvalResult(e["step"], e["success"], {k: tuple(v) for k, v in e["per_family"].items()})
+            for e in state["evals"]
+        ]
+        self.log(f"resumed from {path} at step {self.step}")
+
+    def _write(self, metrics: dict) -> None:
+        record = {"time": time.time(), **metrics}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None and "step" in metrics:
+            for key, value in metrics.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.writer.add_scalar(key, value, metrics["step"])
+            self.writer.flush()
+
+    def _tensorboard(self) -> Any:
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.log("tensorboard is not installed; metrics go to metrics.jsonl only")
+            return None
+        return SummaryWriter(str(self.cfg.out / "tensorboard"))
+
+
+def _rollout_metrics(episodes: list[Episode], seconds: float) -> dict:
+    done = [e for e in episodes if e.trajectory is not None]
+    generated = sum(
+        len(s.metrics.completion_token_ids or [])
+        for e in done
+        for s in e.trajectory.steps  # type: ignore[union-attr]
+        if s.source == "agent" and s.metrics
+    )
+    n = max(len(done), 1)
+    return {
+        "reward": sum(e.reward for e in done) / n,
+        "success": sum(e.passed for e in done) / n,
+        "episodes": len(episodes),
+        "dropped": len(episodes) - len(done),
+        "infra_retries": sum(e.infra_retries for e in episodes),
+        "turns": sum(e.turns for e in done) / n,
+        "rollout_seconds": seconds,
+        "gen_tokens_per_s": generated / max(seconds, 1e-9),
+    }
+
+
+def _failed_turns(episode: Episode) -> set[int]:
+    """Model turns whose tool call failed (error masking in SFT)."""
+    assert episode.trajectory is not None
+    turns = [s for s in episode.trajectory.steps if s.source == "agent"]
+    failed = set()
+    for k, step in enumerate(turns):
+        results = step.observation.results if step.observation else []
+        if any(r.content.startswith("error") or "[exit code" in r.content for r in results):
+            failed.add(k)
+    return failed
