@@ -60,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="output folder (overrides the config's `out`)")
     train.add_argument("--steps", type=int, help="RL steps (overrides the config's `steps`)")
     train.set_defaults(func=_train)
-    demo = nouns.add_parser("demo", help="a short tour of the sandbox runtime")
+    demo = nouns.add_parser("demo", help="evaluate, train with IPA and evaluate SmolLM2 on CPU")
+    demo.add_argument("--tour", action="store_true", help="a tour of the sandbox runtime instead")
+    demo.add_argument("--out", help="output folder (default runs/demo-TIME)")
+    demo.add_argument("--steps", type=int, help="IPA steps (default 8)")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -608,9 +611,11 @@ def out_console() -> Console:
 
 # -- demo --------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace) -> int:
-    from rockroll.demo import run_demo
+    from rockroll.demo import run_pipeline, run_tour
 
-    return run_demo(out)
+    if args.tour:
+        return run_tour(out)
+    return run_pipeline(out, out=args.out, steps=args.steps)
 
 
 if __name__ == "__main__":

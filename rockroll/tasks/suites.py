@@ -1,4 +1,5 @@
-"""Turn what a user names (a folder, `humaneval`, `rg:countdown?seed=1&size=20`) into tasks."""
+"""Turn what a user names (a folder, `humaneval`, `rg:countdown?seed=1&size=20`,
+`term:note-mkdir,fix-dir?seed=1&size=20`) into tasks."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def load_suite(spec: str) -> list[Task | TaskError]:
     """Tasks, or the error that kept one from loading (so a run can report it and go on)."""
     if spec.startswith("rg:"):
         return list(_procedural(spec[3:]))
+    if spec.startswith("term:"):
+        return list(_terminal(spec[5:]))
     if spec == "humaneval" or spec.startswith("humaneval/"):
         from rockroll.tasks.humaneval import load_humaneval
 
@@ -36,7 +39,7 @@ def load_suite(spec: str) -> list[Task | TaskError]:
     if not path.is_dir():
         raise FileNotFoundError(
             f"{spec!r} is neither a task folder nor a suite (humaneval, humaneval/N, "
-            "rg:NAME?seed=S&size=N)"
+            "rg:NAME?seed=S&size=N, term:FAMILY?seed=S&size=N)"
         )
     if is_harbor(path) or is_terminal_bench(path):
         folders = [path]
@@ -58,6 +61,22 @@ def _procedural(spec: str) -> list[Task]:
     params = {k: v[-1] for k, v in parse_qs(query).items()}
     seed, size = int(params.pop("seed", 0)), int(params.pop("size", 10))
     return load_procedural(name, seed=seed, size=size, config=params or None)
+
+
+def _terminal(spec: str) -> list[Task]:
+    """`term:` names families, kinds, `train`, `heldout` or `all`, comma-separated."""
+    from rockroll.tasks.terminal import load_terminal, select
+
+    names, _, query = spec.partition("?")
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    unknown = sorted(set(params) - {"seed", "size"})
+    if unknown:
+        raise TaskError(f"term:{names}", "invalid", f"unknown option(s) {unknown}; use seed, size")
+    try:
+        seed, size = int(params.get("seed", 0)), int(params.get("size", 10))
+    except ValueError:
+        raise TaskError(f"term:{names}", "invalid", "seed and size must be integers") from None
+    return [t for family in select(names) for t in load_terminal(family, seed=seed, size=size)]
 
 
 def _natural(path: Path) -> tuple:

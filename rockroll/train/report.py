@@ -45,7 +45,7 @@ def evals_table(evals: list[EvalResult]) -> Table:
     table = Table(title="held-out success")
     table.add_column("family")
     for e in evals:
-        table.add_column(f"step {e.step}", justify="right")
+        table.add_column(e.label or f"step {e.step}", justify="right")
     families = sorted({f for e in evals for f in e.per_family})
     for fam in families:
         cells = []

@@ -35,6 +35,7 @@ from rockroll.train.update import (
     forward_tokens,
     rl_loss,
     score_tokens,
+    sft_grad,
     sft_loss,
 )
 
@@ -46,6 +47,7 @@ class EvalResult:
     step: int
     success: float
     per_family: dict[str, tuple[int, int]] = field(default_factory=dict)  # passed, total
+    label: str = ""  # "start", "after SFT", or empty for "step N"
 
 
 class TaskSampler:
@@ -140,10 +142,12 @@ class Trainer:
             self._resume()
         else:
             (self.cfg.out / "config.json").write_text(self.cfg.model_dump_json(indent=1))
+        if self.eval_tasks and self.step == 0 and not self.evals:
+            self.evals.append(self.evaluate("start"))
         if not self.sft_done:
             self.sft()
-        if self.eval_tasks and self.step == 0 and not self.evals:
-            self.evals.append(self.evaluate())
+            if self.eval_tasks:
+                self.evals.append(self.evaluate("after SFT"))
         while self.step < self.cfg.steps:
             metrics = self.train_step()
             self.step += 1
@@ -269,28 +273,24 @@ class Trainer:
             picked = rng.sample(range(len(seqs)), min(cfg.sft.batch_size, len(seqs)))
             batch = [seqs[i] for i in picked]
             tokens = Tokens.of(batch, [0] * len(batch), [failed[i] for i in picked])
-            logp = score_tokens(
-                self.model, batch, self.pad_id, amp=cfg.autocast, micro_tokens=MICRO_TOKENS
-            ).requires_grad_(True)
-            loss = sft_loss(logp, tokens)
-            loss.backward()
             optimizer.zero_grad(set_to_none=True)
-            backward_through_model(
+            logp = backward_through_model(
                 self.model,
                 batch,
                 self.pad_id,
-                logp.grad,  # type: ignore[arg-type]
+                sft_grad(tokens),
                 None,
                 amp=cfg.autocast,
                 micro_tokens=MICRO_TOKENS,
             )
+            loss = sft_loss(logp, tokens)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             self._write({"sft_step": step + 1, "sft_loss": float(loss.detach())})
         self.sft_done = True
 
     # -- evaluation --------------------------------------------------------------------------
-    def evaluate(self) -> EvalResult:
+    def evaluate(self, label: str = "") -> EvalResult:
         """Held-out success: one greedy episode per task, the same seeds every time."""
         jobs = [Job(t, self.cfg.seed) for t in self.eval_tasks]
         episodes = collect(self.policy, jobs, self.cfg.rollout, temperature=0.0)
@@ -299,8 +299,15 @@ class Trainer:
             per[family(e.task)][0] += int(e.passed)
             per[family(e.task)][1] += 1
         success = sum(int(e.passed) for e in episodes) / max(len(episodes), 1)
-        result = EvalResult(self.step, success, {k: (v[0], v[1]) for k, v in per.items()})
-        self._write({"eval_step": self.step, "eval_success": success, "eval": result.per_family})
+        result = EvalResult(self.step, success, {k: (v[0], v[1]) for k, v in per.items()}, label)
+        self._write(
+            {
+                "eval_step": self.step,
+                "eval_label": label,
+                "eval_success": success,
+                "eval": result.per_family,
+            }
+        )
         return result
 
     # -- state ----------------------------------------------------------------------------------
@@ -322,7 +329,12 @@ class Trainer:
         self.sampler.restore(state["sampler"])
         self.sft_done = state["sft_done"]
         self.evals = [
-            EvalResult(e["step"], e["success"], {k: tuple(v) for k, v in e["per_family"].items()})
+            EvalResult(
+                e["step"],
+                e["success"],
+                {k: tuple(v) for k, v in e["per_family"].items()},
+                e.get("label", ""),
+            )
             for e in state["evals"]
         ]
         self.log(f"resumed from {path} at step {self.step}")

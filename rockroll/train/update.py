@@ -197,6 +197,12 @@ def sft_loss(logp: torch.Tensor, t: Tokens) -> torch.Tensor:
     return aggregate(-logp, ~t.failed, t.seq_index, "token-mean")
 
 
+def sft_grad(t: Tokens) -> torch.Tensor:
+    """d(sft_loss)/d(logp_t): the loss is linear in the logprobs, so no scoring pass is needed."""
+    keep = (~t.failed).float()
+    return -keep / keep.sum().clamp(min=1)
+
+
 def backward_through_model(
     model: Any,
     seqs: list[ChunkedSequence],
@@ -206,9 +212,11 @@ def backward_through_model(
     *,
     amp: bool,
     micro_tokens: int,
-) -> None:
-    """Accumulate d(loss)/d(params) = sum_t g_t d(logp_t)/d(params), one micro-batch at once."""
+) -> torch.Tensor:
+    """Accumulate d(loss)/d(params) = sum_t g_t d(logp_t)/d(params), one micro-batch at once;
+    returns the logprobs this pass computed (detached)."""
     start = 0
+    seen = []
     for mb in micro_batches(seqs, micro_tokens):
         logp, ent = forward_tokens(model, mb, pad_id, entropy=grad_entropy is not None, amp=amp)
         end = start + logp.numel()
@@ -216,6 +224,8 @@ def backward_through_model(
         if ent is not None and grad_entropy is not None:
             surrogate = surrogate + (ent * grad_entropy[start:end].to(ent.device)).sum()
         surrogate.backward()
+        seen.append(logp.detach())
         start = end
     if start != grad_logp.numel():
         raise RuntimeError(f"token count changed between passes: {start} != {grad_logp.numel()}")
+    return torch.cat(seen) if seen else torch.zeros(0)

@@ -1,0 +1,147 @@
+"""Held-out success before and after training, IPA against token-level GRPO on the same budget.
+
+    .venv/bin/python benchmarks/learning_curve.py [--seeds 3] [--steps 20] [--quick]
+
+Each (algorithm, seed) run starts from the same SmolLM2-135M-Instruct weights, gets the same SFT
+warm-up, the same training tasks, steps, group size and token limits, and is evaluated on the
+same held-out set: unseen instances of the trained families and whole families never trained
+on (one per kind). Prints success before and after as mean ± std over seeds, the gain, the CPU
+minutes each run took, and whether IPA met the target (>= 15 points gain within 30 CPU
+minutes, and more than GRPO's gain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from common import console, figures_table, headline, machine
+
+from rockroll.demo import DEMO_CONFIG, HELDOUT_FAMILIES, TRAIN_FAMILIES
+from rockroll.train.config import parse_config
+from rockroll.train.trainer import EvalResult, Trainer
+
+TARGET_GAIN = 0.15
+TARGET_CPU_MINUTES = 30.0
+
+
+def cpu_minutes() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) / 60
+
+
+def one_run(algorithm: str, seed: int, steps: int, out: Path, eval_size: int) -> dict:
+    cfg = parse_config(
+        DEMO_CONFIG
+        | {
+            "algorithm": algorithm,
+            "seed": seed,
+            "steps": steps,
+            "out": str(out / f"{algorithm}-seed{seed}"),
+            "eval_tasks": f"term:{TRAIN_FAMILIES},{HELDOUT_FAMILIES}?seed=1000&size={eval_size}",
+            "tensorboard": False,
+        },
+        "learning-curve config",
+    )
+    cpu0, wall0 = cpu_minutes(), time.monotonic()
+    evals = Trainer(cfg, log=lambda line: console.print(f"[dim]{line}[/dim]")).run()
+    # "Before" is the warmed-up policy both algorithms start from (the untrained one if no SFT).
+    before = next((e for e in evals if e.label == "after SFT"), evals[0])
+    after = evals[-1]
+    return {
+        "algorithm": algorithm,
+        "seed": seed,
+        "untrained": evals[0].success,
+        "before": before.success,
+        "after": after.success,
+        "unseen_before": _share(before, HELDOUT_FAMILIES),
+        "unseen_after": _share(after, HELDOUT_FAMILIES),
+        "cpu_minutes": cpu_minutes() - cpu0,
+        "wall_minutes": (time.monotonic() - wall0) / 60,
+        "per_family": {"before": before.per_family, "after": after.per_family},
+    }
+
+
+def _share(result: EvalResult, families: str) -> float:
+    passed = total = 0
+    for fam in families.split(","):
+        p, t = result.per_family.get(fam, (0, 0))
+        passed, total = passed + p, total + t
+    return passed / total if total else 0.0
+
+
+def _mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.0%} ± {std:.0%}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=int(DEMO_CONFIG["steps"]))
+    parser.add_argument("--eval-size", type=int, default=5, help="instances per family")
+    parser.add_argument("--algorithms", default="ipa,grpo")
+    parser.add_argument("--out", default="runs/learning-curve")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 steps, 2 per family")
+    parser.add_argument("--json", help="also write the runs here")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps, args.eval_size = 1, 2, 2
+    console.print(headline("rockroll learning curve", machine()))
+    runs = []
+    for seed in range(args.seeds):
+        for algorithm in args.algorithms.split(","):
+            console.print(f"[bold]{algorithm}, seed {seed}[/bold]: {args.steps} steps")
+            runs.append(one_run(algorithm, seed, args.steps, Path(args.out), args.eval_size))
+            r = runs[-1]
+            console.print(
+                f"  held-out {r['before']:.0%} -> {r['after']:.0%} (unseen families "
+                f"{r['unseen_before']:.0%} -> {r['unseen_after']:.0%}), "
+                f"{r['cpu_minutes']:.1f} CPU min, {r['wall_minutes']:.1f} min"
+            )
+    rows = []
+    gains = {}
+    for algorithm in args.algorithms.split(","):
+        mine = [r for r in runs if r["algorithm"] == algorithm]
+        gain = [r["after"] - r["before"] for r in mine]
+        gains[algorithm] = statistics.mean(gain)
+        cpu = max(r["cpu_minutes"] for r in mine)
+        ok = None
+        if algorithm == "ipa":
+            ok = gains["ipa"] >= TARGET_GAIN and cpu <= TARGET_CPU_MINUTES
+        rows.append(
+            (
+                f"{algorithm}: held-out before -> after",
+                f"{_mean_std([r['before'] for r in mine])} -> "
+                f"{_mean_std([r['after'] for r in mine])}",
+                "+15 points" if algorithm == "ipa" else "",
+                ok,
+                f"gain {_mean_std(gain)}; unseen families "
+                f"{_mean_std([r['unseen_before'] for r in mine])} -> "
+                f"{_mean_std([r['unseen_after'] for r in mine])}; max {cpu:.1f} CPU min",
+            )
+        )
+    if "ipa" in gains and len(gains) > 1:
+        best_other = max(g for a, g in gains.items() if a != "ipa")
+        rows.append(
+            (
+                "IPA gain - best other gain",
+                f"{gains['ipa'] - best_other:+.0%}",
+                "> 0",
+                gains["ipa"] > best_other,
+                f"{len(runs)} runs, {args.steps} steps each",
+            )
+        )
+    console.print(figures_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
