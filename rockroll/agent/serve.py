@@ -8,8 +8,9 @@ ids (`prompt_token_ids`), the generated token ids (`choices[0].token_ids`) and t
 blocks come back as `tool_calls`; the message's `content` keeps the whole generated text, so a
 conversation sent back renders to exactly the tokens the model produced.
 
-Requests are served one at a time (a lock around the model): CPU generation gains nothing
-from interleaving, and the order of seeded requests stays reproducible.
+Concurrent requests are decoded together: FastAPI runs each in a worker thread and the local
+model batches calls that arrive at once, each with its own seed, so a seeded request gets the
+tokens it would get alone.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ class ChatRequest(BaseModel):
 def create_app(model: Any, served_name: str) -> FastAPI:
     """The FastAPI app serving `model` (a LocalModel) under the model name `served_name`."""
     app = FastAPI(title="rockroll model server", version="1")
-    lock = threading.Lock()
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
@@ -109,14 +109,13 @@ def create_app(model: Any, served_name: str) -> FastAPI:
         messages = [_message(m, i) for i, m in enumerate(request.messages)]
         max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
         try:
-            with lock:
-                completion = model.complete(
-                    messages,
-                    request.tools or None,
-                    max_tokens=max_tokens,
-                    temperature=request.temperature,
-                    seed=request.seed,
-                )
+            completion = model.complete(
+                messages,
+                request.tools or None,
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                seed=request.seed,
+            )
         except ModelError as exc:
             raise ServeError(400, str(exc), "messages") from exc
         body = _response(completion, served_name, model.tokenizer)
