@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = nouns.add_parser("demo", help="evaluate, train with IPA and evaluate SmolLM2 on CPU")
     demo.add_argument("--tour", action="store_true", help="a tour of the sandbox runtime instead")
     demo.add_argument("--out", help="output folder (default runs/demo-TIME)")
-    demo.add_argument("--steps", type=int, help="IPA steps (default 8)")
+    demo.add_argument("--steps", type=int, help="IPA steps (default 6)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -23,9 +23,9 @@ HELDOUT_FAMILIES = "note-touch,count-words"
 DEMO_CONFIG: dict = {
     "model": "local:smollm2",
     "tasks": f"term:{TRAIN_FAMILIES}?seed=0&size=24",
-    "eval_tasks": f"term:{TRAIN_FAMILIES},{HELDOUT_FAMILIES}?seed=1000&size=5",
+    "eval_tasks": f"term:{TRAIN_FAMILIES},{HELDOUT_FAMILIES}?seed=1000&size=4",
     "algorithm": "ipa",
-    "steps": 8,
+    "steps": 6,
     "lr": 2e-5,
     "rollout": {
         "group_size": 4,
@@ -36,7 +36,7 @@ DEMO_CONFIG: dict = {
         "workers": 8,
     },
     "sft": {"steps": 2, "lr": 5e-5, "batch_size": 8},
-    "checkpoint_every": 4,
+    "checkpoint_every": 3,
 }
 
 
