@@ -1,12 +1,13 @@
 """Procedural multi-turn terminal tasks: look first, then act on what was seen.
 
 Single-step file tasks teach a trainer nothing about multi-turn credit, so every family here
-hides what to do in the sandbox (a note, a file's contents, an error message): the agent must
-inspect, then act on the result. A task is regenerated from (family, seed, index) when scored,
-so it carries only those numbers; the expected state lives on the host, never in the sandbox.
-`task.metadata.expert_commands` holds the expert's shell commands, one per turn (inspect
-first), for SFT warm-up and expert-prefix resampling; a trajectory built from them ends with
-the format's own submit.
+hides what to do in the sandbox (a note, a command's output, an error message): the agent must
+look, then act on what it saw. The instruction names the command to look with (a 135M model
+rarely finds it otherwise) but never its result. A task is regenerated from (family, seed,
+index) when scored, so it carries only those numbers; the expected state stays on the host.
+`task.metadata.expert_commands` holds the expert's shell commands, one per turn, looking first,
+for SFT warm-up and expert-prefix resampling (a trajectory built from them adds the action
+format's own submit at the end).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Gone:
 
 @dataclass(frozen=True)
 class Prints:
-    """`command` exits 0 and prints exactly `text` (the fixed script works)."""
+    """`command` exits 0 and prints exactly `text` (the fixed script works). Check the script is
+    unchanged first: this runs what the agent left behind."""
 
     command: str
     text: str
@@ -110,8 +112,13 @@ class Family:
         return self.make(random.Random(f"term/{self.name}/{seed}/{index}"))
 
 
+def _look_then(command: str, then: str) -> str:
+    """The instruction: the look command on a line of its own (tiny models copy it from there)."""
+    return f"Run this command:\n{command}\n{then}"
+
+
 # -- kind "read-then-act": note.txt says what to do; the task text only says to read it ------
-NOTE_INSTRUCTION = "Read the file note.txt with cat and follow its instruction."
+NOTE_INSTRUCTION = _look_then("cat note.txt", "Then do what note.txt says.")
 
 
 def _note(
@@ -123,12 +130,12 @@ def _note(
 
 def _note_mkdir(rng: random.Random) -> Instance:
     name = rng.choice(WORDS)
-    return _note(name, f"Create a directory named {name}.", f"mkdir {name}", [IsDir(name)])
+    return _note(name, f"Create a directory: mkdir {name}", f"mkdir {name}", [IsDir(name)])
 
 
 def _note_touch(rng: random.Random) -> Instance:
     name = f"{rng.choice(WORDS)}.txt"
-    note = f"Create an empty file named {name}."
+    note = f"Create an empty file: touch {name}"
     return _note(name, note, f"touch {name}", [HasText(name, "")])
 
 
@@ -137,7 +144,8 @@ def _note_rename(rng: random.Random) -> Instance:
     name = f"{word}.txt"
     checks: list[Check] = [HasText(name, body), Gone("data.txt")]
     action = f"mv data.txt {name}"
-    return _note(name, f"Rename data.txt to {name}.", action, checks, {"data.txt": f"{body}\n"})
+    note = f"Rename data.txt to {name}: {action}"
+    return _note(name, note, action, checks, {"data.txt": f"{body}\n"})
 
 
 # -- kind "search-then-act": which of a few files holds a given word ----------------------------
@@ -153,8 +161,7 @@ def _haystack(rng: random.Random) -> tuple[dict[str, str], str, str]:
 def _find_copy(rng: random.Random) -> Instance:
     files, target, key = _haystack(rng)
     return Instance(
-        f"One file in the docs directory contains the word {key}. Find it with grep, then "
-        "copy that file to found.txt.",
+        _look_then(f"grep -l {key} docs/*", "Then copy the file it prints to found.txt."),
         files,
         [f"grep -l {key} docs/*", f"cp {target} found.txt"],
         [HasText("found.txt", files[target])],
@@ -166,8 +173,7 @@ def _find_delete(rng: random.Random) -> Instance:
     files, target, key = _haystack(rng)
     keep = [HasText(p, text) for p, text in files.items() if p != target]
     return Instance(
-        f"One file in the docs directory contains the word {key}. Find it with grep, then "
-        "delete that file.",
+        _look_then(f"grep -l {key} docs/*", "Then delete the file it prints."),
         files,
         [f"grep -l {key} docs/*", f"rm {target}"],
         [Gone(target), *keep],
@@ -175,14 +181,14 @@ def _find_delete(rng: random.Random) -> Instance:
     )
 
 
-def _find_name(rng: random.Random) -> Instance:
+def _find_move(rng: random.Random) -> Instance:
     files, target, key = _haystack(rng)
+    keep = [HasText(p, text) for p, text in files.items() if p != target]
     return Instance(
-        f"One file in the docs directory contains the word {key}. Find it with grep, then "
-        "write the path of that file into answer.txt.",
+        _look_then(f"grep -l {key} docs/*", "Then rename the file it prints to found.txt."),
         files,
-        [f"grep -l {key} docs/*", f"echo {target} > answer.txt"],
-        [HasText("answer.txt", target)],
+        [f"grep -l {key} docs/*", f"mv {target} found.txt"],
+        [HasText("found.txt", files[target]), Gone(target), *keep],
         target,
     )
 
@@ -195,7 +201,7 @@ def _lines(rng: random.Random, n: int) -> str:
 def _count_lines(rng: random.Random) -> Instance:
     n = rng.randint(4, 19)
     return Instance(
-        "Count the lines in data.txt (use wc -l), then write only that number into count.txt.",
+        _look_then("wc -l data.txt", "Then write only the number it prints into count.txt."),
         {"data.txt": _lines(rng, n)},
         ["wc -l data.txt", f"echo {n} > count.txt"],
         [HasText("count.txt", str(n))],
@@ -206,8 +212,7 @@ def _count_lines(rng: random.Random) -> Instance:
 def _count_files(rng: random.Random) -> Instance:
     names = rng.sample(WORDS, rng.randint(4, 12))
     return Instance(
-        "Count the files in the box directory (use ls), then write only that number into "
-        "count.txt.",
+        _look_then("ls box | wc -l", "Then write only the number it prints into count.txt."),
         {f"box/{name}.txt": f"{name}\n" for name in names},
         ["ls box | wc -l", f"echo {len(names)} > count.txt"],
         [HasText("count.txt", str(len(names)))],
@@ -219,7 +224,7 @@ def _count_words(rng: random.Random) -> Instance:
     n = rng.randint(4, 19)
     text = " ".join(rng.choice(WORDS) for _ in range(n))
     return Instance(
-        "Count the words in data.txt (use wc -w), then write only that number into count.txt.",
+        _look_then("wc -w data.txt", "Then write only the number it prints into count.txt."),
         {"data.txt": f"{text}\n"},
         ["wc -w data.txt", f"echo {n} > count.txt"],
         [HasText("count.txt", str(n))],
@@ -228,10 +233,7 @@ def _count_words(rng: random.Random) -> Instance:
 
 
 # -- kind "fix-after-error": a script fails, and its error names the fix ---------------------
-FIX_INSTRUCTION = (
-    f"Run the script with: bash {RUN_SCRIPT}\nIt prints an error. Fix that error "
-    f"(do not edit {RUN_SCRIPT}), then run it again."
-)
+FIX_INSTRUCTION = _look_then(f"sh {RUN_SCRIPT}", "It prints an error. Fix that error.")
 
 
 def _fixing(test: str, error: str, fix: str, extra: list[Check]) -> Instance:
@@ -243,8 +245,8 @@ def _fixing(test: str, error: str, fix: str, extra: list[Check]) -> Instance:
     return Instance(
         FIX_INSTRUCTION,
         {RUN_SCRIPT: script},
-        [f"bash {RUN_SCRIPT}", fix, f"bash {RUN_SCRIPT}"],
-        [*extra, HasText(RUN_SCRIPT, script), Prints(f"bash {RUN_SCRIPT}", "OK")],
+        [f"sh {RUN_SCRIPT}", fix, f"sh {RUN_SCRIPT}"],
+        [*extra, HasText(RUN_SCRIPT, script), Prints(f"sh {RUN_SCRIPT}", "OK")],
         fix,
     )
 
@@ -270,14 +272,14 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("note-mkdir", "read-then-act", "train", _note_mkdir),
-        Family("note-touch", "read-then-act", "train", _note_touch),
-        Family("note-rename", "read-then-act", "heldout", _note_rename),
+        Family("note-rename", "read-then-act", "train", _note_rename),
+        Family("note-touch", "read-then-act", "heldout", _note_touch),
         Family("fix-dir", "fix-after-error", "train", _fix_dir),
         Family("fix-file", "fix-after-error", "train", _fix_file),
         Family("fix-config", "fix-after-error", "heldout", _fix_config),
         Family("find-copy", "search-then-act", "train", _find_copy),
         Family("find-delete", "search-then-act", "train", _find_delete),
-        Family("find-name", "search-then-act", "heldout", _find_name),
+        Family("find-move", "search-then-act", "heldout", _find_move),
         Family("count-lines", "count-then-write", "train", _count_lines),
         Family("count-files", "count-then-write", "train", _count_files),
         Family("count-words", "count-then-write", "heldout", _count_words),

@@ -67,6 +67,26 @@ def _instance(task: Task) -> Instance:
     return FAMILIES[args["family"]].instance(args["seed"], args["index"])
 
 
+@pytest.mark.parametrize(
+    ("family", "shortcut"),
+    [
+        ("find-copy", "{} > found.txt"),
+        ("find-move", "{} > found.txt"),
+        ("count-lines", "{} > count.txt"),
+        ("count-words", "{} > count.txt"),
+        ("count-files", "ls box > count.txt"),
+        ("note-mkdir", "mkdir note"),
+    ],
+)
+def test_copying_the_look_command_into_a_file_fails(
+    base_image: str, family: str, shortcut: str
+) -> None:
+    """One command that skips reading the result must not pass."""
+    task = load_terminal(family, seed=8, size=1)[0]
+    passed, _ = _after(task, [shortcut.format(expert_commands(task)[0])])
+    assert not passed
+
+
 def test_fix_families_refuse_an_edited_script(base_image: str) -> None:
     task = load_terminal("fix-file", seed=1, size=1)[0]
     passed, detail = _after(task, ["printf 'echo OK\\n' > run.sh"])
@@ -126,7 +146,7 @@ def test_select_and_suite_spec() -> None:
     assert select("fix-dir, note-mkdir,fix-dir") == ["fix-dir", "note-mkdir"]
     assert select("all") == NAMES
     assert set(select("heldout")) == {n for n, f in FAMILIES.items() if f.split == "heldout"}
-    assert select("read-then-act") == ["note-mkdir", "note-touch", "note-rename"]
+    assert select("read-then-act") == ["note-mkdir", "note-rename", "note-touch"]
     tasks = load_suite("term:note-mkdir,fix-dir?seed=4&size=3")
     assert [t.id for t in tasks if isinstance(t, Task)] == [
         *(f"term/note-mkdir/4/{i}" for i in range(3)),
