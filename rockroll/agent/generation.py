@@ -6,7 +6,8 @@ does not hand back exactly. This is a plain loop over a KV cache instead: prompt
 padded with an attention mask and explicit positions, every row samples from its own seeded
 `torch.Generator` (so a row's tokens do not depend on what shares its batch), and rows that end
 are dropped from the batch. Without padding no mask is passed, so one prompt takes exactly the
-path of an unpadded forward.
+path of an unpadded forward. Rows with the same prompt (a group of episodes of one task) share
+one prefill, whose cache and logits are then spread to every row of that prompt.
 """
 
 from __future__ import annotations
@@ -81,7 +82,13 @@ class _Decoder:
         self.limits = limits
         self.device = next(model.parameters()).device
         self.cache_name, self.keep_last = forward_options(model)
-        self.ids, self.mask, self.positions = _left_pad(prompts, self.device)
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        self.ids, self.mask, self.positions = _left_pad(list(distinct), self.device)
+        # Prefill row of each batch row, until the first forward has spread the prefill.
+        self.spread = (
+            torch.tensor(source, device=self.device) if len(distinct) < len(prompts) else None
+        )
         self.cache: Any = None
         self.live = list(range(len(prompts)))  # batch row -> prompt row
         self.rows = torch.arange(len(prompts), device=self.device)  # the same, on the device
@@ -118,7 +125,14 @@ class _Decoder:
             kwargs["attention_mask"] = self.mask
         out = self.model(input_ids=self.ids, position_ids=self.positions, **kwargs)
         self.cache = getattr(out, self.cache_name)
-        return out.logits[:, -1].float()
+        logits = out.logits[:, -1].float()
+        if self.spread is not None:
+            self.cache.batch_select_indices(self.spread)
+            self.positions = self.positions[self.spread]
+            if self.mask is not None:
+                self.mask = self.mask[self.spread]
+            logits, self.spread = logits[self.spread], None
+        return logits
 
     def _advance(self, token: torch.Tensor, keep: list[int]) -> None:
         """Next step's inputs: the sampled tokens of the rows still going."""
@@ -141,7 +155,7 @@ class _Decoder:
 
 
 def _left_pad(
-    prompts: list[Sequence[int]], device: torch.device
+    prompts: Sequence[Sequence[int]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Ids padded on the left (with id 0, hidden by the mask), the mask, and positions.
 

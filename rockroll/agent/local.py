@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from typing import Any
 import torch
 
 from rockroll.agent import textformat
+from rockroll.agent.attention import NAME as GROUPED
+from rockroll.agent.attention import register as register_attention
 from rockroll.agent.batching import Batcher
 from rockroll.agent.generation import Generated, generate
 from rockroll.agent.messages import Completion, Message
@@ -62,8 +65,52 @@ class LocalModel:
         self.context_window = context_window
         self.stop_ids = _stop_ids(model, tokenizer)
         self._batcher = Batcher(self._run_batch, max_batch=max_batch)
+        self._decode_copy: Any = None  # see use_decode_copy
+        self._decode_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._seen: dict[str, list[int]] = {}  # prompt+completion text -> its exact ids (LRU)
         self._lock = threading.Lock()
+
+    def joined(self) -> AbstractContextManager[None]:
+        """Held by a caller that will call `complete` again soon (an episode of a rollout),
+        so that concurrent episodes whose calls come a little apart still share one batch."""
+        return self._batcher.joined()
+
+    def use_decode_copy(
+        self, dtype: torch.dtype = torch.bfloat16, attention: str | None = GROUPED
+    ) -> None:
+        """Generate with a separate copy of the weights in `dtype`, with that attention
+        implementation (None: the model's), leaving `self.model` and `score` as they are.
+
+        Decoding is bound by memory traffic: bfloat16 weights decode about half again as fast
+        as float32 ones on CPU, while a trainer keeps updating float32 weights in place; eager
+        attention beats SDPA there for one new token, and the grouped variant (see
+        `rockroll.agent.attention`) beats eager. Call `sync_decode_copy` after changing
+        `self.model`. Buffers (RoPE frequencies) keep their own dtype.
+        """
+        params = dict(self.model.named_parameters())
+        # Each parameter is converted on its own, so no float32 twin of the model ever exists;
+        # tied weights share one Parameter object and stay tied in the copy.
+        memo = {
+            id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            for p in params.values()
+        }
+        twin = copy.deepcopy(self.model, memo).eval()
+        if attention == GROUPED:
+            register_attention()
+        if attention is not None:
+            twin.set_attn_implementation(attention)
+        if attention == GROUPED and not _runs(twin):
+            twin.set_attn_implementation("eager")  # an attention variant it does not cover
+        twin_params = dict(twin.named_parameters())
+        self._decode_pairs = [(twin_params[name], p) for name, p in params.items()]
+        self._decode_copy = twin
+
+    @torch.no_grad()
+    def sync_decode_copy(self) -> None:
+        """Copy the current weights of `self.model` into the decoding copy (if there is one),
+        in place; not while a generation runs."""
+        for dst, src in self._decode_pairs:
+            dst.copy_(src)
 
     def prompt_ids(self, messages: list[Message], tools: list[dict] | None = None) -> list[int]:
         """The ids the model sees for `messages` (see `_continue`)."""
@@ -195,7 +242,7 @@ class LocalModel:
         for temperature in sorted({r.temperature for r in requests}):
             rows = [i for i, r in enumerate(requests) if r.temperature == temperature]
             done = generate(
-                self.model,
+                self.model if self._decode_copy is None else self._decode_copy,
                 [requests[i].prompt_ids for i in rows],
                 max_tokens=[requests[i].max_tokens for i in rows],
                 temperature=temperature,
@@ -390,6 +437,16 @@ def _plain_copy(model: Any) -> Any:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict())
     return plain
+
+
+@torch.inference_mode()
+def _runs(model: Any) -> bool:
+    """Whether one token goes through `model` without its attention refusing the model."""
+    try:
+        model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device))
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from rockroll.agent.local import LocalModel
@@ -64,8 +65,12 @@ def collect(
         command_timeout=cfg.command_timeout,
     )
 
+    # Episodes announce themselves to a batching policy, so their calls share decoding batches.
+    joined: Callable[[], AbstractContextManager[object]] = getattr(policy, "joined", nullcontext)
+
     def one(job: Job) -> Episode:
-        episode = run_episode(policy, job, AgentConfig(seed=job.seed, **agent_cfg), cfg)
+        with joined():
+            episode = run_episode(policy, job, AgentConfig(seed=job.seed, **agent_cfg), cfg)
         on_episode(episode)
         return episode
 

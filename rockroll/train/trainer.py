@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from rockroll.train.update import (
     sft_loss,
 )
 
-MICRO_TOKENS = 4096  # padded tokens per forward pass: bounds activation memory
+MICRO_TOKENS = 2048  # tokens run per forward pass (update.cost): bounds activation memory
 
 
 @dataclass
@@ -124,9 +125,11 @@ class Trainer:
         self.model = self.policy.model
         self.device = next(self.model.parameters()).device
         self.pad_id = self.policy.tokenizer.pad_token_id or 0
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        self.optimizer = adamw(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if decode_dtype(cfg.rollout.decode_dtype, self.device) == "bfloat16":
+            # Eager attention decodes one token faster than SDPA on CPU; on CUDA SDPA wins.
+            attention = "eager" if self.device.type == "cpu" else None
+            self.policy.use_decode_copy(torch.bfloat16, attention=attention)
         self.ref = copy.deepcopy(self.model).eval() if cfg.kl_coef > 0 else None
         self.sampler = TaskSampler(self.tasks, cfg.seed)
         self.step = 0
@@ -212,7 +215,7 @@ class Trainer:
 
     def _update(self, seqs: list[ChunkedSequence], groups: list[int]) -> dict:
         cfg, amp = self.cfg, self.cfg.autocast
-        tokens = Tokens.of(seqs, groups)
+        tokens = Tokens.of(seqs, groups).to(self.device)
         self.model.eval()
         old = score_tokens(self.model, seqs, self.pad_id, amp=amp, micro_tokens=MICRO_TOKENS)
         ref = None
@@ -242,6 +245,7 @@ class Trainer:
         )
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
+        self.policy.sync_decode_copy()
         return {
             "loss": float(loss.detach()),
             "grad_norm": float(norm),
@@ -267,12 +271,12 @@ class Trainer:
             for s in chunk_trajectory(e.trajectory, 1.0, on_break="split"):
                 seqs.append(s)
                 failed.append(_failed_turns(e))
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.sft.lr)
+        optimizer = adamw(self.model.parameters(), lr=cfg.sft.lr)
         rng = random.Random(cfg.seed)
         for step in range(cfg.sft.steps):
             picked = rng.sample(range(len(seqs)), min(cfg.sft.batch_size, len(seqs)))
             batch = [seqs[i] for i in picked]
-            tokens = Tokens.of(batch, [0] * len(batch), [failed[i] for i in picked])
+            tokens = Tokens.of(batch, [0] * len(batch), [failed[i] for i in picked]).to(self.device)
             optimizer.zero_grad(set_to_none=True)
             logp = backward_through_model(
                 self.model,
@@ -286,6 +290,7 @@ class Trainer:
             loss = sft_loss(logp, tokens)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            self.policy.sync_decode_copy()
             self._write({"sft_step": step + 1, "sft_loss": float(loss.detach())})
         self.sft_done = True
 
@@ -337,6 +342,7 @@ class Trainer:
             )
             for e in state["evals"]
         ]
+        self.policy.sync_decode_copy()
         self.log(f"resumed from {path} at step {self.step}")
 
     def _write(self, metrics: dict) -> None:
@@ -358,6 +364,26 @@ class Trainer:
             self.log("tensorboard is not installed; metrics go to metrics.jsonl only")
             return None
         return SummaryWriter(str(self.cfg.out / "tensorboard"))
+
+
+def adamw(params: Any, **options: Any) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where this torch has it (one pass over all tensors: about
+    3x faster than the per-tensor loop on CPU)."""
+    try:
+        return torch.optim.AdamW(params, fused=True, **options)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, **options)
+
+
+def decode_dtype(setting: str, device: torch.device) -> str:
+    """`rollout.decode_dtype` resolved: "auto" is bfloat16 where the hardware computes in it
+    natively (CUDA with bf16, or a CPU with AMX or AVX512-BF16), else float32."""
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
 
 
 def _rollout_metrics(episodes: list[Episode], seconds: float) -> dict:

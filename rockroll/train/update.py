@@ -11,19 +11,23 @@ its own no-grad pass over the pre-update weights.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from rockroll.agent.generation import forward_options
 from rockroll.train.advantages import group_advantages
-from rockroll.train.batch import collate
+from rockroll.train.batch import Batch, collate
 from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.config import TrainConfig
 from rockroll.train.ipa import IPAConfig, ipa_loss
 from rockroll.train.losses import ppo_clip_loss, regularization, topr_loss
 from rockroll.train.reduce import aggregate
+
+MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth a forward call of its own
 
 
 @dataclass
@@ -65,6 +69,10 @@ class Tokens:
             failed=torch.tensor(failed, dtype=torch.bool),
         )
 
+    def to(self, device: torch.device | str) -> Tokens:
+        """The same tensors on `device` (where the model's logprobs are)."""
+        return Tokens(**{k: v.to(device) for k, v in vars(self).items()})
+
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast where the device supports it; float32 otherwise."""
@@ -80,12 +88,22 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 def forward_tokens(
     model: Any, seqs: list[ChunkedSequence], pad_id: int, *, entropy: bool, amp: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob (and entropy) of every generated token of `seqs`, in sequence order."""
+    """Logprob (and entropy) of every generated token of `seqs`, in sequence order.
+
+    The tokens all sequences begin with (the system prompt; a group's whole task prompt) go
+    through the model once and every row attends to their keys and values, so a group of 8
+    episodes of one task pays for its prompt once, not 8 times. Gradients flow back through
+    them.
+    """
     device = next(model.parameters()).device
-    batch = collate(seqs, pad_id, "pad").to(device)
+    body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    shared = shared_prefix(seqs)
     with autocast(device, amp):
-        body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-        hidden = body(**batch.model_inputs()).last_hidden_state
+        if shared:
+            hidden, batch = _forward_after_prefix(body, seqs, shared, pad_id, device)
+        else:
+            batch = collate(seqs, pad_id, "pad").to(device)
+            hidden = body(**batch.model_inputs()).last_hidden_state
         targets = batch.response_mask[:, 1:].bool()
         logits = model.get_output_embeddings()(hidden[:, :-1][targets])
     logp_all = torch.log_softmax(logits.float(), dim=-1)
@@ -94,17 +112,72 @@ def forward_tokens(
     return logp, ent
 
 
+def shared_prefix(seqs: list[ChunkedSequence]) -> int:
+    """How many leading tokens run once for all of `seqs`: their common prefix, stopping
+    before the position whose logits predict the first generated token; 0 when not worth it."""
+    if len(seqs) < 2:
+        return 0
+    first, n = seqs[0].input_ids, min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s.input_ids[i] != first[i]), n)
+    for s in seqs:
+        if 1 in s.response_mask:
+            n = min(n, s.response_mask.index(1) - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _forward_after_prefix(
+    body: Any, seqs: list[ChunkedSequence], shared: int, pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, Batch]:
+    """Hidden states of every sequence after its first `shared` tokens, which run once as one
+    row whose cache every row attends to; and the batch of those suffixes."""
+    cache_name, _ = forward_options(body)
+    prefix = torch.tensor([seqs[0].input_ids[:shared]], device=device)
+    cache = getattr(body(input_ids=prefix, use_cache=True), cache_name)
+    cache.batch_repeat_interleave(len(seqs))
+    batch = collate([_suffix(s, shared) for s in seqs], pad_id, "pad").to(device)
+    assert batch.attention_mask is not None  # "pad" always has one
+    mask = torch.cat([batch.attention_mask.new_ones(len(seqs), shared), batch.attention_mask], 1)
+    out = body(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids + shared,
+        attention_mask=mask,
+        use_cache=True,
+        **{cache_name: cache},
+    )
+    return out.last_hidden_state, batch
+
+
+def _suffix(s: ChunkedSequence, start: int) -> ChunkedSequence:
+    return dataclasses.replace(
+        s,
+        input_ids=s.input_ids[start:],
+        response_mask=s.response_mask[start:],
+        chunk_ids=s.chunk_ids[start:],
+        mu_logprobs=s.mu_logprobs[start:],
+    )
+
+
 def micro_batches(seqs: list[ChunkedSequence], tokens: int) -> Iterator[list[ChunkedSequence]]:
-    """Consecutive sequences, about `tokens` padded tokens per batch (at least one sequence)."""
+    """Consecutive sequences, about `tokens` tokens run per batch (see `cost`; at least one
+    sequence per batch). A sequence that would shorten the batch's shared prefix (the next
+    task's group) starts a new batch, so each group's prompt still runs once."""
     batch: list[ChunkedSequence] = []
     for s in seqs:
-        width = max([len(x) for x in batch] + [len(s)])
-        if batch and width * (len(batch) + 1) > tokens:
+        grown = [*batch, s]
+        narrows = len(batch) > 1 and shared_prefix(grown) < shared_prefix(batch)
+        if batch and (narrows or cost(grown) > tokens):
             yield batch
             batch = []
         batch.append(s)
     if batch:
         yield batch
+
+
+def cost(seqs: list[ChunkedSequence]) -> int:
+    """Tokens one forward over `seqs` runs: the shared prefix once, then the padded rest."""
+    shared = shared_prefix(seqs)
+    return shared + len(seqs) * (max(len(s) for s in seqs) - shared)
 
 
 @torch.no_grad()

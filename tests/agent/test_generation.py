@@ -209,3 +209,30 @@ def test_padded_rows_keep_their_absolute_positions() -> None:
         [alone] = run([prompt], seeds=[seed])
         assert b.token_ids == alone.token_ids
         assert _max_diff(b.logprobs, alone.logprobs) < 1e-4
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("mixed", [True, False])
+def test_rows_of_one_prompt_share_a_prefill_and_sample_as_if_alone(
+    tiny: LocalModel, prompts: list[list[int]], temperature: float, mixed: bool
+) -> None:
+    order = [1, 2, 1, 1, 3, 2] if mixed else [1, 1, 1, 1]
+    batch_prompts = [prompts[i] for i in order]
+    seeds = [31 + j for j in range(len(order))]
+    widths: list[int] = []
+    hook = tiny.model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        run = partial(generate, tiny.model, max_tokens=16, temperature=temperature)
+        batch = run(batch_prompts, seeds=seeds, stop_ids=tiny.stop_ids)
+    finally:
+        hook.remove()
+    assert widths[0] == len(set(order))  # one prefill row per distinct prompt
+    assert widths[1] == len(order)
+    for prompt, seed, b in zip(batch_prompts, seeds, batch, strict=True):
+        [alone] = run([prompt], seeds=[seed], stop_ids=tiny.stop_ids)
+        assert b.token_ids == alone.token_ids and b.stopped == alone.stopped
+        assert _max_diff(b.logprobs, alone.logprobs) < 1e-4
+    if temperature > 0:  # rows of one prompt still draw their own samples
+        assert len({tuple(batch[j].token_ids) for j, i in enumerate(order) if i == 1}) > 1

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from rockroll.agent import models
+import torch
+
+from rockroll.agent import attention, models
+from rockroll.agent.generation import generate
 from rockroll.agent.local import LocalModel, load_local, register, tiny_random_model
 from rockroll.agent.messages import Message, ToolCall
 from rockroll.agent.models import Model, ModelError, make_model
@@ -226,3 +231,51 @@ def test_concurrent_calls_are_decoded_together_with_the_same_results(tiny: Local
     for a, t in zip(alone, together, strict=True):
         assert t.token_ids == a.token_ids
         assert t.logprobs == pytest.approx(a.logprobs, abs=1e-4)
+
+
+def _bf16_twin(model: LocalModel) -> Any:
+    """A fresh bfloat16 copy of the weights with grouped attention (buffers as they are)."""
+    twin = copy.deepcopy(model.model)
+    for p in twin.parameters():
+        p.data = p.data.to(torch.bfloat16)
+    twin.set_attn_implementation(attention.NAME)
+    return twin.eval()
+
+
+def test_decode_copy_generates_with_the_synced_weights_and_leaves_the_model_alone() -> None:
+    policy = tiny_random_model(seed=1)
+    original = policy.model.config._attn_implementation
+    policy.use_decode_copy()
+    twin = policy._decode_copy
+    assert twin.dtype == torch.bfloat16 and twin.config._attn_implementation == attention.NAME
+    assert twin.lm_head.weight is twin.model.embed_tokens.weight  # still tied
+    assert policy.model.dtype == torch.float32
+    assert policy.model.config._attn_implementation == original
+    stale = policy.complete(CHAT, None, max_tokens=8)
+    with torch.no_grad():  # an optimizer step on the float32 weights
+        draw = torch.Generator().manual_seed(0)
+        for p in policy.model.parameters():
+            p.add_(torch.randn(p.shape, generator=draw) * 0.05)
+    storage = [p.data_ptr() for p in twin.parameters()]
+    policy.sync_decode_copy()
+    assert [p.data_ptr() for p in twin.parameters()] == storage  # copied in place
+    synced = policy.complete(CHAT, None, max_tokens=8)
+    assert synced.token_ids != stale.token_ids
+    [expected] = generate(
+        _bf16_twin(policy), [synced.prompt_token_ids], max_tokens=8, stop_ids=policy.stop_ids
+    )
+    assert synced.token_ids == expected.token_ids
+    assert synced.logprobs == expected.logprobs
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_decode_copy_logprobs_match_a_rescoring_of_the_copy(temperature: float) -> None:
+    policy = tiny_random_model(seed=2)
+    policy.use_decode_copy()
+    c = policy.complete(CHAT, None, max_tokens=24, temperature=temperature, seed=5)
+    assert c.prompt_token_ids and c.token_ids and c.logprobs
+    copy_model = LocalModel(policy._decode_copy, policy.tokenizer, "copy", 2048)
+    rescored = copy_model.score(c.prompt_token_ids, c.token_ids, temperature)
+    assert _max_diff(rescored, c.logprobs) < 1e-2
+    # The float32 model (what `score` uses) is close, but not bfloat16-exact.
+    assert _max_diff(policy.score(c.prompt_token_ids, c.token_ids, temperature), c.logprobs) < 0.05
