@@ -1,7 +1,8 @@
 """Held-out success before and after training, IPA against token-level GRPO on the same budget.
 
     .venv/bin/python benchmarks/learning_curve.py [--seeds 3] [--steps 6] [--quick]
-        [--train-families A,B] [--heldout-families C] [--sft-steps 2] [--json out.json]
+        [--train-families A,B] [--heldout-families C] [--sft-steps 2] [--sft-families A]
+        [--fail-reward -1] [--eval-size 5] [--json out.json]
 
 Each (algorithm, seed) run starts from the same SmolLM2-135M-Instruct weights, gets the same SFT
 warm-up, the same training tasks, steps, group size and token limits, and is evaluated on the
@@ -10,6 +11,9 @@ on (one per kind). The defaults are `make demo`'s. Prints held-out success befor
 SFT warm-up both algorithms share) and after as mean ± std over seeds, the gain, the untrained
 model's success, the CPU minutes each run took (this process's user + system time), and whether
 IPA met the target (>= 15 points gain within 30 CPU minutes, and more than GRPO's gain).
+
+Each run is appended to `--json` as soon as it ends; running again with the same `--json` and
+settings skips the runs already there, so an interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from common import console, figures_table, headline, machine
 
 from rockroll.demo import DEMO_CONFIG, HELDOUT_FAMILIES, TRAIN_FAMILIES
-from rockroll.train.config import parse_config
+from rockroll.train.config import IPASettings, parse_config
 from rockroll.train.trainer import EvalResult, Trainer
 
 TARGET_GAIN = 0.15
@@ -33,22 +37,40 @@ TARGET_CPU_MINUTES = 30.0
 
 
 def cpu_minutes() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return (usage.ru_utime + usage.ru_stime) / 60
+    """This process's CPU time and its waited-for children's (the sandboxes' commands)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total / 60
+
+
+def settings(args: argparse.Namespace, algorithm: str) -> dict:
+    """What makes two runs comparable; a saved run is reused only if these match."""
+    keys = ("steps", "eval_size", "train_families", "heldout_families", "sft_steps")
+    mine = {k: getattr(args, k) for k in keys}
+    mine["sft_families"] = args.sft_families or args.train_families
+    if algorithm == "ipa":
+        mine["fail_reward"] = args.fail_reward
+    return mine
 
 
 def one_run(algorithm: str, seed: int, args: argparse.Namespace) -> dict:
     train, heldout = args.train_families, args.heldout_families
+    sft_families = args.sft_families or train
+    variant = f"-fail{args.fail_reward:g}" if algorithm == "ipa" else ""
     cfg = parse_config(
         DEMO_CONFIG
         | {
             "algorithm": algorithm,
             "seed": seed,
             "steps": args.steps,
-            "out": str(Path(args.out) / f"{algorithm}-seed{seed}"),
+            "out": str(Path(args.out) / f"{algorithm}{variant}-seed{seed}"),
             "tasks": f"term:{train}?seed=0&size=24",
             "eval_tasks": f"term:{train},{heldout}?seed=1000&size={args.eval_size}",
-            "sft": DEMO_CONFIG["sft"] | {"steps": args.sft_steps},
+            "sft": DEMO_CONFIG["sft"]
+            | {"steps": args.sft_steps, "tasks": f"term:{sft_families}?seed=0&size=24"},
+            "ipa": {"fail_reward": args.fail_reward},
             "tensorboard": False,
         },
         "learning-curve config",
@@ -69,6 +91,7 @@ def one_run(algorithm: str, seed: int, args: argparse.Namespace) -> dict:
         "cpu_minutes": cpu_minutes() - cpu0,
         "wall_minutes": (time.monotonic() - wall0) / 60,
         "per_family": {"before": before.per_family, "after": after.per_family},
+        "settings": settings(args, algorithm),
     }
 
 
@@ -96,6 +119,15 @@ def main() -> int:
         "--heldout-families", default=HELDOUT_FAMILIES, help="never trained on; as `make demo`"
     )
     parser.add_argument("--sft-steps", type=int, default=int(DEMO_CONFIG["sft"]["steps"]))
+    parser.add_argument(
+        "--sft-families", help="families of the SFT warm-up (default: the trained ones)"
+    )
+    parser.add_argument(
+        "--fail-reward",
+        type=float,
+        default=IPASettings().fail_reward,
+        help="IPA's reward of a failed episode",
+    )
     parser.add_argument("--out", default="runs/learning-curve")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 steps, 2 per family")
     parser.add_argument("--json", help="also write the runs here")
@@ -108,11 +140,24 @@ def main() -> int:
         f"families {args.heldout_families}; {args.sft_steps} SFT steps, {args.steps} RL steps, "
         f"{args.eval_size} held-out tasks per family"
     )
+    saved = _saved(args)
     runs = []
     for seed in range(args.seeds):
         for algorithm in args.algorithms.split(","):
-            console.print(f"[bold]{algorithm}, seed {seed}[/bold]: {args.steps} steps")
-            runs.append(one_run(algorithm, seed, args))
+            done = [
+                r
+                for r in saved
+                if (r["algorithm"], r["seed"]) == (algorithm, seed)
+                and r.get("settings") == settings(args, algorithm)
+            ]
+            console.print(
+                f"[bold]{algorithm}, seed {seed}[/bold]: {args.steps} steps"
+                + (f" (saved in {args.json})" if done else "")
+            )
+            runs.append(done[0] if done else one_run(algorithm, seed, args))
+            if args.json and not done:
+                saved.append(runs[-1])
+                Path(args.json).write_text(json.dumps(saved, indent=1))
             r = runs[-1]
             console.print(
                 f"  held-out {r['before']:.0%} -> {r['after']:.0%} (unseen families "
@@ -154,9 +199,20 @@ def main() -> int:
             )
         )
     console.print(figures_table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=1))
     return 0
+
+
+def _saved(args: argparse.Namespace) -> list[dict]:
+    """Every run saved in `--json` by earlier invocations (none without it)."""
+    if not args.json or not Path(args.json).exists():
+        return []
+    try:
+        runs = json.loads(Path(args.json).read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(
+            f"--json {args.json}: not JSON ({err}); move it away or pick another"
+        ) from None
+    return runs
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ tool time, verify and the rest; update split into the pi_old pass, the gradient 
 optimizer step.
 
 `--probe` then times, in rockroll's process, decoding 8 x 64 tokens for the last step's prompt
-(float32 with SDPA attention as the trainer does now; a bfloat16 copy of the weights with eager
-attention; that with one prefill shared by the 8 rows) and the last step's update with
+(float32 with SDPA attention; a bfloat16 copy with eager attention and one prefill shared by
+the 8 rows; the trainer's own decoding copy through `generate`, no early stop) and the last
+step's update with
 micro-batches of 4096 (now), 1024 and 512 tokens, with its peak RSS above the RSS before it.
 
 The machine's load average is printed before and after each side: on a shared machine the
@@ -429,7 +430,7 @@ def set_attention(model: Any, implementation: str) -> None:
 
 def run_probe(trainer: Any, seqs: list[Any], groups: list[int]) -> dict[str, Any]:
     """Generation and update variants on this machine, in this process, after the steps:
-    decoding GROUP x MAX_TOKENS for the last step's prompt (float32 weights with SDPA as now,
+    decoding GROUP x MAX_TOKENS for the last step's prompt (float32 weights with SDPA,
     a bfloat16 copy with eager attention, and that with one shared prefill), and the update
     of the last step's sequences with smaller micro-batches (time and peak RSS above the
     RSS before it)."""
@@ -439,20 +440,27 @@ def run_probe(trainer: Any, seqs: list[Any], groups: list[int]) -> dict[str, Any
     import torch
 
     import rockroll.train.trainer as trainer_mod
+    from rockroll.agent.generation import generate
 
     prompt = seqs[0].input_ids[: seqs[0].response_mask.index(1)]
     model = trainer.model
+    twin = getattr(trainer.policy, "_decode_copy", None)
     bf16 = copy.deepcopy(model).to(dtype=torch.bfloat16)
     set_attention(bf16, "eager")
     variants = {
-        "float32, sdpa, one prefill per row (as now)": (model, False),
-        "bfloat16 copy, eager attention": (bf16, False),
+        "float32, sdpa, one prefill per row": (model, False),
         "bfloat16 copy, eager attention, shared prefill": (bf16, True),
     }
     out: dict[str, Any] = {"prompt_tokens": len(prompt), "decode": {}, "update": {}}
     for name, (m, shared) in variants.items():
         decode_seconds(m, prompt, GROUP, 4, shared)  # warm-up
         seconds = decode_seconds(m, prompt, GROUP, MAX_TOKENS, shared)
+        out["decode"][name] = {"seconds": seconds, "tokens_per_s": GROUP * MAX_TOKENS / seconds}
+    if twin is not None:  # the trainer's own decoding path: its weights copy and `generate`
+        name = "the trainer's decode copy through generate() (no early stop)"
+        started = time.perf_counter()
+        generate(twin, [prompt] * GROUP, max_tokens=MAX_TOKENS, temperature=1.0)
+        seconds = time.perf_counter() - started
         out["decode"][name] = {"seconds": seconds, "tokens_per_s": GROUP * MAX_TOKENS / seconds}
     del bf16
     libc = ctypes.CDLL("libc.so.6")

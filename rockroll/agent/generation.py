@@ -188,13 +188,19 @@ def _generators(seeds: list[int | None], device: torch.device) -> list[torch.Gen
 def _pick(
     logits: torch.Tensor, temperature: float, generators: list[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's next token and its logprob under the distribution it was drawn from."""
+    """Each row's next token and its logprob under the distribution it was drawn from.
+
+    Sampling inverts each row's CDF at one uniform draw from the row's own generator: the same
+    distribution as `torch.multinomial`, at one batched cumsum per step instead of one
+    vocabulary-sized draw per row (those were about a tenth of a CPU decoding step)."""
     if temperature > 0:
         logp = torch.log_softmax(logits / temperature, dim=-1)
-        probs = logp.exp()
-        token = torch.cat(
-            [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
-        )
+        cdf = logp.exp().cumsum(dim=-1)
+        draws = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generators])
+        # The first entry of the CDF above the draw: never a token of probability zero.
+        point = (draws * cdf[:, -1]).to(cdf.dtype)[:, None]
+        token = torch.searchsorted(cdf, point, right=True).squeeze(1)
+        token = token.clamp(max=logits.shape[-1] - 1)
     else:
         logp = torch.log_softmax(logits, dim=-1)
         token = logp.argmax(dim=-1)

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,11 @@ class LocalModel:
         """Held by a caller that will call `complete` again soon (an episode of a rollout),
         so that concurrent episodes whose calls come a little apart still share one batch."""
         return self._batcher.joined()
+
+    def drive(self, until: Callable[[], bool], start: Callable[[], object]) -> None:
+        """Call `start`, then decode other threads' calls on this thread until `until()` (see
+        `Batcher.drive`): the thread that also trains keeps all model work, faster on CPU."""
+        self._batcher.drive(until, start)
 
     def use_decode_copy(
         self, dtype: torch.dtype = torch.bfloat16, attention: str | None = GROUPED

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -74,10 +74,21 @@ def collect(
         on_episode(episode)
         return episode
 
-    if cfg.workers == 1:
+    # A batching policy decodes on this thread while the episodes run on the pool's.
+    drive = getattr(policy, "drive", None)
+    if cfg.workers == 1 and drive is None:
         return [one(job) for job in jobs]
     with ThreadPoolExecutor(min(cfg.workers, len(jobs)) or 1) as pool:
-        return list(pool.map(one, jobs))
+        futures: list[Future[Episode]] = []
+
+        def start() -> None:
+            futures.extend(pool.submit(one, job) for job in jobs)
+
+        if drive is None:
+            start()
+        else:
+            drive(lambda: all(f.done() for f in futures), start)
+        return [f.result() for f in futures]
 
 
 def run_episode(

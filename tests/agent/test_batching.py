@@ -109,3 +109,30 @@ def test_a_joined_caller_leaving_releases_the_batch_at_once() -> None:
         leaving.result(10)
     assert time.monotonic() - started < 1.0
     assert batcher.batches == [1]
+
+
+def test_a_driving_thread_runs_every_batch_itself_until_told_to_stop() -> None:
+    ran_on: list[str] = []
+
+    def run(items: list[int]) -> list[int]:
+        ran_on.append(threading.current_thread().name)
+        return [i + 1 for i in items]
+
+    batcher = Batcher(run, max_batch=4)
+
+    def twice(i: int) -> list[int]:
+        return [batcher.submit(i), batcher.submit(i)]
+
+    with ThreadPoolExecutor(6) as pool:
+        futures: list = []
+
+        def start() -> None:
+            futures.extend(pool.submit(twice, i) for i in range(6))
+
+        batcher.drive(lambda: all(f.done() for f in futures), start)
+        assert [f.result(1) for f in futures] == [[i + 1, i + 1] for i in range(6)]
+    me = threading.current_thread().name
+    assert ran_on and set(ran_on) == {me}, "no batch may run on the worker thread while driving"
+    assert sum(batcher.batches) == 12
+    # Once the driver has left, submits go to the worker thread again.
+    assert batcher.submit(41) == 42 and ran_on[-1] == "rockroll-batcher"
