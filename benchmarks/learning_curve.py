@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/learning_curve.py [--seeds 3] [--steps 6] [--quick]
         [--train-families A,B] [--heldout-families C] [--sft-steps 2] [--sft-families A]
-        [--fail-reward -1] [--eval-size 5] [--json out.json]
+        [--sft-lr 5e-5] [--fail-reward -1] [--eval-size 5] [--json out.json]
 
 Each (algorithm, seed) run starts from the same SmolLM2-135M-Instruct weights, gets the same SFT
 warm-up, the same training tasks, steps, group size and token limits, and is evaluated on the
@@ -47,7 +47,7 @@ def cpu_minutes() -> float:
 
 def settings(args: argparse.Namespace, algorithm: str) -> dict:
     """What makes two runs comparable; a saved run is reused only if these match."""
-    keys = ("steps", "eval_size", "train_families", "heldout_families", "sft_steps")
+    keys = ("steps", "eval_size", "train_families", "heldout_families", "sft_steps", "sft_lr")
     mine = {k: getattr(args, k) for k in keys}
     mine["sft_families"] = args.sft_families or args.train_families
     if algorithm == "ipa":
@@ -69,7 +69,11 @@ def one_run(algorithm: str, seed: int, args: argparse.Namespace) -> dict:
             "tasks": f"term:{train}?seed=0&size=24",
             "eval_tasks": f"term:{train},{heldout}?seed=1000&size={args.eval_size}",
             "sft": DEMO_CONFIG["sft"]
-            | {"steps": args.sft_steps, "tasks": f"term:{sft_families}?seed=0&size=24"},
+            | {
+                "steps": args.sft_steps,
+                "lr": args.sft_lr,
+                "tasks": f"term:{sft_families}?seed=0&size=24",
+            },
             "ipa": {"fail_reward": args.fail_reward},
             "tensorboard": False,
         },
@@ -119,6 +123,7 @@ def main() -> int:
         "--heldout-families", default=HELDOUT_FAMILIES, help="never trained on; as `make demo`"
     )
     parser.add_argument("--sft-steps", type=int, default=int(DEMO_CONFIG["sft"]["steps"]))
+    parser.add_argument("--sft-lr", type=float, default=float(DEMO_CONFIG["sft"]["lr"]))
     parser.add_argument(
         "--sft-families", help="families of the SFT warm-up (default: the trained ones)"
     )

