@@ -26,10 +26,7 @@ optimizer (AdamW, lr 1e-6, fused where torch has it, as the trainer builds it), 
 (algorithm `ipa`, autocast, clip 1.0) and a LocalModel with the bf16 decode copy the trainer
 keeps on CUDA. Where this checkout's trainer cannot be driven that way (the import fails, or
 `_update` needs something a bare Trainer lacks), the same sequence is run from
-rockroll.train.update's public functions instead, and the output says so. A step that fails on
-a device mismatch (per-token tensors left on the CPU while the logprobs are on the GPU) is
-reported as a finding, and the steps are rerun with those tensors moved to the device, so the
-figures still come out.
+rockroll.train.update's public functions instead, and the output says so.
 
 Figures (median over `--steps` steps after `--warmup` uncounted ones; every phase is timed with
 the device synchronised before and after):
@@ -148,7 +145,7 @@ def build_model(size: str, device: torch.device) -> Any:
 
 
 class _NoDecodeCopy:
-    """Stands in for LocalModel where this checkout has no decode copy: nothing to sync."""
+    """Stands in for LocalModel where it does not import: nothing to sync."""
 
     def sync_decode_copy(self) -> None:
         pass
@@ -156,19 +153,19 @@ class _NoDecodeCopy:
 
 def decode_policy(model: Any) -> tuple[Any, Any, str]:
     """The policy object the trainer syncs after each step, the model generation runs on, and
-    how it was made: LocalModel's bf16 decode copy where this checkout has one (a LocalModel
+    how it was made: LocalModel's bf16 decode copy where it imports (a LocalModel
     with no tokenizer: only the copy is used), else a plain bf16 deep copy that is not synced."""
     try:
         from rockroll.agent.local import LocalModel
     except Exception as exc:  # any import failure: fall back, and say so
         reason = f"rockroll.agent.local does not import ({type(exc).__name__}: {exc})"
     else:
-        if hasattr(LocalModel, "use_decode_copy"):
-            policy = LocalModel.__new__(LocalModel)
-            policy.model = model
-            policy.use_decode_copy(torch.bfloat16)
-            return policy, policy._decode_copy, "LocalModel.use_decode_copy(bfloat16)"
-        reason = "LocalModel has no decode copy"
+        policy = LocalModel.__new__(LocalModel)
+        policy.model = model
+        # The trainer keeps the model's own attention for its CUDA decode copy (SDPA).
+        cuda = next(model.parameters()).device.type == "cuda"
+        policy.use_decode_copy(torch.bfloat16, **({"attention": None} if cuda else {}))
+        return policy, policy._decode_copy, "LocalModel.use_decode_copy(bfloat16)"
     twin = copy.deepcopy(model).to(torch.bfloat16).eval()
     return _NoDecodeCopy(), twin, f"bf16 deep copy, not synced ({reason})"
 
@@ -261,20 +258,6 @@ class Phases:
         return timed
 
 
-def tokens_on(device: torch.device) -> type[Tokens]:
-    """`Tokens` whose `of` puts every tensor on `device`: the workaround for a device mismatch."""
-
-    class OnDevice(Tokens):
-        @classmethod
-        def of(cls, *args: Any, **kwargs: Any) -> Tokens:
-            t = Tokens.of(*args, **kwargs)
-            return Tokens(
-                **{f.name: getattr(t, f.name).to(device) for f in dataclasses.fields(Tokens)}
-            )
-
-    return OnDevice
-
-
 @dataclasses.dataclass
 class Setup:
     cfg: TrainConfig
@@ -286,13 +269,12 @@ class Setup:
     micro_tokens: int
 
 
-def trainer_update(setup: Setup, on_device: bool) -> Update:
+def trainer_update(setup: Setup) -> Update:
     """`Trainer._update` on a bare Trainer, its calls timed through the trainer module's names."""
     from rockroll.train import trainer
 
     trainer.score_tokens = setup.phases.wrap("pi_old", update.score_tokens)
     trainer.backward_through_model = setup.phases.wrap("gradient", update.backward_through_model)
-    trainer.Tokens = tokens_on(setup.phases.device) if on_device else Tokens
     trainer.MICRO_TOKENS = setup.micro_tokens
     bare = trainer.Trainer.__new__(trainer.Trainer)
     bare.cfg, bare.model, bare.pad_id = setup.cfg, setup.model, setup.pad_id
@@ -301,15 +283,14 @@ def trainer_update(setup: Setup, on_device: bool) -> Update:
     return functools.partial(trainer.Trainer._update, bare)
 
 
-def mirror_update(setup: Setup, on_device: bool) -> Update:
+def mirror_update(setup: Setup) -> Update:
     """What `Trainer._update` does (no KL reference, no entropy bonus), from update.py."""
-    make_tokens = tokens_on(setup.phases.device) if on_device else Tokens
     score = setup.phases.wrap("pi_old", update.score_tokens)
     backward = setup.phases.wrap("gradient", update.backward_through_model)
 
     def run(seqs: list[ChunkedSequence], groups: list[int]) -> dict[str, Any]:
         cfg, model, amp = setup.cfg, setup.model, setup.cfg.autocast
-        tokens = make_tokens.of(seqs, groups)
+        tokens = Tokens.of(seqs, groups).to(setup.phases.device)
         model.eval()
         old = score(model, seqs, setup.pad_id, amp=amp, micro_tokens=setup.micro_tokens)
         current = old.clone().requires_grad_(True)
@@ -350,16 +331,15 @@ def run_steps(
     """Up to `n` timed updates; the path that ran them; the error that ended them, if one did.
 
     Before the first step succeeds, an AttributeError or TypeError from the bare Trainer switches
-    to the mirror, and a device mismatch moves the per-token tensors to the device; each is a
-    finding.
+    to the mirror, a finding.
     """
     device = setup.phases.device
-    path, on_device = "trainer", False
+    path = "trainer"
     try:
-        step = trainer_update(setup, on_device)
+        step = trainer_update(setup)
     except Exception as exc:  # any import failure: mirror, and say so
         findings.append(f"rockroll.train.trainer does not import: {type(exc).__name__}: {exc}")
-        path, step = "mirror", mirror_update(setup, on_device)
+        path, step = "mirror", mirror_update(setup)
     n_tokens = sum(len(s) for s in seqs)
     records: list[dict[str, Any]] = []
     while len(records) < n and time.perf_counter() < deadline:
@@ -376,17 +356,7 @@ def run_steps(
                 return records, path, f"step {len(records) + 1}: {first}"
             if path == "trainer" and isinstance(exc, AttributeError | TypeError):
                 findings.append(f"Trainer._update on a bare Trainer: {first}; mirrored it")
-                path, step = "mirror", mirror_update(setup, on_device)
-                continue
-            if "device" in str(exc) and not on_device:
-                findings.append(
-                    f"the update fails on {device.type} ({first}); reran with the Tokens "
-                    "tensors moved to the device"
-                )
-                traceback.print_exc()
-                on_device = True
-                make = trainer_update if path == "trainer" else mirror_update
-                step = make(setup, on_device)
+                path, step = "mirror", mirror_update(setup)
                 continue
             traceback.print_exc()
             return records, path, first
