@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     _bench_commands(nouns.add_parser("bench", help="run an agent over a task set, and report"))
     _agent_commands(nouns.add_parser("agent", help="run the agent harness headless"))
     _model_commands(nouns.add_parser("model", help="serve a local model over HTTP"))
+    _token_commands(nouns.add_parser("token", help="tokens of the sandbox server"))
+    serve = nouns.add_parser("serve", help="serve sandboxes over HTTP (auth, state, TTLs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8321)
+    serve.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    serve.add_argument(
+        "--keep", action="store_true", help="leave sandboxes running at shutdown (adopted next)"
+    )
+    serve.add_argument("--max-upload", default="256m", help="largest file or tree upload")
+    serve.set_defaults(func=_serve)
     train = nouns.add_parser("train", help="train a local policy with RL (IPA) from a config")
     train.add_argument("config", help="YAML config (see rockroll/train/config.py)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -489,6 +499,82 @@ def _model_serve(args: argparse.Namespace) -> int:
         highlight=False,
     )
     uvicorn.run(create_app(model, name), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+# -- sandbox server ----------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.spec import parse_size
+    from rockroll.service.server import ServeOptions, serve
+
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        keep=args.keep,
+        max_upload=parse_size(args.max_upload, "--max-upload", minimum=1) or 0,
+    )
+    serve(
+        options,
+        say=lambda line: err.print(line, highlight=False),
+    )
+    return 0
+
+
+def _token_commands(parser: argparse.ArgumentParser) -> None:
+    verbs = _verbs(parser)
+    create = _add(verbs, "create", _token_create, "create a token; its secret is shown once")
+    create.add_argument("name", help="who or what uses it")
+    create.add_argument("--admin", action="store_true", help="may see and touch every sandbox")
+    create.add_argument("--max-sandboxes", type=int, help="live sandboxes at most")
+    create.add_argument("--max-memory", help="total memory limit of its sandboxes, like 64g")
+    create.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    ls = _add(verbs, "ls", _token_ls, "list tokens (never their secrets)")
+    ls.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    revoke = _add(verbs, "revoke", _token_revoke, "revoke a token by id")
+    revoke.add_argument("id", help="token id (tok-...)")
+    revoke.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.spec import parse_size
+    from rockroll.service.store import Store
+
+    if args.max_sandboxes is not None and args.max_sandboxes < 0:
+        raise SandboxError("--max-sandboxes must be 0 or more")
+    memory = parse_size(args.max_memory, "--max-memory") if args.max_memory else None
+    token, secret = Store(args.db).create_token(
+        args.name, admin=args.admin, max_sandboxes=args.max_sandboxes, max_memory=memory
+    )
+    err.print(f"token {token.id} ({token.name}{', admin' if token.admin else ''}); the secret:")
+    print(secret)
+    return 0
+
+
+def _token_ls(args: argparse.Namespace) -> int:
+    from rockroll.service.store import Store
+
+    table = Table("id", "name", "admin", "max sandboxes", "max memory", "created", "revoked")
+    for t in Store(args.db).tokens():
+        table.add_row(
+            t.id,
+            t.name,
+            "yes" if t.admin else "",
+            "" if t.max_sandboxes is None else str(t.max_sandboxes),
+            "" if t.max_memory is None else f"{t.max_memory / (1 << 30):.1f} GiB",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created)),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.revoked)) if t.revoked else "",
+        )
+    out.print(table)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from rockroll.service.store import Store
+
+    if not Store(args.db).revoke_token(args.id):
+        raise SandboxError(f"no live token {args.id!r}; `rockroll token ls` lists them")
+    out.print(f"revoked {args.id}")
     return 0
 
 

@@ -23,3 +23,13 @@ def sandbox(base_image: str):
 
     with Sandbox.create(base_image, memory="512m", pids=256) as sb:
         yield sb
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(base_image: str, tmp_path_factory: pytest.TempPathFactory):
+    """A real `rockroll serve` shared by the tests that use sandboxes over HTTP."""
+    from tests.serverproc import ServerProc
+
+    server = ServerProc(tmp_path_factory.mktemp("service") / "service.db").start()
+    yield server
+    server.stop()

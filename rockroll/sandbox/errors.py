@@ -29,3 +29,11 @@ class SandboxClosed(SandboxError):
 
 class ExecError(SandboxError):
     """A command could not be started inside the sandbox (not: it ran and failed)."""
+
+
+class AccessDenied(SandboxError):
+    """The sandbox server refused the token (missing, unknown, revoked, or not an admin's)."""
+
+
+class QuotaExceeded(SandboxError):
+    """One more sandbox would take the token over its quota (count or memory)."""

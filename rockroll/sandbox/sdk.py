@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rockroll.sandbox import protocol
-from rockroll.sandbox.errors import InvalidArgument, SandboxClosed
+from rockroll.sandbox.errors import AccessDenied, InvalidArgument, SandboxClosed
 from rockroll.sandbox.files import sandbox_path
 from rockroll.sandbox.runtime import LocalRuntime, local_runtime
 from rockroll.sandbox.session import Session
@@ -30,6 +30,22 @@ from rockroll.sandbox.types import ExecResult, FileInfo
 
 DEFAULT_TIMEOUT = 600.0
 OutputCallback = Callable[[str, bytes], None]
+
+
+def server_settings(server: str | None, token: str | None) -> tuple[str, str] | None:
+    """(url, token) from the arguments or ROCKROLL_SERVER / ROCKROLL_TOKEN; None: run locally."""
+    url = server or os.environ.get("ROCKROLL_SERVER")
+    if not url:
+        return None
+    secret = token or os.environ.get("ROCKROLL_TOKEN")
+    if not secret:
+        raise AccessDenied(
+            f"server {url} needs a token: pass token=... or set ROCKROLL_TOKEN "
+            "(create one with `rockroll token create NAME`)"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise InvalidArgument(f"server must be a URL like http://127.0.0.1:8321, got {url!r}")
+    return url.rstrip("/"), secret
 
 
 class Snapshot:
@@ -81,8 +97,37 @@ class Sandbox:
         max_output: int = 1 << 20,
         detached: bool = False,
         profile: str = "agent",
+        labels: dict[str, str] | None = None,
+        server: str | None = None,
+        token: str | None = None,
     ) -> Sandbox:
-        """Start a sandbox; use it as a context manager so `close()` always runs."""
+        """Start a sandbox; use it as a context manager so `close()` always runs.
+
+        With `server` (or `ROCKROLL_SERVER`) the sandbox runs on that `rockroll serve`, reached
+        with `token` (or `ROCKROLL_TOKEN`); the object behaves the same.
+        """
+        remote = server_settings(server, token)
+        if remote is not None:
+            from rockroll.sandbox.remote import RemoteSandbox
+
+            if backend != "bwrap" or profile != "agent" or detached:
+                raise InvalidArgument(
+                    "backend, profile and detached are the server's choice; leave them unset "
+                    "when creating a sandbox through a server"
+                )
+            return RemoteSandbox.create_remote(
+                *remote,
+                image=image.id if isinstance(image, Snapshot) else image,
+                memory=memory,
+                cpus=cpus,
+                pids=pids,
+                network=network,
+                env=env or {},
+                workdir=workdir,
+                ttl=ttl,
+                max_output=max_output,
+                labels=labels or {},
+            )
         spec = make_spec(
             image=image.id if isinstance(image, Snapshot) else image,
             memory=memory,
@@ -96,13 +141,21 @@ class Sandbox:
             max_output=max_output,
             detached=detached,
             profile=profile,
+            labels=labels or {},
         )
         runtime = local_runtime()
         return cls(runtime.create(spec), runtime)
 
     @classmethod
-    def connect(cls, sandbox_id: str) -> Sandbox:
+    def connect(
+        cls, sandbox_id: str, *, server: str | None = None, token: str | None = None
+    ) -> Sandbox:
         """Attach to a running sandbox by id (e.g. one made by `rockroll sandbox create`)."""
+        remote = server_settings(server, token)
+        if remote is not None:
+            from rockroll.sandbox.remote import RemoteSandbox
+
+            return RemoteSandbox.connect_remote(*remote, sandbox_id)
         runtime = local_runtime()
         return cls(runtime.get(sandbox_id), runtime)
 
@@ -258,35 +311,45 @@ class Sandbox:
         it could not otherwise fill or change a read-only directory it was given.
         """
         src = Path(local)
-        dest = self._path(remote)
         if src.is_dir():
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 tar.add(src, arcname=".", filter=_owned_writable)
-            self._fs.makedirs(dest)
-            self._tar(["tar", "-x", "-f", "-", "-C", dest], buf.getvalue())
+            self.write_tree(remote, buf.getvalue())
         elif src.is_file():
-            self._fs.write_bytes(dest, src.read_bytes(), (src.stat().st_mode & 0o7777) | 0o200)
+            self.write_bytes(remote, src.read_bytes(), (src.stat().st_mode & 0o7777) | 0o200)
         else:
             raise InvalidArgument(f"upload source {str(src)!r} does not exist")
 
     def download(self, remote: str, local: str | os.PathLike[str]) -> None:
         """Copy a file or directory tree from the sandbox to `local` on the host."""
-        src = self._path(remote)
         dest = Path(local)
-        info = self._fs.open(src, os.O_PATH)
+        if not self.is_dir(remote):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_bytes(remote))
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(self.read_tree(remote))) as tar:
+            tar.extractall(dest, filter="data")
+
+    def is_dir(self, path: str) -> bool:
+        """True if `path` is a directory (following links inside the sandbox)."""
+        info = self._fs.open(self._path(path), os.O_PATH)
         try:
-            is_dir = os.path.isdir(f"/proc/self/fd/{info}")
+            return os.path.isdir(f"/proc/self/fd/{info}")
         finally:
             os.close(info)
-        if not is_dir:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self._fs.read_bytes(src))
-            return
-        data = self._tar(["tar", "-c", "-f", "-", "-C", src, "."], None)
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(dest, filter="data")
+
+    def read_tree(self, path: str) -> bytes:
+        """A directory's contents as an uncompressed tar archive (paths relative to it)."""
+        src = self._path(path)
+        return self._tar(["tar", "-c", "-f", "-", "-C", src, "."], None)
+
+    def write_tree(self, path: str, archive: bytes) -> None:
+        """Unpack a tar archive into `path` (created if missing), inside the sandbox."""
+        dest = self._path(path)
+        self._fs.makedirs(dest)
+        self._tar(["tar", "-x", "-f", "-", "-C", dest], archive)
 
     def _tar(self, argv: list[str], stdin: bytes | None) -> bytes:
         with tempfile.TemporaryFile() as out:

@@ -15,7 +15,9 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def parse_size(value: int | str | None, field: str = "memory") -> int | None:
+def parse_size(
+    value: int | str | None, field: str = "memory", minimum: int = 4 << 20
+) -> int | None:
     """Bytes from 536870912, "512m", "2GiB"; None means no limit."""
     if value is None:
         return None
@@ -27,10 +29,9 @@ def parse_size(value: int | str | None, field: str = "memory") -> int | None:
         size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     else:
         raise InvalidArgument(f"{field} must be a size like 512m or 2g, got {value!r}")
-    if size < 4 << 20:
-        raise InvalidArgument(
-            f"{field} must be at least 4m (a sandbox needs some memory), got {value!r}"
-        )
+    if size < minimum:
+        why = " (a sandbox needs some memory)" if minimum == 4 << 20 else ""
+        raise InvalidArgument(f"{field} must be at least {minimum} bytes{why}, got {value!r}")
     return size
 
 
@@ -48,6 +49,9 @@ class SandboxSpec(BaseModel):
         "none", description="'none': loopback only; 'full': the host's network, when asked"
     )
     env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="free-form tags, kept with the sandbox (list filters)"
+    )
     workdir: str = Field("/", description="default directory for commands")
     ttl: float | None = Field(None, description="idle seconds before the sandbox is closed", gt=0)
     max_output: int = Field(1 << 20, description="bytes kept per stream (head+tail)", ge=1024)

@@ -12,6 +12,28 @@ import pytest
 from rockroll import AsyncSandbox, InvalidArgument, Sandbox, SandboxClosed
 from rockroll.sandbox.errors import ImageNotFound
 
+# Every test that takes `via` runs twice: on the local runtime, and through a real
+# `rockroll serve` on loopback with the same SDK calls (server=..., token=...).
+
+
+@pytest.fixture(scope="session")
+def server_token(sandbox_server) -> str:  # type: ignore[no-untyped-def]
+    return sandbox_server.token("sdk-tests")
+
+
+@pytest.fixture(params=["local", "remote"])
+def via(request: pytest.FixtureRequest, base_image: str) -> dict[str, str]:
+    if request.param == "local":
+        return {}
+    server = request.getfixturevalue("sandbox_server")
+    return {"server": server.url, "token": request.getfixturevalue("server_token")}
+
+
+@pytest.fixture
+def sandbox(via: dict[str, str], base_image: str):  # type: ignore[no-untyped-def]
+    with Sandbox.create(base_image, memory="512m", pids=256, **via) as sb:
+        yield sb
+
 
 def test_exec_result_fields(sandbox: Sandbox) -> None:
     res = sandbox.exec("echo out; echo err >&2; exit 3")
@@ -24,8 +46,8 @@ def test_exec_argv_cwd_env_stdin(sandbox: Sandbox) -> None:
     assert res.stdout == "/tmp\ny\nin"
 
 
-def test_output_is_capped_head_and_tail(base_image: str) -> None:
-    with Sandbox.create(base_image, max_output=4096) as sb:
+def test_output_is_capped_head_and_tail(base_image: str, via: dict[str, str]) -> None:
+    with Sandbox.create(base_image, max_output=4096, **via) as sb:
         res = sb.exec("echo HEAD; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo TAIL")
     assert res.truncated
     assert res.stdout.startswith("HEAD") and res.stdout.rstrip().endswith("TAIL")
@@ -78,11 +100,11 @@ def test_files_roundtrip(sandbox: Sandbox, tmp_path: Path) -> None:
     assert (tmp_path / "back/sub/deep/blob").read_bytes() == (src / "sub/deep/blob").read_bytes()
 
 
-def test_hostile_input_is_refused(sandbox: Sandbox, base_image: str) -> None:
+def test_hostile_input_is_refused(sandbox: Sandbox, base_image: str, via: dict[str, str]) -> None:
     with pytest.raises(ImageNotFound, match="rockroll image build"):
-        Sandbox.create("no-such-image")
+        Sandbox.create("no-such-image", **via)
     with pytest.raises(InvalidArgument, match="memory"):
-        Sandbox.create(base_image, memory=-1)
+        Sandbox.create(base_image, memory=-1, **via)
     with pytest.raises(InvalidArgument, match="escapes the sandbox"):
         sandbox.read_text("../../etc/passwd")
     with pytest.raises(InvalidArgument, match="cmd must be a string"):
@@ -139,16 +161,18 @@ def test_audit_log_records_commands(sandbox: Sandbox) -> None:
     assert log[1]["exit_code"] == 4 and all("duration" in e and "time" in e for e in log)
 
 
-def test_close_is_idempotent_and_final(base_image: str) -> None:
-    sb = Sandbox.create(base_image)
+def test_close_is_idempotent_and_final(base_image: str, via: dict[str, str]) -> None:
+    sb = Sandbox.create(base_image, **via)
     sb.close()
     sb.close()
     with pytest.raises(SandboxClosed):
         sb.exec("true")
 
 
-async def test_async_sandbox_runs_commands_concurrently(base_image: str) -> None:
-    async with await AsyncSandbox.create(base_image) as sb:
+async def test_async_sandbox_runs_commands_concurrently(
+    base_image: str, via: dict[str, str]
+) -> None:
+    async with await AsyncSandbox.create(base_image, **via) as sb:
         start = time.monotonic()
         results = await asyncio.gather(*(sb.exec("sleep 1; echo done") for _ in range(32)))
         assert all(r.stdout == "done\n" for r in results)

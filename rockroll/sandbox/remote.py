@@ -1,0 +1,387 @@
+"""`Sandbox` over HTTP: the same object and behaviour, with the sandbox on a `rockroll serve`.
+
+    Sandbox.create(memory="1g", server="http://host:8321", token="rr_...")
+
+or set `ROCKROLL_SERVER` and `ROCKROLL_TOKEN`. Errors come back as the local runtime's
+exceptions (`SandboxNotFound`, `SandboxClosed`, `InvalidArgument`, ...), plus `AccessDenied`
+for a refused token and `QuotaExceeded` for a reached quota, each with the server's message.
+The client lives beside the SDK (not in `rockroll.service`) because `Sandbox.create` returns it:
+the SDK must not import the server's layer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import httpx
+
+from rockroll.sandbox.errors import (
+    AccessDenied,
+    ExecError,
+    ImageNotFound,
+    InvalidArgument,
+    QuotaExceeded,
+    SandboxClosed,
+    SandboxError,
+    SandboxNotFound,
+)
+from rockroll.sandbox.sdk import (
+    DEFAULT_TIMEOUT,
+    OutputCallback,
+    Sandbox,
+    _check_env,
+    _check_timeout,
+)
+from rockroll.sandbox.spec import SandboxSpec
+from rockroll.sandbox.types import ExecResult, FileInfo
+
+CONNECT_TIMEOUT = 10.0
+CALL_TIMEOUT = 120.0  # seconds for calls that are not commands (create, files, snapshots)
+_clients: dict[tuple[str, str], httpx.Client] = {}
+_clients_lock = threading.Lock()
+_ERRORS: dict[str, type[Exception]] = {
+    "image_not_found": ImageNotFound,
+    "no_such_file": FileNotFoundError,
+    "is_a_directory": IsADirectoryError,
+    "not_a_directory": NotADirectoryError,
+    "not_found": SandboxNotFound,
+    "gone": SandboxClosed,
+    "invalid_argument": InvalidArgument,
+    "validation_error": InvalidArgument,
+    "invalid_json": InvalidArgument,
+    "too_large": InvalidArgument,
+    "exec_error": ExecError,
+    "unauthorized": AccessDenied,
+    "forbidden": AccessDenied,
+    "quota_exceeded": QuotaExceeded,
+}
+
+
+def client_for(url: str, token: str) -> httpx.Client:
+    """One pooled HTTP client per (server, token), shared by every sandbox of this process."""
+    with _clients_lock:
+        client = _clients.get((url, token))
+        if client is None:
+            client = httpx.Client(
+                base_url=url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=httpx.Timeout(CALL_TIMEOUT, connect=CONNECT_TIMEOUT),
+                limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
+            )
+            _clients[(url, token)] = client
+        return client
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    """The response if it succeeded, else the SDK exception its error body names."""
+    if response.is_success:
+        return response
+    try:
+        detail = response.json()["error"]
+        code, message = detail["code"], detail["message"]
+    except (ValueError, KeyError, TypeError):
+        code, message = "internal", response.text[:500] or response.reason_phrase
+    kind = _ERRORS.get(code, SandboxError)
+    raise kind(f"{message} (HTTP {response.status_code})")
+
+
+def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return check(client.request(method, url, **kwargs))
+    except httpx.TransportError as exc:
+        raise SandboxError(
+            f"cannot reach the sandbox server at {client.base_url}: {exc}; is `rockroll serve` "
+            "running there?"
+        ) from exc
+
+
+class RemoteSnapshot:
+    """A snapshot on the server; `fork()` starts sandboxes from it there."""
+
+    def __init__(self, client: httpx.Client, snapshot_id: str, source: str) -> None:
+        self._client = client
+        self.id = snapshot_id
+        self.source = source
+
+    def fork(self, **overrides: Any) -> RemoteSandbox:
+        body = _fork_body(overrides)
+        info = call(self._client, "POST", f"/v1/snapshots/{self.id}/fork", json=body).json()
+        return RemoteSandbox(self._client, info)
+
+    def remove(self) -> None:
+        call(self._client, "DELETE", f"/v1/snapshots/{self.id}")
+
+    def __repr__(self) -> str:
+        return f"RemoteSnapshot({self.id!r}, source={self.source!r})"
+
+
+class RemoteSession:
+    """A persistent bash on the server's sandbox (see `Session`)."""
+
+    def __init__(self, client: httpx.Client, session_id: str) -> None:
+        self._client = client
+        self.id = session_id
+        self._closed = False
+
+    def run(self, cmd: str, *, timeout: float | None = 600.0) -> ExecResult:
+        if not isinstance(cmd, str):
+            raise InvalidArgument(f"cmd must be a string, got {type(cmd).__name__}")
+        if self._closed:
+            raise SandboxClosed(f"session {self.id} is closed")
+        reply = call(
+            self._client,
+            "POST",
+            f"/v1/sessions/{self.id}/run",
+            json={"cmd": cmd, "timeout": timeout},
+            timeout=_command_timeout(timeout),
+        )
+        return ExecResult.model_validate(reply.json())
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            response = self._client.delete(f"/v1/sessions/{self.id}")
+            if response.status_code not in (404, 410):
+                check(response)
+
+    def __enter__(self) -> RemoteSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteSandbox(Sandbox):
+    """A `Sandbox` whose every call is an HTTP request to the sandbox server."""
+
+    def __init__(self, client: httpx.Client, info: dict) -> None:
+        self._client = client
+        self._info = info
+        self._spec = SandboxSpec.model_validate(info["spec"])
+        self._closed = False
+
+    @classmethod
+    def create_remote(
+        cls, url: str, token: str, *, ttl: float | None = None, **settings: Any
+    ) -> RemoteSandbox:
+        client = client_for(url, token)
+        body = {k: v for k, v in settings.items() if v is not None or k == "memory"}
+        body["idle_ttl"] = ttl
+        info = call(client, "POST", "/v1/sandboxes", json=body).json()
+        return cls(client, info)
+
+    @classmethod
+    def connect_remote(cls, url: str, token: str, sandbox_id: str) -> RemoteSandbox:
+        client = client_for(url, token)
+        return cls(client, call(client, "GET", f"/v1/sandboxes/{sandbox_id}").json())
+
+    @property
+    def id(self) -> str:
+        return str(self._info["id"])
+
+    @property
+    def spec(self) -> SandboxSpec:
+        return self._spec
+
+    @property
+    def info(self) -> dict:
+        """What the server last said about this sandbox (owner, labels, deadlines, ...)."""
+        return self._info
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            response = self._client.delete(f"/v1/sandboxes/{self.id}")
+            if response.status_code not in (404, 410):
+                check(response)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"RemoteSandbox({self.id!r}, server={str(self._client.base_url)!r}, {state})"
+
+    # -- commands ------------------------------------------------------------------------------
+    def exec(
+        self,
+        cmd: str | list[str],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """As `Sandbox.exec`; with `on_output`, the output streams over the connection."""
+        body = self._exec_body(cmd, timeout, cwd, env, stdin)
+        if on_output is None:
+            reply = call(
+                self._client,
+                "POST",
+                f"/v1/sandboxes/{self.id}/exec",
+                json=body,
+                timeout=_command_timeout(timeout),
+            )
+            return ExecResult.model_validate(reply.json())
+        events = self._events(body | {"stream": True}, timeout)
+        for stream, text in events:
+            on_output(stream, text.encode())
+        return events.result
+
+    def stream(
+        self, cmd: str | list[str], *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
+    ) -> Generator[tuple[str, str], None, ExecResult]:
+        body = self._exec_body(
+            cmd, timeout, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("stdin")
+        )
+        events = self._events(body | {"stream": True}, timeout)
+        yield from events
+        return events.result
+
+    def _exec_body(
+        self,
+        cmd: object,
+        timeout: float | None,
+        cwd: str | None,
+        env: dict[str, str] | None,
+        stdin: bytes | str | None,
+    ) -> dict:
+        self._check_open()
+        if not (isinstance(cmd, str) or (isinstance(cmd, list | tuple) and cmd)):
+            raise InvalidArgument(
+                f"cmd must be a string (run by bash -c) or a non-empty list of strings (an "
+                f"argv), got {type(cmd).__name__}: {cmd!r}"
+            )
+        _check_timeout(timeout)
+        if isinstance(stdin, bytes):
+            stdin = stdin.decode()
+        return {
+            "cmd": cmd if isinstance(cmd, str) else list(cmd),
+            "timeout": timeout,
+            "cwd": cwd,
+            "env": _check_env(env) if env else None,
+            "stdin": stdin,
+        }
+
+    def _events(self, body: dict, timeout: float | None) -> _Events:
+        return _Events(self._client, f"/v1/sandboxes/{self.id}/exec", body, timeout)
+
+    def session(
+        self, *, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> RemoteSession:  # type: ignore[override]
+        self._check_open()
+        reply = call(
+            self._client, "POST", f"/v1/sandboxes/{self.id}/sessions", json={"cwd": cwd, "env": env}
+        )
+        return RemoteSession(self._client, reply.json()["id"])
+
+    def audit_log(self) -> list[dict]:
+        return call(self._client, "GET", f"/v1/sandboxes/{self.id}/audit").json()
+
+    # -- files ---------------------------------------------------------------------------------
+    def _file_url(self, kind: str) -> str:
+        self._check_open()
+        return f"/v1/sandboxes/{self.id}/{kind}"
+
+    def read_bytes(self, path: str) -> bytes:
+        return call(self._client, "GET", self._file_url("files"), params={"path": path}).content
+
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
+        params = {"path": self._path(path), "mode": f"{mode:04o}"}
+        call(self._client, "PUT", self._file_url("files"), params=params, content=bytes(data))
+
+    def list_dir(self, path: str = ".") -> list[FileInfo]:
+        reply = call(self._client, "GET", self._file_url("dir"), params={"path": self._path(path)})
+        return [FileInfo.model_validate(item) for item in reply.json()]
+
+    def exists(self, path: str) -> bool:
+        reply = call(self._client, "GET", self._file_url("stat"), params={"path": self._path(path)})
+        return bool(reply.json()["exists"])
+
+    def is_dir(self, path: str) -> bool:
+        reply = call(self._client, "GET", self._file_url("stat"), params={"path": self._path(path)})
+        found = reply.json()
+        if not found["exists"]:
+            raise FileNotFoundError(f"no such file or directory in the sandbox: {path!r}")
+        return bool(found["is_dir"])
+
+    def read_tree(self, path: str) -> bytes:
+        params = {"path": self._path(path)}
+        return call(self._client, "GET", self._file_url("tree"), params=params).content
+
+    def write_tree(self, path: str, archive: bytes) -> None:
+        params = {"path": self._path(path)}
+        call(self._client, "PUT", self._file_url("tree"), params=params, content=archive)
+
+    def _path(self, path: object) -> str:
+        from rockroll.sandbox.files import sandbox_path
+
+        self._check_open()
+        return sandbox_path(path, self.spec.workdir)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> RemoteSnapshot:  # type: ignore[override]
+        self._check_open()
+        reply = call(self._client, "POST", f"/v1/sandboxes/{self.id}/snapshots").json()
+        return RemoteSnapshot(self._client, reply["id"], reply["source"])
+
+    def fork(self, **overrides: Any) -> RemoteSandbox:
+        return self.snapshot().fork(**overrides)
+
+
+class _Events:
+    """The NDJSON lines of a streamed command as (stream, text); `.result` once exhausted."""
+
+    def __init__(self, client: httpx.Client, url: str, body: dict, timeout: float | None) -> None:
+        self._client, self._url, self._body, self._timeout = client, url, body, timeout
+        self.result: ExecResult | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        request = self._client.build_request(
+            "POST", self._url, json=self._body, timeout=_command_timeout(self._timeout)
+        )
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise SandboxError(f"cannot reach the sandbox server: {exc}") from exc
+        try:
+            if not response.is_success:
+                response.read()
+                check(response)
+            for line in response.iter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                if "result" in event:
+                    self.result = ExecResult.model_validate(event["result"])
+                elif "error" in event:
+                    kind = _ERRORS.get(event["error"]["code"], SandboxError)
+                    raise kind(event["error"]["message"])
+                else:
+                    yield event["stream"], event["data"]
+        finally:
+            response.close()
+        if self.result is None:
+            raise SandboxError("the server closed the stream before the command's result")
+
+
+def _command_timeout(timeout: float | None) -> httpx.Timeout:
+    """No read limit beyond the command's own (plus a margin for the kill and the reply)."""
+    read = None if timeout is None else timeout + 60
+    return httpx.Timeout(CALL_TIMEOUT, read=read, connect=CONNECT_TIMEOUT)
+
+
+def _fork_body(overrides: dict[str, Any]) -> dict:
+    allowed = {"memory", "cpus", "env", "labels", "ttl", "lifetime"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise InvalidArgument(
+            f"fork through the server takes {sorted(allowed)}; got {sorted(unknown)}"
+        )
+    body = dict(overrides)
+    if "ttl" in body:
+        body["idle_ttl"] = body.pop("ttl")
+    return body

@@ -1,0 +1,144 @@
+"""What crosses the HTTP boundary: request and response bodies, and the error body.
+
+Every request model forbids unknown fields, so a typo (`memroy`) is a 422 that names the field
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rockroll.sandbox.types import ExecResult, FileInfo
+
+__all__ = ["ExecResult", "FileInfo"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="stable machine-readable kind: unauthorized, forbidden, not_found, "
+        "invalid_argument, invalid_json, validation_error, quota_exceeded, too_large, conflict, "
+        "gone, exec_error, image_not_found, no_such_file, is_a_directory, not_a_directory, "
+        "internal"
+    )
+    message: str = Field(description="what was wrong and what to do about it")
+    field: str | None = Field(None, description="the request field at fault, where one is")
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx and 5xx response."""
+
+    error: ErrorDetail
+
+
+class CreateSandbox(_Strict):
+    """A new sandbox. Limits and defaults are those of `Sandbox.create`."""
+
+    image: str = Field("base", description="image name, or a snapshot id (snap-...) you own")
+    memory: int | str | None = Field("2g", description="memory limit: bytes, or like 512m, 2g")
+    cpus: float | None = Field(1.0, gt=0, le=1024)
+    pids: int | None = Field(1024, ge=8, le=1 << 22)
+    network: Literal["none", "full"] = "none"
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = "/"
+    max_output: int = Field(1 << 20, ge=1024, description="bytes kept per output stream")
+    labels: dict[str, str] = Field(default_factory=dict, description="tags for list filters")
+    idle_ttl: float | None = Field(
+        None, gt=0, description="seconds without API activity before the server deletes it"
+    )
+    lifetime: float | None = Field(
+        None, gt=0, description="hard deadline: seconds from now after which it is deleted"
+    )
+
+
+class SandboxInfo(BaseModel):
+    id: str
+    status: Literal["creating", "running", "deleted", "lost"]
+    reason: str | None = Field(None, description="why it ended (deleted or lost)")
+    owner: str = Field(description="id of the token that created it")
+    image: str
+    memory: int = Field(description="memory limit in bytes (0: none)")
+    labels: dict[str, str]
+    created: float
+    last_active: float
+    idle_ttl: float | None
+    deadline: float | None = Field(None, description="unix time of the hard deadline")
+    spec: dict
+
+
+class SandboxList(BaseModel):
+    sandboxes: list[SandboxInfo]
+
+
+class ExecRequest(_Strict):
+    """One command. `stream: true` answers with NDJSON lines as output arrives (see the API
+    docs); otherwise the response is the ExecResult once the command has finished."""
+
+    cmd: str | list[str] = Field(description="a string for bash -c, or an argv list")
+    timeout: float | None = Field(600.0, gt=0, description="seconds; null: no limit")
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    stdin: str | None = Field(None, description="text fed to the command's standard input")
+    stream: bool = False
+
+
+class SessionRequest(_Strict):
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+
+
+class SessionInfo(BaseModel):
+    id: str
+    sandbox: str
+
+
+class SessionRun(_Strict):
+    cmd: str
+    timeout: float | None = Field(600.0, gt=0)
+
+
+class SnapshotInfo(BaseModel):
+    id: str
+    source: str
+    created: float
+
+
+class ForkRequest(_Strict):
+    """Settings of the new sandbox; unset ones are the source sandbox's."""
+
+    memory: int | str | None = None
+    cpus: float | None = Field(None, gt=0, le=1024)
+    env: dict[str, str] | None = None
+    labels: dict[str, str] | None = None
+    idle_ttl: float | None = Field(None, gt=0)
+    lifetime: float | None = Field(None, gt=0)
+
+
+class TokenRequest(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    admin: bool = False
+    max_sandboxes: int | None = Field(None, ge=0)
+    max_memory: int | str | None = Field(None, description="bytes, or like 64g")
+
+
+class TokenInfo(BaseModel):
+    id: str
+    name: str
+    admin: bool
+    max_sandboxes: int | None
+    max_memory: int | None
+    created: float
+    revoked: float | None = None
+    secret: str | None = Field(None, description="shown once, when the token is created")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    sandboxes: int = Field(description="live sandboxes")
+    uptime: float

@@ -1,0 +1,328 @@
+"""The server's sandboxes: create, find (for their owner only), delete, reconcile, reap.
+
+Sandboxes are started detached, so they outlive a server killed with SIGKILL; the SQLite row
+written before each start, and the label `rockroll.service/key` the sandbox carries, let the
+next server adopt every one that still runs and report the rest as lost, with why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from rockroll.sandbox.errors import InvalidArgument, QuotaExceeded, SandboxError, SandboxNotFound
+from rockroll.sandbox.runtime import LocalRuntime, backend_for, local_runtime
+from rockroll.sandbox.sdk import Sandbox
+from rockroll.sandbox.session import Session
+from rockroll.sandbox.spec import make_spec, parse_size
+from rockroll.sandbox.state import list_records, load_record
+from rockroll.service.models import CreateSandbox, ForkRequest, SandboxInfo
+from rockroll.service.store import LIVE, SandboxRow, Store, Token
+
+log = logging.getLogger("rockroll.service")
+KEY_LABEL = "rockroll.service/key"
+DB_LABEL = "rockroll.service/db"  # which server's state: servers may share one host and home
+TOUCH_EVERY = 2.0  # seconds between flushes of activity times to the database
+
+
+@dataclass
+class ReconcileReport:
+    adopted: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+class Pool:
+    """Live sandboxes of one server, with ownership checked on every lookup."""
+
+    def __init__(self, store: Store, runtime: LocalRuntime | None = None) -> None:
+        self.store = store
+        self.runtime = runtime or local_runtime()
+        self._live: dict[str, Sandbox] = {}
+        self._keys: dict[str, str] = {}
+        self._active: dict[str, float] = {}
+        self._sessions: dict[str, tuple[str, str, Session]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        self._db_tag = hashlib.sha256(str(store.path.resolve()).encode()).hexdigest()[:12]
+
+    # -- create, find, delete ------------------------------------------------------------------
+    def create(self, owner: Token, req: CreateSandbox) -> SandboxInfo:
+        memory = parse_size(req.memory) if req.memory is not None else None
+        if req.workdir and not req.workdir.startswith("/"):
+            raise InvalidArgument("workdir must be an absolute path like /app")
+        settings = req.model_dump(exclude={"idle_ttl", "lifetime", "labels"})
+        if req.image.startswith("snap-"):
+            snap = self.store.snapshot(req.image)
+            if snap is None or (snap.owner != owner.id and not owner.admin):
+                raise SandboxNotFound(f"no snapshot {req.image!r} of yours")
+        spec = make_spec(**(settings | {"memory": memory, "detached": True, "labels": {}}))
+        if memory is None and owner.max_memory is not None:
+            raise QuotaExceeded(
+                f"token {owner.name!r} has a memory quota, so each sandbox needs a memory limit"
+            )
+        deadline = time.time() + req.lifetime if req.lifetime else None
+        key = self.store.reserve_sandbox(
+            owner,
+            spec.model_dump_json(),
+            memory or 0,
+            json.dumps(req.labels),
+            req.idle_ttl,
+            deadline,
+        )
+        try:
+            labels = req.labels | {KEY_LABEL: key, DB_LABEL: self._db_tag}
+            sandbox = Sandbox.create(
+                **(settings | {"memory": memory, "detached": True}), labels=labels
+            )
+        except BaseException as exc:
+            self.store.ended(key, "lost", f"could not start: {exc}")
+            raise
+        self.store.started(key, sandbox.id)
+        with self._lock:
+            self._live[sandbox.id] = sandbox
+            self._keys[sandbox.id] = key
+        return self.info(owner, sandbox.id)
+
+    def row(self, owner: Token, sandbox_id: str) -> SandboxRow:
+        """The sandbox's row if `owner` may see it; others get the same 404 as a missing id, so
+        ids cannot be probed."""
+        row = self.store.sandbox(sandbox_id) if isinstance(sandbox_id, str) else None
+        if row is None or (row.owner != owner.id and not owner.admin):
+            raise SandboxNotFound(f"no sandbox {sandbox_id!r} of yours")
+        return row
+
+    def get(self, owner: Token, sandbox_id: str) -> Sandbox:
+        """A live sandbox of `owner`'s, marked active (for its idle TTL)."""
+        row = self.row(owner, sandbox_id)
+        if row.status not in LIVE:
+            raise Gone(f"sandbox {sandbox_id} is {row.status}: {row.reason}")
+        with self._lock:
+            sandbox = self._live.get(sandbox_id)
+            self._active[sandbox_id] = time.time()
+        if sandbox is None:
+            raise Gone(f"sandbox {sandbox_id} is still being created; try again shortly")
+        return sandbox
+
+    def info(self, owner: Token, sandbox_id: str) -> SandboxInfo:
+        return to_info(self.row(owner, sandbox_id), self._active.get(sandbox_id))
+
+    def list(
+        self, owner: Token, *, status: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[SandboxInfo]:
+        statuses = LIVE if status in (None, "live") else (status,)
+        rows = self.store.sandboxes(owner=None if owner.admin else owner.id, statuses=statuses)
+        found = [to_info(r, self._active.get(r.id or "")) for r in rows]
+        wanted = labels or {}
+        return [i for i in found if all(i.labels.get(k) == v for k, v in wanted.items())]
+
+    def delete(self, owner: Token, sandbox_id: str, reason: str = "deleted by its owner") -> None:
+        row = self.row(owner, sandbox_id)
+        if row.status in LIVE:
+            self._close(row, "deleted", reason)
+
+    def _close(self, row: SandboxRow, status: str, reason: str) -> None:
+        assert row.id is not None
+        with self._lock:
+            sandbox = self._live.pop(row.id, None)
+            self._keys.pop(row.id, None)
+            self._active.pop(row.id, None)
+            sessions = [s for s, (sid, _, _) in self._sessions.items() if sid == row.id]
+            closing = [self._sessions.pop(s)[2] for s in sessions]
+        for session in closing:
+            with contextlib.suppress(SandboxError):
+                session.close()
+        try:
+            if sandbox is not None:
+                sandbox.close()
+            else:
+                self.runtime.close(row.id)
+        finally:
+            self.store.ended(row.key, status, reason)
+
+    # -- sessions ------------------------------------------------------------------------------
+    def open_session(
+        self, owner: Token, sandbox_id: str, cwd: str | None, env: dict[str, str] | None
+    ) -> str:
+        session = self.get(owner, sandbox_id).session(cwd=cwd, env=env)
+        session_id = "ses-" + sandbox_id + "-" + str(id(session))
+        with self._lock:
+            self._sessions[session_id] = (sandbox_id, owner.id, session)
+        return session_id
+
+    def session(self, owner: Token, session_id: str) -> Session:
+        with self._lock:
+            found = self._sessions.get(session_id)
+        if found is None or (found[1] != owner.id and not owner.admin):
+            raise SandboxNotFound(
+                f"no session {session_id!r} of yours (sessions end when the server restarts)"
+            )
+        self.get(owner, found[0])
+        return found[2]
+
+    def close_session(self, owner: Token, session_id: str) -> None:
+        session = self.session(owner, session_id)
+        with self._lock:
+            self._sessions.pop(session_id, None)
+        session.close()
+
+    # -- snapshots and forks -------------------------------------------------------------------
+    def snapshot(self, owner: Token, sandbox_id: str) -> tuple[str, float]:
+        sandbox = self.get(owner, sandbox_id)
+        snap = sandbox.snapshot()
+        self.store.add_snapshot(snap.id, owner.id, sandbox_id, sandbox.spec.model_dump_json())
+        return snap.id, snap.record.created
+
+    def fork(self, owner: Token, snapshot_id: str, req: ForkRequest) -> SandboxInfo:
+        snap = self.store.snapshot(snapshot_id)
+        if snap is None or (snap.owner != owner.id and not owner.admin):
+            raise SandboxNotFound(f"no snapshot {snapshot_id!r} of yours")
+        base = json.loads(snap.spec)
+        keep = ("memory", "cpus", "pids", "network", "env", "workdir", "max_output")
+        settings = {k: base[k] for k in keep} | {
+            k: v for k, v in req.model_dump().items() if v is not None
+        }
+        settings["labels"] = settings.get("labels") or {
+            k: v for k, v in base.get("labels", {}).items() if k not in (KEY_LABEL, DB_LABEL)
+        }
+        return self.create(owner, CreateSandbox(image=snapshot_id, **settings))
+
+    def remove_snapshot(self, owner: Token, snapshot_id: str) -> None:
+        snap = self.store.snapshot(snapshot_id)
+        if snap is None or (snap.owner != owner.id and not owner.admin):
+            raise SandboxNotFound(f"no snapshot {snapshot_id!r} of yours")
+        self.runtime.remove_snapshot(snapshot_id)
+        self.store.remove_snapshot(snapshot_id)
+
+    # -- after a crash, and over time ----------------------------------------------------------
+    def reconcile(self) -> ReconcileReport:
+        """Match the database with what runs on this host: adopt the live, report the dead."""
+        report = ReconcileReport()
+        on_disk = {
+            r.spec.labels[KEY_LABEL]: r
+            for r in list_records()
+            if r.spec.labels.get(DB_LABEL) == self._db_tag and KEY_LABEL in r.spec.labels
+        }
+        for row in self.store.sandboxes(statuses=LIVE):
+            rec = load_record(row.id) if row.id else on_disk.get(row.key)
+            if rec is not None and rec.status == "running" and _running(rec):
+                if row.id is None:
+                    self.store.started(row.key, rec.id)
+                with self._lock:
+                    self._live[rec.id] = Sandbox.connect(rec.id)
+                    self._keys[rec.id] = row.key
+                report.adopted.append(rec.id)
+                continue
+            why = (
+                "the server stopped while starting it"
+                if rec is None and row.id is None
+                else "its processes were gone when the server restarted"
+            )
+            if rec is not None:
+                with contextlib.suppress(SandboxError, OSError):
+                    self.runtime.close(rec.id)
+            self.store.ended(row.key, "lost", why)
+            report.lost.append(row.id or row.key)
+        known = {r.key for r in self.store.sandboxes(statuses=LIVE)}
+        for key, rec in on_disk.items():
+            if key not in known and rec.id not in self._live:
+                with contextlib.suppress(SandboxError, OSError):
+                    self.runtime.close(rec.id)
+                report.removed.append(rec.id)
+        gc = self.runtime.gc()  # what a killed server left: its warm pool, half-made sandboxes
+        report.removed.extend(gc.sandboxes)
+        return report
+
+    def start_reaper(self, every: float = 1.0) -> None:
+        if self._reaper is None:
+            self._reaper = threading.Thread(
+                target=self._reap_loop, args=(every,), name="rockroll-reaper", daemon=True
+            )
+            self._reaper.start()
+
+    def _reap_loop(self, every: float) -> None:
+        last_flush = 0.0
+        while not self._stop.wait(every):
+            now = time.time()
+            if now - last_flush >= TOUCH_EVERY:
+                self.flush_activity()
+                last_flush = now
+            with contextlib.suppress(Exception):
+                self.reap(now)
+
+    def flush_activity(self) -> None:
+        with self._lock:
+            active, self._active = self._active, {}
+        for sandbox_id, when in active.items():
+            self.store.touch(sandbox_id, when)
+        with self._lock:
+            for sandbox_id, when in active.items():
+                self._active.setdefault(sandbox_id, when)
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Delete sandboxes past their idle TTL or deadline; returns their ids."""
+        now = now or time.time()
+        reaped = []
+        for row in self.store.sandboxes(statuses=("running",)):
+            last = max(row.last_active, self._active.get(row.id or "", 0.0))
+            if row.deadline is not None and now >= row.deadline:
+                reason = "its lifetime ended"
+            elif row.idle_ttl is not None and now - last >= row.idle_ttl:
+                reason = f"idle for more than {row.idle_ttl:g} s"
+            else:
+                continue
+            with contextlib.suppress(SandboxError, OSError):
+                self._close(row, "deleted", reason)
+                reaped.append(row.id or row.key)
+        return reaped
+
+    def shutdown(self, keep: bool = False) -> None:
+        """Stop the reaper; delete every live sandbox unless `keep` (the next start adopts)."""
+        self._stop.set()
+        self.flush_activity()
+        if keep:
+            return
+        for row in self.store.sandboxes(statuses=LIVE):
+            if row.id is None:
+                self.store.ended(row.key, "lost", "the server stopped while starting it")
+                continue
+            with contextlib.suppress(SandboxError, OSError):
+                self._close(row, "deleted", "the server shut down")
+
+    def live_count(self) -> int:
+        with self._lock:
+            return len(self._live)
+
+
+class Gone(SandboxError):
+    """The sandbox exists in the records but is not usable (deleted, lost, or starting)."""
+
+
+def _running(rec: object) -> bool:
+    with contextlib.suppress(Exception):
+        return bool(backend_for(rec.spec.backend).running(rec))  # type: ignore[attr-defined]
+    return False
+
+
+def to_info(row: SandboxRow, active: float | None = None) -> SandboxInfo:
+    spec = json.loads(row.spec)
+    return SandboxInfo(
+        id=row.id or row.key,
+        status=row.status,  # type: ignore[arg-type]
+        reason=row.reason,
+        owner=row.owner,
+        image=spec.get("image", ""),
+        memory=row.memory,
+        labels=json.loads(row.labels),
+        created=row.created,
+        last_active=max(row.last_active, active or 0.0),
+        idle_ttl=row.idle_ttl,
+        deadline=row.deadline,
+        spec=spec,
+    )
