@@ -1,0 +1,1 @@
+"""The sandbox server: HTTP API, auth, persistent state, lifecycle (`rockroll serve`)."""
