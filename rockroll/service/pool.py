@@ -45,6 +45,7 @@ class Pool:
         self.runtime = runtime or local_runtime()
         self._live: dict[str, Sandbox] = {}
         self._keys: dict[str, str] = {}
+        self._owners: dict[str, str] = {}
         self._active: dict[str, float] = {}
         self._sessions: dict[str, tuple[str, str, Session]] = {}
         self._lock = threading.Lock()
@@ -88,6 +89,7 @@ class Pool:
         with self._lock:
             self._live[sandbox.id] = sandbox
             self._keys[sandbox.id] = key
+            self._owners[sandbox.id] = owner.id
         return self.info(owner, sandbox.id)
 
     def row(self, owner: Token, sandbox_id: str) -> SandboxRow:
@@ -100,6 +102,11 @@ class Pool:
 
     def get(self, owner: Token, sandbox_id: str) -> Sandbox:
         """A live sandbox of `owner`'s, marked active (for its idle TTL)."""
+        with self._lock:
+            sandbox = self._live.get(sandbox_id)
+            if sandbox is not None and (owner.admin or self._owners[sandbox_id] == owner.id):
+                self._active[sandbox_id] = time.time()
+                return sandbox
         row = self.row(owner, sandbox_id)
         if row.status not in LIVE:
             raise Gone(f"sandbox {sandbox_id} is {row.status}: {row.reason}")
@@ -132,6 +139,7 @@ class Pool:
         with self._lock:
             sandbox = self._live.pop(row.id, None)
             self._keys.pop(row.id, None)
+            self._owners.pop(row.id, None)
             self._active.pop(row.id, None)
             sessions = [s for s, (sid, _, _) in self._sessions.items() if sid == row.id]
             closing = [self._sessions.pop(s)[2] for s in sessions]
@@ -217,6 +225,7 @@ class Pool:
                 with self._lock:
                     self._live[rec.id] = Sandbox.connect(rec.id)
                     self._keys[rec.id] = row.key
+                    self._owners[rec.id] = row.owner
                 report.adopted.append(rec.id)
                 continue
             why = (
