@@ -190,6 +190,18 @@ def admin(token: Annotated[Token, Depends(caller)]) -> Token:
 Caller = Annotated[Token, Depends(caller)]
 Admin = Annotated[Token, Depends(admin)]
 PathQ = Annotated[str, Query(description="path inside the sandbox", min_length=1)]
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+RAW_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": _BINARY}}}
+TAR_BODY = {"requestBody": {"required": True, "content": {"application/x-tar": _BINARY}}}
+RAW_REPLY: dict = {200: {"content": {"application/octet-stream": _BINARY}}}
+TAR_REPLY: dict = {200: {"content": {"application/x-tar": _BINARY}}}
+NDJSON_REPLY: dict = {
+    200: {
+        "description": "the ExecResult, or with `stream: true` NDJSON lines "
+        '`{"stream", "data"}` then `{"result": ExecResult}` or `{"error": ErrorDetail}`',
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+    }
+}
 
 
 class Metrics:
@@ -318,7 +330,12 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         return pool.get(who, sandbox_id).audit_log()
 
     # -- commands ------------------------------------------------------------------------------
-    @app.post("/v1/sandboxes/{sandbox_id}/exec", response_model=ExecResult, tags=["commands"])
+    @app.post(
+        "/v1/sandboxes/{sandbox_id}/exec",
+        response_model=ExecResult,
+        responses=NDJSON_REPLY,
+        tags=["commands"],
+    )
     def execute(sandbox_id: str, req: ExecRequest, who: Caller) -> Response:
         sandbox = pool.get(who, sandbox_id)
         metrics.execs.inc()
@@ -348,13 +365,24 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         return Response(status_code=204)
 
     # -- files ---------------------------------------------------------------------------------
-    @app.get("/v1/sandboxes/{sandbox_id}/files", tags=["files"], response_class=Response)
+    @app.get(
+        "/v1/sandboxes/{sandbox_id}/files",
+        tags=["files"],
+        response_class=Response,
+        responses=RAW_REPLY,
+    )
     def read_file(sandbox_id: str, path: PathQ, who: Caller) -> Response:
         """The file's bytes (application/octet-stream)."""
         data = pool.get(who, sandbox_id).read_bytes(path)
         return Response(data, media_type="application/octet-stream")
 
-    @app.put("/v1/sandboxes/{sandbox_id}/files", status_code=204, tags=["files"])
+    @app.put(
+        "/v1/sandboxes/{sandbox_id}/files",
+        status_code=204,
+        tags=["files"],
+        openapi_extra=RAW_BODY,
+        responses={413: ERRORS[400] | {"description": "over the upload limit"}},
+    )
     async def write_file(
         sandbox_id: str,
         path: PathQ,
@@ -379,7 +407,12 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         found = sandbox.exists(path)
         return {"exists": found, "is_dir": found and sandbox.is_dir(path)}
 
-    @app.get("/v1/sandboxes/{sandbox_id}/tree", tags=["files"], response_class=Response)
+    @app.get(
+        "/v1/sandboxes/{sandbox_id}/tree",
+        tags=["files"],
+        response_class=Response,
+        responses=TAR_REPLY,
+    )
     def read_tree(sandbox_id: str, path: PathQ, who: Caller) -> Response:
         """A directory's contents as an uncompressed tar archive (application/x-tar)."""
         sandbox = pool.get(who, sandbox_id)
@@ -387,7 +420,13 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
             raise ApiError(400, "invalid_argument", f"{path!r} is not a directory", "path")
         return Response(sandbox.read_tree(path), media_type="application/x-tar")
 
-    @app.put("/v1/sandboxes/{sandbox_id}/tree", status_code=204, tags=["files"])
+    @app.put(
+        "/v1/sandboxes/{sandbox_id}/tree",
+        status_code=204,
+        tags=["files"],
+        openapi_extra=TAR_BODY,
+        responses={413: ERRORS[400] | {"description": "over the upload limit"}},
+    )
     async def write_tree(sandbox_id: str, path: PathQ, request: Request, who: Caller) -> Response:
         """Unpack the tar archive in the body into the directory `path` (created if missing)."""
         data = await _body(request, max_upload)

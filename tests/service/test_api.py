@@ -289,6 +289,11 @@ def test_openapi_health_and_metrics(server: ServerProc, alice: httpx.Client, box
     assert create["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "ErrorBody"
     )
+    upload = paths["/v1/sandboxes/{sandbox_id}/files"]["put"]
+    assert "application/octet-stream" in upload["requestBody"]["content"]
+    assert "413" in upload["responses"]
+    exec_reply = paths["/v1/sandboxes/{sandbox_id}/exec"]["post"]["responses"]["200"]["content"]
+    assert {"application/json", "application/x-ndjson"} <= set(exec_reply)
     health = httpx.get(f"{server.url}/v1/health").json()
     assert health["status"] == "ok" and health["sandboxes"] >= 1
     alice.post(f"/v1/sandboxes/{box}/exec", json={"cmd": "true"})
