@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ log = logging.getLogger("rockroll.service")
 KEY_LABEL = "rockroll.service/key"
 DB_LABEL = "rockroll.service/db"  # which server's state: servers may share one host and home
 TOUCH_EVERY = 2.0  # seconds between flushes of activity times to the database
+CHECK_EVERY = 10.0  # seconds between checks that live sandboxes still have processes
 
 
 @dataclass
@@ -159,7 +161,7 @@ class Pool:
         self, owner: Token, sandbox_id: str, cwd: str | None, env: dict[str, str] | None
     ) -> str:
         session = self.get(owner, sandbox_id).session(cwd=cwd, env=env)
-        session_id = "ses-" + sandbox_id + "-" + str(id(session))
+        session_id = "ses-" + secrets.token_hex(8)
         with self._lock:
             self._sessions[session_id] = (sandbox_id, owner.id, session)
         return session_id
@@ -256,7 +258,7 @@ class Pool:
             self._reaper.start()
 
     def _reap_loop(self, every: float) -> None:
-        last_flush = 0.0
+        last_flush = last_check = time.time()
         while not self._stop.wait(every):
             now = time.time()
             if now - last_flush >= TOUCH_EVERY:
@@ -264,6 +266,26 @@ class Pool:
                 last_flush = now
             with contextlib.suppress(Exception):
                 self.reap(now)
+            if now - last_check >= CHECK_EVERY:
+                with contextlib.suppress(Exception):
+                    self.check_alive()
+                last_check = now
+
+    def check_alive(self) -> list[str]:
+        """Report as lost the live sandboxes whose processes are gone (the OOM killer, say)."""
+        with self._lock:
+            live = dict(self._live)
+        dead = []
+        for sandbox_id in live:
+            rec = load_record(sandbox_id)
+            if rec is not None and _running(rec):
+                continue
+            row = self.store.sandbox(sandbox_id)
+            if row is not None and row.status == "running" and sandbox_id in self._live:
+                with contextlib.suppress(SandboxError, OSError):
+                    self._close(row, "lost", "its processes died (killed, or out of memory)")
+                dead.append(sandbox_id)
+        return dead
 
     def flush_activity(self) -> None:
         with self._lock:
