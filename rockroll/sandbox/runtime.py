@@ -333,8 +333,8 @@ class LocalRuntime:
             if rec is not None and self._alive(rec):
                 live.add(rec.id)
                 continue
-            if rec is None and owner_alive(path):
-                live.add(path.name)
+            if rec is None and (owner_alive(path) or (path / "meta.json").exists()):
+                live.add(path.name)  # being created, or a record this version cannot read
                 continue
             self._collect(path, rec, report)
         for backend_name in ("bwrap", "podman"):

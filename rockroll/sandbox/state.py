@@ -109,11 +109,13 @@ def new_id(prefix: str = "") -> str:
 
 
 def load_record(sandbox_id: str) -> SandboxRecord | None:
+    """The sandbox's record; None if there is none, or one this version cannot read (written by
+    a newer rockroll: its spec has fields this one does not know)."""
     try:
         text = (sandboxes_dir() / sandbox_id / "meta.json").read_text()
+        return SandboxRecord.model_validate_json(text)
     except (OSError, ValueError):
         return None
-    return SandboxRecord.model_validate_json(text)
 
 
 def load_snapshot(snapshot_id: str) -> SnapshotRecord | None:

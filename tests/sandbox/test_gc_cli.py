@@ -111,3 +111,22 @@ def test_gc_under_another_home_leaves_our_sandboxes_alone(sandbox: Sandbox, tmp_
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
     assert sandbox.exec("echo alive").stdout == "alive\n"
+
+
+def test_gc_leaves_a_record_it_cannot_read_alone(sandbox: Sandbox) -> None:
+    """A sandbox made by a newer rockroll (a spec field this one lacks) is neither read as
+    garbage nor a crash: gc and listing skip it."""
+    meta = json.loads((sandboxes_dir() / sandbox.id / "meta.json").read_text())
+    meta["spec"]["from_the_future"] = True
+    alien = sandboxes_dir() / "0000feedface"
+    alien.mkdir()
+    try:
+        (alien / "meta.json").write_text(json.dumps(meta))
+        assert load_record(alien.name) is None
+        report = local_runtime().gc()
+        assert alien.name not in report.sandboxes and alien.exists()
+        assert alien.name not in {rec.id for rec in local_runtime().list()}
+        assert sandbox.exec("true").exit_code == 0
+    finally:
+        (alien / "meta.json").unlink()
+        alien.rmdir()
