@@ -14,9 +14,11 @@ local runtime in this process:
    creates in flight; the wall time until all are up and the share that succeeded. Target:
    500 in <= 30 s, 100% success.
 3. concurrent clients: `--clients` clients, each with its own sandbox from step 2, each running
-   `--commands` commands (`true`) one after another, all clients at once (HTTP: asyncio tasks
-   over one pooled httpx client; in-process: one thread per client); commands per second and
-   errors (a non-2xx answer, a transport error or a non-zero exit). Target: zero errors.
+   `--commands` commands (`true`) one after another, all clients at once (HTTP: asyncio tasks,
+   each with its own httpx client and connection; in-process: one thread per client); commands
+   per second, errors (a non-2xx answer, a transport error or a non-zero exit; target: zero),
+   and the CPU time per command of the server process and of the client side, since both share
+   this machine's cores.
 
 Every figure prints with its in-process counterpart and the ratio (HTTP / in-process time, or
 in-process / HTTP throughput). Both sides share this machine's cores with the server.
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -114,15 +117,14 @@ def close_all(sandboxes: list[Sandbox]) -> float:
 
 
 async def http_clients(url: str, token: str, ids: list[str], commands: int) -> tuple[int, float]:
+    """Each client its own httpx.AsyncClient with one connection, as separate processes would
+    have (one pool shared by 200 connections costs httpx several ms of CPU per request)."""
     errors = 0
-    limits = httpx.Limits(max_connections=len(ids) + 8, max_keepalive_connections=len(ids) + 8)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=120
-    ) as client:
 
-        async def one(sandbox_id: str) -> None:
-            nonlocal errors
+    async def one(sandbox_id: str) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
             for _ in range(commands):
                 try:
                     r = await client.post(
@@ -133,9 +135,18 @@ async def http_clients(url: str, token: str, ids: list[str], commands: int) -> t
                 except httpx.HTTPError:
                     errors += 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in ids))
-        return errors, time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in ids))
+    return errors, time.perf_counter() - t0
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of process `pid` (default: this one, with its threads)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def local_clients(sandboxes: list[Sandbox], commands: int) -> tuple[int, float]:
@@ -179,7 +190,7 @@ def main() -> int:
         token = Store(db).create_token("bench")[1]
         remote = {"server": url, "token": token}
         try:
-            figures |= measure(args, remote)
+            figures |= measure(args, remote, proc.pid)
         finally:
             proc.terminate()
             proc.wait(60)
@@ -189,7 +200,7 @@ def main() -> int:
     return 0
 
 
-def measure(args: argparse.Namespace, remote: dict[str, str]) -> dict[str, Any]:
+def measure(args: argparse.Namespace, remote: dict[str, str], server_pid: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for side, where in (("http", remote), ("local", {})):
         console.print(f"[bold]{side}[/bold]: round trips")
@@ -205,6 +216,7 @@ def measure(args: argparse.Namespace, remote: dict[str, str]) -> dict[str, Any]:
         console.print(f"  {len(made)} up in {seconds:.1f} s, {failures} failed")
         clients = made[: args.clients]
         console.print(f"[bold]{side}[/bold]: {len(clients)} clients x {args.commands} commands")
+        cpu0, server0 = cpu_seconds(), cpu_seconds(server_pid)
         if side == "http":
             ids = [sb.id for sb in clients]
             errors, seconds = asyncio.run(
@@ -213,6 +225,9 @@ def measure(args: argparse.Namespace, remote: dict[str, str]) -> dict[str, Any]:
         else:
             errors, seconds = local_clients(clients, args.commands)
         total = len(clients) * args.commands
+        out[f"{side}_client_cpu_ms"] = (cpu_seconds() - cpu0) / total * 1000
+        if side == "http":
+            out["server_cpu_ms"] = (cpu_seconds(server_pid) - server0) / total * 1000
         out[f"{side}_clients_errors"] = errors
         out[f"{side}_clients_cmds_per_s"] = total / seconds
         console.print(
@@ -258,6 +273,14 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
             f"in-process {f['local_clients_cmds_per_s']:.0f} cmd/s "
             f"({f['local_clients_errors']} errors); in-process / HTTP "
             f"{f['local_clients_cmds_per_s'] / f['http_clients_cmds_per_s']:.2f}x",
+        ),
+        (
+            "CPU per command under that load",
+            f"server {f['server_cpu_ms']:.2f} ms",
+            "",
+            None,
+            f"HTTP clients {f['http_client_cpu_ms']:.2f} ms (on the same 2 cores); "
+            f"in-process {f['local_client_cpu_ms']:.2f} ms",
         ),
         (
             "delete all (HTTP)",
