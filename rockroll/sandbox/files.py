@@ -19,6 +19,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_OPENAT2 = 437  # the same number on every architecture (unified table since Linux 5.6)
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_IN_ROOT = 0x10
+_EAGAIN_RETRIES = 1000
 
 
 class _OpenHow(ctypes.Structure):
@@ -56,12 +57,17 @@ class RootFS:
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         rel = path.lstrip("/") or "."
         dirfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, 0)
+        how.resolve = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS
         try:
-            how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, 0)
-            how.resolve = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS
-            fd = _libc.syscall(
-                _SYS_OPENAT2, dirfd, rel.encode(), ctypes.byref(how), ctypes.sizeof(how)
-            )
+            # openat2 answers EAGAIN when a `..` in the path races with a rename or a mount
+            # anywhere on the host (other sandboxes starting); the kernel asks us to retry.
+            for _ in range(_EAGAIN_RETRIES):
+                fd = _libc.syscall(
+                    _SYS_OPENAT2, dirfd, rel.encode(), ctypes.byref(how), ctypes.sizeof(how)
+                )
+                if fd >= 0 or ctypes.get_errno() != errno.EAGAIN:
+                    break
         finally:
             os.close(dirfd)
         if fd < 0:
