@@ -275,9 +275,9 @@ def trainer_update(setup: Setup) -> Update:
 
     trainer.score_tokens = setup.phases.wrap("pi_old", update.score_tokens)
     trainer.backward_through_model = setup.phases.wrap("gradient", update.backward_through_model)
-    trainer.MICRO_TOKENS = setup.micro_tokens
     bare = trainer.Trainer.__new__(trainer.Trainer)
-    bare.cfg, bare.model, bare.pad_id = setup.cfg, setup.model, setup.pad_id
+    bare.cfg = setup.cfg.model_copy(update={"micro_tokens": setup.micro_tokens})
+    bare.model, bare.pad_id = setup.model, setup.pad_id
     bare.optimizer, bare.policy, bare.ref = setup.optimizer, setup.policy, None
     bare.device, bare.step, bare.log = setup.phases.device, 0, print
     return functools.partial(trainer.Trainer._update, bare)
@@ -543,10 +543,11 @@ def main() -> int:
     extra = f"  |  {name}, torch {torch.__version__}, transformers {transformers.__version__}"
     console.print(headline("rockroll RL update on one device", info := machine(), extra))
     try:
-        from rockroll.train.trainer import MICRO_TOKENS as trainer_micro
+        from rockroll.train.trainer import micro_tokens as trainer_micro
+
+        micro = trainer_micro(args.micro_tokens, device)
     except Exception:  # reported when the steps try the trainer
-        trainer_micro = MICRO_TOKENS
-    micro = args.micro_tokens or trainer_micro
+        micro = args.micro_tokens or MICRO_TOKENS
 
     model = build_model(args.size, device)
     params = sum(p.numel() for p in model.parameters())

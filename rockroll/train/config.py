@@ -93,6 +93,12 @@ class TrainConfig(_Strict):
     )
     autocast: bool = Field(True, description="bf16 autocast for forward passes where supported")
     device: str | None = Field(None, description="cpu, cuda (default: cuda when present)")
+    micro_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="tokens run per forward pass of the update (bounds activation memory; "
+        "default 2048 on CPU, 8192 on CUDA)",
+    )
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     ipa: IPASettings = Field(default_factory=IPASettings)
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)

@@ -42,6 +42,12 @@ from rockroll.train.update import (
 )
 
 MICRO_TOKENS = 2048  # tokens run per forward pass (update.cost): bounds activation memory
+CUDA_MICRO_TOKENS = 8192  # on an H200 a 0.5B update ran 3.3x faster than at 2048 (24 GiB peak)
+
+
+def micro_tokens(configured: int | None, device: torch.device) -> int:
+    """The configured micro-batch size, else the device's default."""
+    return configured or (CUDA_MICRO_TOKENS if device.type == "cuda" else MICRO_TOKENS)
 
 
 @dataclass
@@ -218,10 +224,22 @@ class Trainer:
         cfg, amp = self.cfg, self.cfg.autocast
         tokens = Tokens.of(seqs, groups).to(self.device)
         self.model.eval()
-        old = score_tokens(self.model, seqs, self.pad_id, amp=amp, micro_tokens=MICRO_TOKENS)
+        old = score_tokens(
+            self.model,
+            seqs,
+            self.pad_id,
+            amp=amp,
+            micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+        )
         ref = None
         if self.ref is not None:
-            ref = score_tokens(self.ref, seqs, self.pad_id, amp=amp, micro_tokens=MICRO_TOKENS)
+            ref = score_tokens(
+                self.ref,
+                seqs,
+                self.pad_id,
+                amp=amp,
+                micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+            )
         current = old.clone().requires_grad_(True)  # the weights have not moved since `old`
         entropy = None
         if cfg.entropy_coef > 0:
@@ -242,7 +260,7 @@ class Trainer:
             current.grad,  # type: ignore[arg-type]
             entropy.grad if entropy is not None else None,
             amp=amp,
-            micro_tokens=MICRO_TOKENS,
+            micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
         )
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
@@ -286,7 +304,7 @@ class Trainer:
                 sft_grad(tokens),
                 None,
                 amp=cfg.autocast,
-                micro_tokens=MICRO_TOKENS,
+                micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
             )
             loss = sft_loss(logp, tokens)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)

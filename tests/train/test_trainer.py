@@ -131,3 +131,14 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     cfg = _config(tmp_path, "typo", stepz=3)
     assert main(["train", str(cfg)]) == 1
     assert "unknown key 'stepz'" in capsys.readouterr().err
+
+
+def test_micro_batch_size_defaults_by_device_and_is_validated() -> None:
+    from rockroll.train.trainer import micro_tokens
+
+    assert micro_tokens(None, torch.device("cpu")) == 2048
+    assert micro_tokens(None, torch.device("cuda")) == 8192
+    assert micro_tokens(512, torch.device("cuda")) == 512
+    assert parse_config(CONFIG | {"micro_tokens": 4096}).micro_tokens == 4096
+    with pytest.raises(ConfigError, match="micro_tokens"):
+        parse_config(CONFIG | {"micro_tokens": 8})
