@@ -37,3 +37,7 @@ class AccessDenied(SandboxError):
 
 class QuotaExceeded(SandboxError):
     """One more sandbox would take the token over its quota (count or memory)."""
+
+
+class InUse(SandboxError):
+    """The thing cannot be removed while something uses it (a snapshot under a sandbox)."""

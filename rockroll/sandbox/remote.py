@@ -22,6 +22,7 @@ from rockroll.sandbox.errors import (
     AccessDenied,
     ExecError,
     ImageNotFound,
+    InUse,
     InvalidArgument,
     QuotaExceeded,
     SandboxClosed,
@@ -57,6 +58,7 @@ _ERRORS: dict[str, type[Exception]] = {
     "unauthorized": AccessDenied,
     "forbidden": AccessDenied,
     "quota_exceeded": QuotaExceeded,
+    "conflict": InUse,
 }
 
 
@@ -285,7 +287,8 @@ class RemoteSandbox(Sandbox):
         return f"/v1/sandboxes/{self.id}/{kind}"
 
     def read_bytes(self, path: str) -> bytes:
-        return call(self._client, "GET", self._file_url("files"), params={"path": path}).content
+        params = {"path": self._path(path)}
+        return call(self._client, "GET", self._file_url("files"), params=params).content
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -315,12 +318,6 @@ class RemoteSandbox(Sandbox):
     def write_tree(self, path: str, archive: bytes) -> None:
         params = {"path": self._path(path)}
         call(self._client, "PUT", self._file_url("tree"), params=params, content=archive)
-
-    def _path(self, path: object) -> str:
-        from rockroll.sandbox.files import sandbox_path
-
-        self._check_open()
-        return sandbox_path(path, self.spec.workdir)
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> RemoteSnapshot:  # type: ignore[override]

@@ -20,6 +20,7 @@ from pathlib import Path
 from rockroll.sandbox import protocol
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.errors import (
+    InUse,
     InvalidArgument,
     SandboxClosed,
     SandboxError,
@@ -288,7 +289,7 @@ class LocalRuntime:
         layer = str(snap.dir / "layer")
         users = [r.id for r in list_records() if layer in r.layers]
         if users:
-            raise SandboxError(
+            raise InUse(
                 f"snapshot {snapshot_id} is in use by sandboxes {', '.join(users)}; "
                 "close them first"
             )

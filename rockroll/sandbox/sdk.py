@@ -84,7 +84,7 @@ class Sandbox:
     @classmethod
     def create(
         cls,
-        image: str | Snapshot = "base",
+        image: str | Snapshot | Any = "base",
         *,
         memory: int | str | None = "2g",
         cpus: float | None = 1.0,
@@ -106,6 +106,18 @@ class Sandbox:
         With `server` (or `ROCKROLL_SERVER`) the sandbox runs on that `rockroll serve`, reached
         with `token` (or `ROCKROLL_TOKEN`); the object behaves the same.
         """
+        settings: dict[str, Any] = {
+            "image": image if isinstance(image, str) else image.id,
+            "memory": memory,
+            "cpus": cpus,
+            "pids": pids,
+            "network": network,
+            "env": env or {},
+            "workdir": workdir,
+            "ttl": ttl,
+            "max_output": max_output,
+            "labels": labels or {},
+        }
         remote = server_settings(server, token)
         if remote is not None:
             from rockroll.sandbox.remote import RemoteSandbox
@@ -115,34 +127,8 @@ class Sandbox:
                     "backend, profile and detached are the server's choice; leave them unset "
                     "when creating a sandbox through a server"
                 )
-            return RemoteSandbox.create_remote(
-                *remote,
-                image=image.id if isinstance(image, Snapshot) else image,
-                memory=memory,
-                cpus=cpus,
-                pids=pids,
-                network=network,
-                env=env or {},
-                workdir=workdir,
-                ttl=ttl,
-                max_output=max_output,
-                labels=labels or {},
-            )
-        spec = make_spec(
-            image=image.id if isinstance(image, Snapshot) else image,
-            memory=memory,
-            cpus=cpus,
-            pids=pids,
-            network=network,
-            env=env or {},
-            workdir=workdir,
-            ttl=ttl,
-            backend=backend,
-            max_output=max_output,
-            detached=detached,
-            profile=profile,
-            labels=labels or {},
-        )
+            return RemoteSandbox.create_remote(*remote, **settings)
+        spec = make_spec(**settings, backend=backend, detached=detached, profile=profile)
         runtime = local_runtime()
         return cls(runtime.create(spec), runtime)
 

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rockroll.sandbox.errors import (
     ExecError,
     ImageNotFound,
+    InUse,
     InvalidArgument,
     QuotaExceeded,
     SandboxClosed,
@@ -91,6 +92,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (IsADirectoryError, 400, "is_a_directory"),
     (NotADirectoryError, 400, "not_a_directory"),
     (PermissionError, 403, "forbidden"),
+    (InUse, 409, "conflict"),
 ]
 ERRORS = {
     code: {"model": ErrorBody, "description": what}
@@ -277,8 +279,6 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         for kind, status, code in _STATUS:
             if isinstance(exc, kind):
                 return error_response(status, code, str(exc))
-        if isinstance(exc, SandboxError) and "in use" in str(exc):
-            return error_response(409, "conflict", str(exc))
         return error_response(500, "internal", f"{type(exc).__name__}: {exc}")
 
     for kind in (SandboxError, QuotaExceeded, OSError):

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from rockroll import AccessDenied, QuotaExceeded, Sandbox, SandboxClosed, SandboxNotFound
+from rockroll.sandbox.errors import InUse
 from tests.serverproc import ServerProc
 
 
@@ -268,6 +269,8 @@ def test_sessions_snapshots_forks_and_audit_over_http(server: ServerProc) -> Non
         sb.write_text("/state", "v2")
         with snap.fork(labels={"from": "snap"}) as child:
             assert child.read_text("/state") == "v1"
+            with pytest.raises(InUse, match="in use"):
+                snap.remove()  # 409 while the fork stands on it
             assert child.info["labels"] == {"from": "snap"}
         with pytest.raises(SandboxNotFound):
             Sandbox.create(snap.id, server=server.url, token=server.token("other"))
