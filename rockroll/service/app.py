@@ -281,7 +281,7 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
                 return error_response(status, code, str(exc))
         return error_response(500, "internal", f"{type(exc).__name__}: {exc}")
 
-    for kind in (SandboxError, QuotaExceeded, OSError):
+    for kind in (SandboxError, OSError, Exception):  # Exception: a bug's 500 keeps the body
         app.add_exception_handler(kind, _known)
 
     # -- health and metrics --------------------------------------------------------------------
