@@ -269,6 +269,7 @@ class AgentLoop:
                 prompt_token_ids=completion.prompt_token_ids,
                 completion_token_ids=completion.token_ids,
                 logprobs=completion.logprobs,
+                extra={"forced": True} if completion.forced else None,
             ),
         )
         on_event(

@@ -57,6 +57,9 @@ class Completion(BaseModel):
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     raw: str | None = Field(None, description="the model's text before tool calls were parsed")
+    forced: bool = Field(
+        False, description="imposed, not sampled (an expert prefix a rollout restarts from)"
+    )
 
 
 def _json(value: dict) -> str:

@@ -12,6 +12,10 @@ compacted, or the chat template re-rendered the decoded completion as other toke
 changes what a sequence-level loss averages over; `on_break="split"` starts a new sequence
 there, so every sequence is still exactly what the model saw. Chunk ids stay the episode's turn
 numbers and `num_chunks` the episode's turn count, so chunk returns are the same either way.
+
+A turn marked forced (an expert's reply that a resampled rollout starts from, ipa.md "Initialize
+at chunk k") is context, not action: its tokens are environment tokens, and chunks are counted
+from the first generated turn, so the policy's own last turn is still the outcome chunk K.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class ChunkedSequence:
     `chunk_ids[t]` is the 0-based model turn that generated token t and -1 for prompt and
     environment tokens; `response_mask[t]` is 1 exactly where `chunk_ids[t] >= 0`;
     `mu_logprobs[t]` is the logprob token t was sampled with (0 where not generated).
-    `num_chunks` is the episode's number of model turns K, also when the episode was split.
+    `num_chunks` is the episode's number of generated model turns K (forced expert turns are
+    not counted), also when the episode was split.
     """
 
     input_ids: list[int] = field(default_factory=list)
@@ -75,6 +80,7 @@ class _Turn:
     prompt: list[int]
     completion: list[int]
     logprobs: list[float]
+    forced: bool = False
 
 
 def chunk_trajectory(
@@ -86,23 +92,33 @@ def chunk_trajectory(
     if not math.isfinite(reward):
         raise ChunkError(f"the reward must be a finite number, not {reward!r}")
     turns = _turns(trajectory)
+    generated = sum(not t.forced for t in turns)
+    if not generated:
+        raise ChunkError(
+            f"trajectory {trajectory.session_id} has only forced (expert) turns: nothing to train"
+        )
     sequences: list[ChunkedSequence] = []
-    for k, turn in enumerate(turns):
+    k = -1
+    for i, turn in enumerate(turns):
         current = sequences[-1] if sequences else None
         if current is not None and turn.prompt[: len(current)] != current.input_ids:
             if on_break == "error":
-                raise ChunkError(_break_message(trajectory, turns[k - 1], turn, current))
+                raise ChunkError(_break_message(trajectory, turns[i - 1], turn, current))
             current = None
         if current is None:
             current = ChunkedSequence(
                 reward=reward,
-                num_chunks=len(turns),
+                num_chunks=generated,
                 episode_id=trajectory.session_id,
                 segment=len(sequences),
             )
             sequences.append(current)
         current.add_environment(turn.prompt[len(current) :])
-        current.add_turn(k, turn.completion, turn.logprobs)
+        if turn.forced:
+            current.add_environment(turn.completion)
+        else:
+            k += 1
+            current.add_turn(k, turn.completion, turn.logprobs)
     return sequences
 
 
@@ -127,7 +143,8 @@ def _turn(step: AtifStep) -> _Turn:
         )
     if not m.prompt_token_ids:
         raise ChunkError(f"step {step.step_id} has an empty prompt")
-    return _Turn(step.step_id, m.prompt_token_ids, m.completion_token_ids, m.logprobs)
+    forced = bool((m.extra or {}).get("forced"))
+    return _Turn(step.step_id, m.prompt_token_ids, m.completion_token_ids, m.logprobs, forced)
 
 
 def _break_message(

@@ -220,3 +220,18 @@ def test_unusable_trajectories_are_refused_with_the_step() -> None:
         chunk_trajectory(_trajectory(([1], [2])), float("nan"))
     with pytest.raises(ValueError, match="on_break"):
         chunk_trajectory(_trajectory(([1], [2])), 1.0, on_break="retokenize")  # type: ignore[arg-type]
+
+
+def test_forced_expert_turns_are_context_and_chunks_count_from_the_policys_first() -> None:
+    traj = _trajectory(([1, 2], [3, 4]), ([1, 2, 3, 4, 5], [6]), ([1, 2, 3, 4, 5, 6, 7], [8]))
+    traj.steps[2].metrics.extra = {"forced": True}  # the first agent turn: the expert's
+    [sequence] = chunk_trajectory(traj, 1.0)
+    assert sequence.input_ids == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert sequence.response_mask == [0, 0, 0, 0, 0, 1, 0, 1]
+    assert sequence.chunk_ids == [-1, -1, -1, -1, -1, 0, -1, 1]
+    assert sequence.mu_logprobs[:5] == [0.0] * 5 and sequence.num_chunks == 2
+    for step in traj.steps:
+        if step.source == "agent":
+            step.metrics.extra = {"forced": True}
+    with pytest.raises(ChunkError, match="only forced"):
+        chunk_trajectory(traj, 1.0)
