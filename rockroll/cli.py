@@ -17,6 +17,7 @@ from rockroll.sandbox.errors import SandboxError
 if TYPE_CHECKING:
     from rockroll.agent.launch import Launch
 
+DB_HELP = "state database of the sandbox server (default $ROCKROLL_HOME/service.db)"
 out = Console()
 err = Console(stderr=True)
 
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = nouns.add_parser("serve", help="serve sandboxes over HTTP (auth, state, TTLs)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8321)
-    serve.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    serve.add_argument("--db", help=DB_HELP)
     serve.add_argument(
         "--keep", action="store_true", help="leave sandboxes running at shutdown (adopted next)"
     )
@@ -528,12 +529,12 @@ def _token_commands(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--admin", action="store_true", help="may see and touch every sandbox")
     create.add_argument("--max-sandboxes", type=int, help="live sandboxes at most")
     create.add_argument("--max-memory", help="total memory limit of its sandboxes, like 64g")
-    create.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    create.add_argument("--db", help=DB_HELP)
     ls = _add(verbs, "ls", _token_ls, "list tokens (never their secrets)")
-    ls.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    ls.add_argument("--db", help=DB_HELP)
     revoke = _add(verbs, "revoke", _token_revoke, "revoke a token by id")
     revoke.add_argument("id", help="token id (tok-...)")
-    revoke.add_argument("--db", help="state database (default $ROCKROLL_HOME/service.db)")
+    revoke.add_argument("--db", help=DB_HELP)
 
 
 def _token_create(args: argparse.Namespace) -> int:

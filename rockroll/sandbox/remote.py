@@ -11,6 +11,7 @@ the SDK must not import the server's layer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Generator, Iterator
@@ -100,6 +101,12 @@ def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Re
         ) from exc
 
 
+def delete_gone_ok(client: httpx.Client, url: str) -> None:
+    """DELETE `url`; one already gone (404, 410) is what closing wanted, so no error."""
+    with contextlib.suppress(SandboxNotFound, SandboxClosed):
+        call(client, "DELETE", url)
+
+
 class RemoteSnapshot:
     """A snapshot on the server; `fork()` starts sandboxes from it there."""
 
@@ -145,9 +152,7 @@ class RemoteSession:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            response = self._client.delete(f"/v1/sessions/{self.id}")
-            if response.status_code not in (404, 410):
-                check(response)
+            delete_gone_ok(self._client, f"/v1/sessions/{self.id}")
 
     def __enter__(self) -> RemoteSession:
         return self
@@ -196,9 +201,7 @@ class RemoteSandbox(Sandbox):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            response = self._client.delete(f"/v1/sandboxes/{self.id}")
-            if response.status_code not in (404, 410):
-                check(response)
+            delete_gone_ok(self._client, f"/v1/sandboxes/{self.id}")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
