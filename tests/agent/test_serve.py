@@ -218,6 +218,8 @@ def test_cli_names_a_model_it_cannot_load(tmp_path: Path) -> None:
 
 
 def _tool_calls(loop: AgentLoop, sandbox) -> list[tuple]:  # type: ignore[no-untyped-def]
+    # Pin directory times: `ls -la` output must not depend on the minute the sandbox was made.
+    assert sandbox.exec("touch -d '2020-01-01 00:00' / /root").exit_code == 0
     result = loop.run("Create a file hello.txt containing hi, then submit.", sandbox)
     steps = [s for s in result.trajectory.steps if s.source == "agent"]
     return [
