@@ -1,21 +1,24 @@
-"""Expert trajectories: a task's expert commands, played through the harness as the policy.
+"""Expert trajectories: where they come from, and episodes played or resumed from them.
 
-The expert's commands become the policy's own replies (one ```bash block per turn, then
-`submit`), run in a real sandbox by the same loop, and are kept only when the verifier passes.
-The replies are tokenized with the policy's tokenizer and end with its end-of-turn token, and
-prompts continue from those exact ids, so SFT trains on the sequence the policy would have
-produced and the trainer's chunking applies unchanged.
+Three sources (ipa.md, "Chunk-Level Initialized Resampling"): a task's oracle solution (its
+expert commands as replies, one ```bash block per turn, then `submit`), a teacher model's
+verified successes, and the policy's own successes. An expert is kept only when the verifier
+passes its episode. The expert's replies are played by the policy's tokenizer (`ForcedModel`),
+so SFT trains on the sequence the policy would have produced and chunking applies unchanged.
 """
 
 from __future__ import annotations
 
 from rockroll.agent.local import LocalModel
 from rockroll.agent.loop import AgentConfig
-from rockroll.agent.messages import Completion, Message
-from rockroll.agent.models import ModelError
+from rockroll.agent.models import Model
+from rockroll.agent.trajectory import Trajectory
 from rockroll.tasks.model import Task
 from rockroll.train.config import RolloutConfig
-from rockroll.train.rollout import Episode, Job, run_episode
+from rockroll.train.forced import Expert, ForcedModel, ResumedModel
+from rockroll.train.rollout import Episode, Job, collect, run_episode
+
+__all__ = ["Expert", "ForcedModel", "ResumedModel", "expert_episode", "expert_replies"]
 
 EXPERT_KEY = "expert_commands"
 
@@ -30,109 +33,66 @@ def expert_replies(task: Task, action_format: str = "bash") -> list[str]:
     return [f"```bash\n{command}\n```" for command in [*commands, "submit"]]
 
 
-class ForcedModel:
-    """The policy, forced to say `replies` in order: what it sees and says, in its own ids.
-
-    The reply is chosen by the number of assistant turns already in the conversation, so an
-    episode run again (an infrastructure retry) starts the script again by itself.
-    """
-
-    native_tools = False
-
-    def __init__(self, policy: LocalModel, replies: list[str]) -> None:
-        self.policy = policy
-        self.replies = replies
-        self.name = f"expert:{policy.name}"
-        self.context_window = policy.context_window
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return self.policy.count_tokens(messages)
-
-    def complete(
-        self,
-        messages: list[Message],
-        tools: list[dict] | None,
-        *,
-        max_tokens: int = 1024,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> Completion:
-        turn = sum(m.role == "assistant" for m in messages)
-        if turn >= len(self.replies):
-            raise ModelError(f"the expert has no reply after {turn}")
-        text = self.replies[turn]
-        prompt = self.policy.prompt_ids(messages, tools)
-        ids = self.policy.tokenizer.encode(text, add_special_tokens=False)
-        ids.append(self.policy.end_of_turn_id)
-        self.policy.remember(prompt, ids)
-        return Completion(
-            message=Message(role="assistant", content=text),
-            finish_reason="stop",
-            prompt_tokens=len(prompt),
-            completion_tokens=len(ids),
-            prompt_token_ids=prompt,
-            token_ids=ids,
-            logprobs=[0.0] * len(ids),
-        )
+def oracle_expert(task: Task, action_format: str = "bash") -> Expert:
+    return Expert(task.id, expert_replies(task, action_format), "oracle")
 
 
-class ResumedModel:
-    """The policy restarted at chunk `start` of an expert trajectory (ipa.md, "Initialize at
-    chunk k", by replay): the expert's first `start` replies are imposed and marked forced (so
-    they are context, not trained on), and their commands run in the episode's fresh sandbox;
-    from then on the policy samples as usual."""
-
-    native_tools = False
-
-    def __init__(self, policy: LocalModel, replies: list[str], start: int) -> None:
-        if not 0 <= start < len(replies):
-            raise ValueError(
-                f"start must be in [0, {len(replies)}), the expert's turns; got {start}"
-            )
-        self.policy = policy
-        self.start = start
-        self.expert = ForcedModel(policy, replies[:start])
-        self.name = policy.name
-        self.context_window = policy.context_window
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return self.policy.count_tokens(messages)
-
-    def complete(
-        self, messages: list[Message], tools: list[dict] | None, **kw: object
-    ) -> Completion:
-        if sum(m.role == "assistant" for m in messages) < self.start:
-            return self.expert.complete(messages, tools).model_copy(update={"forced": True})
-        return self.policy.complete(messages, tools, **kw)  # type: ignore[arg-type]
+def replies_of(trajectory: Trajectory) -> list[str]:
+    """What the agent said at each turn of a trajectory, forced turns included."""
+    return [s.message for s in trajectory.steps if s.source == "agent"]
 
 
-def expert_episode(policy: LocalModel, task: Task, cfg: RolloutConfig) -> Episode:
-    """The expert's episode on `task`; check `passed` before training on it."""
-    replies = expert_replies(task, cfg.action_format)
-    forced = ForcedModel(policy, replies)
-    agent_cfg = AgentConfig(
-        max_turns=len(replies),
-        max_tokens_per_turn=cfg.max_tokens_per_turn,
-        action_format=cfg.action_format,
-        context_mode="linear",
-        command_timeout=cfg.command_timeout,
-    )
-    return run_episode(forced, Job(task, 0), agent_cfg, cfg)  # type: ignore[arg-type]
+def success_expert(episode: Episode, source: str, step: int = 0) -> Expert | None:
+    """A verified success as an expert (a teacher's, or the policy's own), else None."""
+    if not episode.passed or episode.trajectory is None:
+        return None
+    replies = replies_of(episode.trajectory)
+    if not replies:
+        return None
+    return Expert(episode.task.id, replies, source, step)  # type: ignore[arg-type]
 
 
-def resumed_episode(
-    policy: LocalModel, task: Task, start: int, cfg: RolloutConfig, *, seed: int = 0
-) -> Episode:
-    """An episode of the policy on `task` that begins after the expert's first `start` turns
-    (replayed in a fresh sandbox); `start=0` is a plain episode from the task's start."""
-    model = ResumedModel(policy, expert_replies(task, cfg.action_format), start)
-    agent_cfg = AgentConfig(
+def teacher_experts(teacher: Model, tasks: list[Task], cfg: RolloutConfig) -> list[Expert]:
+    """A teacher model's verified successes (one greedy episode per task) as experts."""
+    episodes = collect(teacher, [Job(t, 0) for t in tasks], cfg, temperature=0.0)  # type: ignore[arg-type]
+    return [x for e in episodes if (x := success_expert(e, "teacher")) is not None]
+
+
+def _agent_cfg(cfg: RolloutConfig, max_turns: int, *, seed: int = 0) -> AgentConfig:
+    return AgentConfig(
         seed=seed,
-        max_turns=cfg.max_turns + start,
+        max_turns=max_turns,
         max_tokens_per_turn=cfg.max_tokens_per_turn,
         temperature=cfg.temperature,
         action_format=cfg.action_format,
         context_mode="linear",
         command_timeout=cfg.command_timeout,
     )
-    return run_episode(model, Job(task, seed), agent_cfg, cfg)  # type: ignore[arg-type]
+
+
+def expert_episode(
+    policy: LocalModel, task: Task, cfg: RolloutConfig, expert: Expert | None = None
+) -> Episode:
+    """The expert's episode on `task` (its oracle by default); check `passed` before training."""
+    expert = expert or oracle_expert(task, cfg.action_format)
+    forced = ForcedModel(policy, expert.replies)
+    return run_episode(forced, Job(task, 0), _agent_cfg(cfg, expert.turns), cfg)  # type: ignore[arg-type]
+
+
+def resumed_episode(
+    policy: LocalModel,
+    task: Task,
+    start: int,
+    cfg: RolloutConfig,
+    *,
+    seed: int = 0,
+    expert: Expert | None = None,
+) -> Episode:
+    """An episode of the policy on `task` that begins after the expert's first `start` turns
+    (forked from its recorded states if it has them, else replayed in a fresh sandbox);
+    `start=0` is a plain episode from the task's start."""
+    expert = expert or oracle_expert(task, cfg.action_format)
+    if not 0 <= start < expert.turns:
+        raise ValueError(f"start must be in [0, {expert.turns}), the expert's turns; got {start}")
+    job = Job(task, seed, start, expert if start else None)
+    return run_episode(policy, job, _agent_cfg(cfg, cfg.max_turns, seed=seed), cfg)

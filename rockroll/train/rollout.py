@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from rockroll.agent.local import LocalModel
 from rockroll.agent.loop import AgentConfig, AgentLoop, RunResult
@@ -23,6 +23,7 @@ from rockroll.tasks.model import Task, TaskError
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import open_sandbox, task_image
 from rockroll.train.config import RolloutConfig
+from rockroll.train.forced import Expert, ResumedModel
 
 
 @dataclass
@@ -39,12 +40,24 @@ class Episode:
     seconds: float
     infra_retries: int = 0
     infra_error: str | None = None
+    start: int = 0  # expert turns imposed before the policy acted (0: from the task's start)
+    init: str = "fresh"  # how the start state was made: fresh, fork or replay
 
 
 @dataclass(frozen=True)
 class Job:
+    """An episode to run: a task and a seed, optionally from turn `start` of an expert."""
+
     task: Task
     seed: int
+    start: int = 0
+    expert: Expert | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.start and (self.expert is None or not 0 < self.start < self.expert.turns):
+            raise ValueError(
+                f"a job starting at expert turn {self.start} needs an expert with more turns"
+            )
 
 
 def collect(
@@ -99,7 +112,7 @@ def run_episode(
     for attempt in range(cfg.max_infra_retries + 1):
         started = time.monotonic()
         try:
-            result, reward, passed = _attempt(policy, job.task, agent_cfg)
+            result, reward, passed, init = _attempt(policy, job, agent_cfg)
         except (SandboxError, TaskError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
             continue
@@ -113,6 +126,8 @@ def run_episode(
             turns=result.turns,
             seconds=time.monotonic() - started,
             infra_retries=attempt,
+            start=job.start,
+            init=init,
         )
     return Episode(
         task=job.task,
@@ -125,15 +140,31 @@ def run_episode(
         seconds=0.0,
         infra_retries=cfg.max_infra_retries,
         infra_error=problem,
+        start=job.start,
     )
 
 
 def _attempt(
-    policy: LocalModel, task: Task, agent_cfg: AgentConfig
-) -> tuple[RunResult, float, bool]:
-    with open_sandbox(task, task_image(task)) as sandbox:
-        result = AgentLoop(policy, config=agent_cfg).run(task.instruction, sandbox)
+    policy: LocalModel, job: Job, agent_cfg: AgentConfig
+) -> tuple[RunResult, float, bool, str]:
+    task, model, state, sandbox, init = job.task, policy, None, None, "fresh"
+    if job.start:
+        assert job.expert is not None
+        agent_cfg = replace(agent_cfg, max_turns=agent_cfg.max_turns + job.start)
+        states = job.expert.states
+        if states is not None and states.has(job.start):
+            try:
+                sandbox, state = states.resume(job.start, policy)
+                init = "fork"
+            except SandboxError:
+                pass  # the snapshot is gone or will not start: replay instead
+        if sandbox is None:
+            model, init = ResumedModel(policy, job.expert.replies, job.start), "replay"
+    with sandbox or open_sandbox(task, task_image(task)) as sandbox:
+        loop = AgentLoop(model, config=agent_cfg)  # type: ignore[arg-type]
+        instruction = task.instruction if state is None else None
+        result = loop.run(instruction, sandbox, state=state)
         if result.termination == "sandbox_error":
             raise SandboxError(result.error or "the sandbox failed during the episode")
         verdict = verify(task, sandbox)
-    return result, float(verdict.reward), bool(verdict.passed)
+    return result, float(verdict.reward), bool(verdict.passed), init

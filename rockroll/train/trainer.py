@@ -184,11 +184,7 @@ class Trainer:
     def train_step(self) -> dict:
         cfg = self.cfg
         tasks = self.sampler.take(cfg.rollout.tasks_per_step)
-        jobs = [
-            Job(task, self._seed(i, g))
-            for i, task in enumerate(tasks)
-            for g in range(cfg.rollout.group_size)
-        ]
+        jobs = [job for slot, task in enumerate(tasks) for job in self._group(task, slot)]
         started = time.monotonic()
         episodes = collect(self.policy, jobs, cfg.rollout)
         rollout_s = time.monotonic() - started
@@ -202,6 +198,10 @@ class Trainer:
         metrics["train_tokens_per_s"] = n_tokens / max(metrics["train_seconds"], 1e-9)
         return metrics
 
+    def _group(self, task: Task, slot: int) -> list[Job]:
+        """The `group_size` episodes one task gets in a step (`slot`: its place in the step)."""
+        return [Job(task, self._seed(slot, g)) for g in range(self.cfg.rollout.group_size)]
+
     def _seed(self, task_slot: int, sample: int) -> int:
         """A distinct, reproducible seed per (run seed, step, task slot, sample)."""
         return (self.cfg.seed * 1_000_003 + self.step * 10_007 + task_slot * 101 + sample) % (2**31)
@@ -209,15 +209,18 @@ class Trainer:
     def _sequences(
         self, episodes: list[Episode], group_size: int
     ) -> tuple[list[ChunkedSequence], list[int]]:
-        """Training sequences of the completed episodes; a group is one task's G episodes."""
+        """Training sequences of the completed episodes; a group is one task's episodes from
+        one start state (its G episodes, unless some were resumed from an expert's turns)."""
         seqs, groups = [], []
+        ids: dict[tuple[int, int], int] = {}
         for i, e in enumerate(episodes):
             if e.trajectory is None:
                 continue
+            group = ids.setdefault((i // group_size, e.start), len(ids))
             for s in chunk_trajectory(e.trajectory, e.reward, on_break="split"):
                 if any(s.response_mask):
                     seqs.append(s)
-                    groups.append(i // group_size)
+                    groups.append(group)
         return seqs, groups
 
     def _update(self, seqs: list[ChunkedSequence], groups: list[int]) -> dict:
