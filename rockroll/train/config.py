@@ -73,6 +73,64 @@ class SFTConfig(_Strict):
     tasks: str | None = Field(None, description="suite of expert tasks (default: train.tasks)")
 
 
+class ResampleConfig(_Strict):
+    """Chunk-level initialized resampling (ipa.md): episodes of tasks the policy cannot yet solve
+    start from an expert's turn k, so a hard task still yields successes to learn from."""
+
+    enabled: bool = Field(False, description="resample hard tasks from expert anchors")
+    mode: Literal["parallel", "sequential"] = Field(
+        "parallel",
+        description="parallel: several anchors per expert in one group; sequential: one anchor, "
+        "moved a turn earlier each time the policy masters it (rollback)",
+    )
+    anchors: int = Field(
+        3, ge=1, description="parallel: start turns per group, spread from the start to the last"
+    )
+    hard_below: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="a task is resampled while its recent success from the start is at most this",
+    )
+    window: int = Field(8, ge=1, description="recent episodes per (task, start) a rate is over")
+    rollback_at: float = Field(
+        0.5, gt=0, le=1, description="sequential: success at the anchor that moves it earlier"
+    )
+    crucial_gap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="turn f is crucial when success from after it beats success from before it "
+        "by at least this",
+    )
+    il_coef: float = Field(
+        0.1,
+        ge=0,
+        description="lambda_IL of eq. 10: imitation of the expert's turns up to a crucial one "
+        "whose fork still yields no success (0: off)",
+    )
+    rl_coef: float = Field(1.0, gt=0, description="lambda_RL of eq. 10")
+    init: Literal["fork", "replay"] = Field(
+        "fork",
+        description="how an anchor's state is made: fork a snapshot taken while replaying the "
+        "expert once, or replay its commands in a fresh sandbox every time",
+    )
+    sources: list[Literal["oracle", "teacher", "policy"]] = Field(
+        default_factory=lambda: ["oracle", "policy"],
+        description="where experts come from: the tasks' oracle commands, a teacher model's "
+        "verified successes, the policy's own successes (newest first)",
+    )
+    teacher: str | None = Field(
+        None, description="teacher model for the teacher source (local:NAME or local:PATH)"
+    )
+
+    @model_validator(mode="after")
+    def _teacher(self) -> ResampleConfig:
+        if "teacher" in self.sources and not self.teacher:
+            raise ValueError("sources names 'teacher': set resample.teacher to a model")
+        return self
+
+
 class TrainConfig(_Strict):
     """One training run. Every field has a default except the model and the tasks."""
 
@@ -103,6 +161,7 @@ class TrainConfig(_Strict):
     ipa: IPASettings = Field(default_factory=IPASettings)
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)
     sft: SFTConfig = Field(default_factory=SFTConfig)
+    resample: ResampleConfig = Field(default_factory=ResampleConfig)
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: start and end)")
     eval_size: int | None = Field(None, ge=1, description="held-out tasks per evaluation")
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N steps")

@@ -72,10 +72,13 @@ class ExpertStates:
         return sandbox, state
 
     def close(self) -> None:
-        """Remove the snapshots (a snapshot still used by a running fork is left to gc)."""
+        """Remove the snapshots; one a running fork still uses stays until a later close."""
         with self._lock:
-            for snap in self.snapshots.values():
+            for start, snap in list(self.snapshots.items()):
                 with contextlib.suppress(SandboxError):
                     snap.remove()
-            self.snapshots.clear()
-            self.states.clear()
+                    del self.snapshots[start]
+                    self.states.pop(start, None)
+
+    def ids(self) -> list[str]:
+        return [s.id for s in self.snapshots.values()]

@@ -29,7 +29,8 @@ from rockroll.tasks.suites import load_suite
 from rockroll.train import checkpoint
 from rockroll.train.chunks import ChunkedSequence, chunk_trajectory
 from rockroll.train.config import ConfigError, TrainConfig
-from rockroll.train.expert import expert_episode
+from rockroll.train.expert import expert_episode, teacher_experts
+from rockroll.train.resample import Imitation, Resampler
 from rockroll.train.rollout import Episode, Job, collect
 from rockroll.train.update import (
     Tokens,
@@ -139,6 +140,9 @@ class Trainer:
             self.policy.use_decode_copy(torch.bfloat16, attention=attention)
         self.ref = copy.deepcopy(self.model).eval() if cfg.kl_coef > 0 else None
         self.sampler = TaskSampler(self.tasks, cfg.seed)
+        self.resampler: Resampler | None = None
+        if cfg.resample.enabled:
+            self.resampler = Resampler(cfg.resample, cfg.rollout, self.tasks, cfg.out, log)
         self.step = 0
         self.sft_done = cfg.sft.steps == 0
         self.evals: list[EvalResult] = []
@@ -152,8 +156,17 @@ class Trainer:
             self._resume()
         else:
             (self.cfg.out / "config.json").write_text(self.cfg.model_dump_json(indent=1))
+        try:
+            return self._run(on_step)
+        finally:
+            if self.resampler is not None:
+                self.resampler.close()
+
+    def _run(self, on_step: Callable[[dict], None]) -> list:
         if self.eval_tasks and self.step == 0 and not self.evals:
             self.evals.append(self.evaluate("start"))
+        if self.resampler is not None and self.step == 0 and "teacher" in self.cfg.resample.sources:
+            self._teach()
         if not self.sft_done:
             self.sft()
             if self.eval_tasks:
@@ -190,6 +203,8 @@ class Trainer:
         rollout_s = time.monotonic() - started
         seqs, groups = self._sequences(episodes, cfg.rollout.group_size)
         metrics = _rollout_metrics(episodes, rollout_s)
+        if self.resampler is not None:
+            metrics |= self.resampler.observe(episodes, self.step)
         started = time.monotonic()
         if seqs:
             metrics |= self._update(seqs, groups)
@@ -199,8 +214,24 @@ class Trainer:
         return metrics
 
     def _group(self, task: Task, slot: int) -> list[Job]:
-        """The `group_size` episodes one task gets in a step (`slot`: its place in the step)."""
-        return [Job(task, self._seed(slot, g)) for g in range(self.cfg.rollout.group_size)]
+        """The `group_size` episodes one task gets in a step (`slot`: its place in the step);
+        a hard task's start from expert anchors when resampling is on."""
+        seeds = [self._seed(slot, g) for g in range(self.cfg.rollout.group_size)]
+        if self.resampler is not None:
+            return self.resampler.jobs(task, seeds, self.policy)
+        return [Job(task, seed) for seed in seeds]
+
+    def _teach(self) -> None:
+        """Experts from the teacher model's verified successes, before the first step."""
+        assert self.cfg.resample.teacher is not None and self.resampler is not None
+        teacher = load_local(
+            self.cfg.resample.teacher.removeprefix("local:"), device=self.cfg.device
+        )
+        experts = teacher_experts(teacher, self.tasks, self.cfg.rollout)
+        for expert in experts:
+            self.resampler.add(expert)
+        self.log(f"resample: the teacher solved {len(experts)}/{len(self.tasks)} tasks")
+        del teacher
 
     def _seed(self, task_slot: int, sample: int) -> int:
         """A distinct, reproducible seed per (run seed, step, task slot, sample)."""
@@ -254,6 +285,9 @@ class Trainer:
                     ]
                 ).requires_grad_(True)
         loss, stats = rl_loss(cfg, current, old, tokens, entropy=entropy, ref=ref)
+        imitations = self.resampler.imitations(self.policy) if self.resampler else []
+        if imitations:
+            loss = cfg.resample.rl_coef * loss
         loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
         backward_through_model(
@@ -265,6 +299,8 @@ class Trainer:
             amp=amp,
             micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
         )
+        if imitations:
+            stats |= self._imitate(imitations)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.policy.sync_decode_copy()
@@ -276,6 +312,22 @@ class Trainer:
             "mismatch_mean": float(torch.exp(old - tokens.mu).mean()),
             **stats,
         }
+
+    def _imitate(self, imitations: list[Imitation]) -> dict:
+        """Eq. 10's IL term: lambda_IL times the expert turns' NLL, added to the RL gradient."""
+        batch = [i.seq for i in imitations]
+        tokens = Tokens.of(batch, [0] * len(batch), [i.masked for i in imitations])
+        logp = backward_through_model(
+            self.model,
+            batch,
+            self.pad_id,
+            self.cfg.resample.il_coef * sft_grad(tokens).to(self.device),
+            None,
+            amp=self.cfg.autocast,
+            micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+        )
+        il = float(sft_loss(logp, tokens.to(logp.device)).detach())
+        return {"il_loss": il, "il_sequences": len(batch)}
 
     # -- SFT warm-up ------------------------------------------------------------------------------
     def sft(self) -> None:
@@ -340,6 +392,7 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------
     def save(self) -> None:
         state = {
+            "resample": self.resampler.state() if self.resampler else None,
             "sampler": self.sampler.state(),
             "sft_done": self.sft_done,
             "evals": [e.__dict__ for e in self.evals],
@@ -354,6 +407,8 @@ class Trainer:
         state = checkpoint.load(path, self.model, self.optimizer)
         self.step = state["step"]
         self.sampler.restore(state["sampler"])
+        if self.resampler is not None and state.get("resample"):
+            self.resampler.restore(state["resample"])
         self.sft_done = state["sft_done"]
         self.evals = [
             EvalResult(
