@@ -143,7 +143,7 @@ def main() -> int:
     parser.add_argument("--eval-size", type=int, default=8, help="instances per family")
     parser.add_argument("--families", default=FAMILIES)
     parser.add_argument("--fail-reward", type=float, default=-0.1)
-    parser.add_argument("--group-size", type=int, default=8, help="episodes per task and step")
+    parser.add_argument("--group-size", type=int, default=4, help="episodes per task and step")
     parser.add_argument("--il-coef", type=float, default=1.0, help="lambda_IL of eq. 10")
     parser.add_argument("--init-repeats", type=int, default=9)
     parser.add_argument("--out", default="runs/resampling")

@@ -170,7 +170,8 @@ class Resampler:
         return sum(seen) / len(seen)
 
     def _enough(self) -> int:
-        return max(2, self.cfg.window // 2)
+        """Episodes a rate needs: one parallel batch gives each anchor only a few."""
+        return max(1, self.cfg.window // 4)
 
     def crucial_forks(self) -> dict[str, int]:
         """Per task, the start turn f before its crucial turn (the largest rise in success from
