@@ -21,7 +21,9 @@ of a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,17 @@ class Imitation:
     masked: set[int]
 
 
+def _locked(method):  # type: ignore[no-untyped-def]
+    """Hold the resampler's lock: asynchronous rollouts plan on their own thread."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Resampler:
     """Plans each hard task's group over expert anchors and learns from how they went."""
 
@@ -69,8 +82,11 @@ class Resampler:
         self.anchor: dict[str, int] = {}  # sequential: the current start turn per task
         self._imitations: dict[tuple[str, int, int], Imitation] = {}
         self._retired: list[ExpertStates] = []
+        # Asynchronous rollouts plan jobs on their own thread while a step observes outcomes.
+        self._lock = threading.RLock()
 
     # -- experts ---------------------------------------------------------------------------------
+    @_locked
     def add(self, expert: Expert) -> None:
         """Make `expert` its task's expert (kept in experts.jsonl before it is used)."""
         old = self.experts.get(expert.task_id)
@@ -92,6 +108,7 @@ class Resampler:
         return self.experts.get(task.id)
 
     # -- planning --------------------------------------------------------------------------------
+    @_locked
     def jobs(self, task: Task, seeds: list[int], policy: LocalModel) -> list[Job]:
         """One group: plain episodes for a task the policy solves, else episodes over anchors."""
         expert = self.expert(task) if self.hard(task.id) else None
@@ -130,6 +147,7 @@ class Resampler:
             self.log(f"resample: cannot record {task.id}'s expert states ({exc}); replaying")
 
     # -- learning from outcomes --------------------------------------------------------------------
+    @_locked
     def observe(self, episodes: list[Episode], step: int) -> dict:
         """Count each completed episode's outcome at its start; refresh experts; roll back."""
         done = [e for e in episodes if e.trajectory is not None]
@@ -173,6 +191,7 @@ class Resampler:
         """Episodes a rate needs: one parallel batch gives each anchor only a few."""
         return max(1, self.cfg.window // 4)
 
+    @_locked
     def crucial_forks(self) -> dict[str, int]:
         """Per task, the start turn f before its crucial turn (the largest rise in success from
         start f to start f+1, if at least `crucial_gap`)."""
@@ -190,6 +209,7 @@ class Resampler:
     def stuck(self, task_id: str, fork: int) -> bool:
         return self.rate(task_id, fork) == 0.0
 
+    @_locked
     def imitations(self, policy: LocalModel) -> list[Imitation]:
         """Eq. 10's imitation part: for each crucial fork that still yields no success, the
         expert's sequence with only its turns up to and including the crucial one unmasked."""
@@ -221,6 +241,7 @@ class Resampler:
         return Imitation(task.id, fork, seq, set(range(fork + 1, seq.num_chunks)))
 
     # -- state -----------------------------------------------------------------------------------
+    @_locked
     def state(self) -> dict:
         return {
             "experts": [x.record() for x in self.experts.values()],
@@ -228,6 +249,7 @@ class Resampler:
             "anchor": self.anchor,
         }
 
+    @_locked
     def restore(self, state: dict) -> None:
         self.experts = {
             r["task_id"]: Expert(r["task_id"], r["replies"], r["source"], r["step"])
@@ -236,6 +258,7 @@ class Resampler:
         self.outcomes = {(t, s): deque(v, maxlen=self.cfg.window) for t, s, v in state["outcomes"]}
         self.anchor = dict(state["anchor"])
 
+    @_locked
     def close(self) -> None:
         """Remove every recorded snapshot."""
         for expert in self.experts.values():

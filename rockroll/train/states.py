@@ -61,6 +61,8 @@ class ExpertStates:
     def resume(self, start: int, policy: LocalModel) -> tuple[Sandbox, LoopState]:
         """A new sandbox forked at turn `start` and the loop state to continue from there."""
         with self._lock:
+            if start not in self.snapshots:
+                raise SandboxError(f"no snapshot at expert turn {start} (removed)")
             snapshot = self.snapshots[start]
             state = self.states[start].model_copy(deep=True)
         sandbox = snapshot.fork()
