@@ -146,6 +146,7 @@ def main() -> int:
     parser.add_argument("--group-size", type=int, default=4, help="episodes per task and step")
     parser.add_argument("--il-coef", type=float, default=1.0, help="lambda_IL of eq. 10")
     parser.add_argument("--init-repeats", type=int, default=9)
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="plain,resampled")
     parser.add_argument("--out", default="runs/resampling")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 steps, 2 per family")
     parser.add_argument("--skip-training", action="store_true", help="only time fork/replay")
@@ -175,7 +176,7 @@ def main() -> int:
     saved = _saved(args)
     runs = []
     for seed in range(args.seeds):
-        for condition in CONDITIONS:
+        for condition in args.conditions.split(","):
             done = [
                 r
                 for r in saved
@@ -194,7 +195,7 @@ def main() -> int:
                 f"imitation; {r['cpu_minutes']:.1f} CPU min"
             )
     rows = []
-    for condition in CONDITIONS:
+    for condition in args.conditions.split(","):
         mine = [r for r in runs if r["condition"] == condition]
         rows.append(
             (
