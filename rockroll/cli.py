@@ -589,11 +589,22 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("out", args.out), ("steps", args.steps)) if v is not None}
     try:
         cfg = load_config(Path(args.config), overrides)
-        from rockroll.train.trainer import Trainer
+        from rockroll.train.trainer import EvalResult, Trainer
 
-        trainer = Trainer(cfg, log=lambda line: err.print(line, highlight=False))
-        with progress_printer(err, cfg) as on_step:
-            evals = trainer.run(resume=args.resume, on_step=on_step)
+        if cfg.distributed == "ray":
+            try:
+                from rockroll.train.distributed import run_on_ray
+            except ImportError as exc:
+                raise ConfigError(
+                    f"distributed: ray needs Ray ({exc}); pip install 'rockroll[ray]'"
+                ) from None
+
+            err.print("training on Ray: the trainer and its rollout workers print as they go")
+            evals = [EvalResult(**e) for e in run_on_ray(cfg, resume=args.resume)]
+        else:
+            trainer = Trainer(cfg, log=lambda line: err.print(line, highlight=False))
+            with progress_printer(err, cfg) as on_step:
+                evals = trainer.run(resume=args.resume, on_step=on_step)
     except ConfigError as exc:
         raise SandboxError(str(exc)) from None
     print_evals(out, evals)

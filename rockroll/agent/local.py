@@ -51,6 +51,11 @@ class LocalModel:
 
     Calls from several threads at once (parallel episodes, server requests) are decoded
     together, up to `max_batch` rows, each with its own seed.
+
+    A batch decodes while holding `weights_lock`; a trainer that changes the weights while
+    rollouts go on holds it too, so no batch sees half-updated weights, and sets
+    `weights_version` (updates applied) under it: each completion reports the version that
+    sampled it.
     """
 
     native_tools = False
@@ -70,6 +75,9 @@ class LocalModel:
         self._decode_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._seen: dict[str, list[int]] = {}  # prompt+completion text -> its exact ids (LRU)
         self._lock = threading.Lock()
+        self.weights_lock = threading.Lock()
+        self.weights_version = 0
+        self._sampled = threading.local()  # the weights version of this thread's last sample
 
     def joined(self) -> AbstractContextManager[None]:
         """Held by a caller that will call `complete` again soon (an episode of a rollout),
@@ -195,6 +203,7 @@ class LocalModel:
                 f"the prompt has {len(prompt_ids)} tokens, more than {self.name}'s context "
                 f"window of {self.context_window}; trim the history"
             )
+        self._sampled.version = None
         token_ids, logprobs, stopped = self._generate(
             prompt_ids, min(max_tokens, room), temperature, seed
         )
@@ -213,6 +222,7 @@ class LocalModel:
             token_ids=token_ids,
             logprobs=logprobs,
             raw=text,
+            weights_version=self._sampled.version,
         )
 
     @torch.inference_mode()
@@ -239,10 +249,17 @@ class LocalModel:
         self, prompt_ids: list[int], max_tokens: int, temperature: float, seed: int | None
     ) -> tuple[list[int], list[float], bool]:
         """One completion; concurrent callers (threads) are decoded together in one batch."""
-        done = self._batcher.submit(_Request(prompt_ids, max_tokens, temperature, seed))
+        done, version = self._batcher.submit(_Request(prompt_ids, max_tokens, temperature, seed))
+        self._sampled.version = version
         return done.token_ids, done.logprobs, done.stopped
 
-    def _run_batch(self, requests: list[_Request]) -> list[Generated]:
+    def _run_batch(self, requests: list[_Request]) -> list[tuple[Generated, int]]:
+        """One batch, under the weights lock; each result with the version that sampled it."""
+        with self.weights_lock:
+            version = self.weights_version
+            return [(g, version) for g in self._decode(requests)]
+
+    def _decode(self, requests: list[_Request]) -> list[Generated]:
         """Requests of one temperature decode as one batch (rows keep their own seeds)."""
         out: list[Generated | None] = [None] * len(requests)
         for temperature in sorted({r.temperature for r in requests}):

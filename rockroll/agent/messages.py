@@ -60,6 +60,9 @@ class Completion(BaseModel):
     forced: bool = Field(
         False, description="imposed, not sampled (an expert prefix a rollout restarts from)"
     )
+    weights_version: int | None = Field(
+        None, description="a local policy's version (updates applied) whose weights sampled it"
+    )
 
 
 def _json(value: dict) -> str:

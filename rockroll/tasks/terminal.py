@@ -32,6 +32,8 @@ WORDS = (
     "anchor", "bridge", "castle", "desert", "engine", "feather", "guitar", "hammer", "jacket",
 )  # fmt: skip
 RUN_SCRIPT = "run.sh"
+SLOW_MEDIAN = 0.5  # seconds run.sh of the median fix-slow instance takes
+SLOW_CAP = 12.0
 
 
 # -- what the verifier checks -----------------------------------------------------------------
@@ -236,11 +238,14 @@ def _count_words(rng: random.Random) -> Instance:
 FIX_INSTRUCTION = _look_then(f"sh {RUN_SCRIPT}", "It prints an error. Fix that error.")
 
 
-def _fixing(test: str, error: str, fix: str, extra: list[Check]) -> Instance:
-    """run.sh prints `error` and the command that fixes it unless `test` holds, else OK."""
+def _fixing(test: str, error: str, fix: str, extra: list[Check], seconds: float = 0.0) -> Instance:
+    """run.sh prints `error` and the command that fixes it unless `test` holds, else OK; it
+    first works for `seconds`."""
     message = f"error: {error}. Fix it with: {fix}"
+    work = f"sleep {seconds}\n" if seconds else ""
     script = (
-        f"#!/bin/bash\nif ! {test}; then\n  echo {shlex.quote(message)}\n  exit 1\nfi\necho OK\n"
+        f"#!/bin/bash\n{work}if ! {test}; then\n  echo {shlex.quote(message)}\n  exit 1\nfi\n"
+        "echo OK\n"
     )
     return Instance(
         FIX_INSTRUCTION,
@@ -268,6 +273,17 @@ def _fix_config(rng: random.Random) -> Instance:
     return _fixing(test, error, f"echo {word} > config.txt", [])
 
 
+def _fix_slow(rng: random.Random) -> Instance:
+    """fix-dir behind a slow run.sh, whose time is long-tailed as test suites' are (Pareto with
+    index 1: half the instances take under SLOW_MEDIAN seconds, one in ten over 5x that, one in
+    twenty over 10x, capped at SLOW_CAP). The verifier runs it too, so an episode takes that
+    time whatever the agent does: the family for measuring rollouts with long-tailed lengths."""
+    seconds = min(round(SLOW_MEDIAN / 2 * rng.paretovariate(1.0), 2), SLOW_CAP)
+    name = rng.choice(WORDS)
+    error = f"the directory {name} is missing"
+    return _fixing(f"[ -d {name} ]", error, f"mkdir {name}", [], seconds)
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -277,6 +293,7 @@ FAMILIES: dict[str, Family] = {
         Family("fix-dir", "fix-after-error", "train", _fix_dir),
         Family("fix-file", "fix-after-error", "train", _fix_file),
         Family("fix-config", "fix-after-error", "heldout", _fix_config),
+        Family("fix-slow", "fix-after-error", "train", _fix_slow),
         Family("find-copy", "search-then-act", "train", _find_copy),
         Family("find-delete", "search-then-act", "train", _find_delete),
         Family("find-move", "search-then-act", "heldout", _find_move),

@@ -42,7 +42,8 @@ class ChunkedSequence:
     environment tokens; `response_mask[t]` is 1 exactly where `chunk_ids[t] >= 0`;
     `mu_logprobs[t]` is the logprob token t was sampled with (0 where not generated).
     `num_chunks` is the episode's number of generated model turns K (forced expert turns are
-    not counted), also when the episode was split.
+    not counted), also when the episode was split. `old_is_mu`: the weights that sampled it are
+    gone (asynchronous training), so mu stands in for pi_old (ipa.md point 6).
     """
 
     input_ids: list[int] = field(default_factory=list)
@@ -53,6 +54,7 @@ class ChunkedSequence:
     num_chunks: int = 0
     episode_id: str = ""
     segment: int = 0
+    old_is_mu: bool = False
 
     def __len__(self) -> int:
         return len(self.input_ids)

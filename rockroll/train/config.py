@@ -48,6 +48,33 @@ class RolloutConfig(_Strict):
     )
 
 
+class AsyncConfig(_Strict):
+    """Asynchronous rollouts: episodes run on while the trainer updates, so a step waits for
+    the first `tasks_per_step` groups to finish, not for its slowest episode.
+
+    The policy version is the number of updates applied; an episode's staleness when a step
+    takes it is that version minus the one of its first sampled turn. pi_old is mu for every
+    episode sampled by earlier weights (ipa.md point 6). Episodes running or queued when a run
+    stops are lost; `--resume` goes on with the tasks after them.
+    """
+
+    enabled: bool = Field(False, description="produce episodes in the background")
+    max_staleness: int = Field(
+        2, ge=0, description="k: versions an episode may lag the trainer by when a step takes it"
+    )
+    stale: Literal["drop", "keep"] = Field(
+        "drop",
+        description="episodes older than k: drop them (a running one is stopped at its next "
+        "turn), or keep them with mu as pi_old",
+    )
+    max_in_flight: int | None = Field(
+        None, ge=1, description="episodes running at once (default: rollout.workers)"
+    )
+    shutdown_seconds: float = Field(
+        30.0, ge=0, description="how long stopping waits for running episodes to close"
+    )
+
+
 class IPASettings(_Strict):
     """IPA (ipa.md): chunk-level returns, ratios and mismatch mask."""
 
@@ -131,6 +158,19 @@ class ResampleConfig(_Strict):
         return self
 
 
+class RayConfig(_Strict):
+    """Where `distributed: ray` runs: the cluster and its rollout workers."""
+
+    address: str | None = Field(
+        None, description="cluster address (default: RAY_ADDRESS, else a local cluster)"
+    )
+    rollout_workers: int = Field(2, ge=1, description="rollout worker actors, spread over nodes")
+    worker_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per rollout worker")
+    max_worker_restarts: int = Field(
+        8, ge=0, description="dead workers replaced (their episodes resampled) before giving up"
+    )
+
+
 class TrainConfig(_Strict):
     """One training run. Every field has a default except the model and the tasks."""
 
@@ -158,15 +198,29 @@ class TrainConfig(_Strict):
         "default 2048 on CPU, 8192 on CUDA)",
     )
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    asynchronous: AsyncConfig = Field(default_factory=AsyncConfig)
     ipa: IPASettings = Field(default_factory=IPASettings)
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     resample: ResampleConfig = Field(default_factory=ResampleConfig)
+    distributed: Literal["none", "ray"] = Field(
+        "none", description="none: one process; ray: trainer and rollout workers on Ray actors"
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: start and end)")
     eval_size: int | None = Field(None, ge=1, description="held-out tasks per evaluation")
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N steps")
     out: Path = Field(Path("runs/train"), description="folder for checkpoints and metrics")
     tensorboard: bool = Field(True, description="also write TensorBoard events")
+
+    @model_validator(mode="after")
+    def _distributed(self) -> TrainConfig:
+        if self.distributed == "ray" and self.asynchronous.enabled:
+            raise ValueError(
+                "distributed: ray runs synchronous steps; set asynchronous.enabled: false "
+                "(asynchronous rollouts run in one process)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _model_spec(self) -> TrainConfig:

@@ -42,6 +42,8 @@ class Episode:
     infra_error: str | None = None
     start: int = 0  # expert turns imposed before the policy acted (0: from the task's start)
     init: str = "fresh"  # how the start state was made: fresh, fork or replay
+    worker: str = ""  # distributed: the node and process that ran it
+    version: int | None = None  # distributed: the policy version (updates applied) it used
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,12 @@ def collect(
     on_episode: Callable[[Episode], None] = lambda e: None,
 ) -> list[Episode]:
     """Run every job (task, seed); episodes come back in the order of `jobs`."""
-    agent_cfg = dict(
-        max_turns=cfg.max_turns,
-        max_tokens_per_turn=cfg.max_tokens_per_turn,
-        temperature=cfg.temperature if temperature is None else temperature,
-        action_format=cfg.action_format,
-        context_mode="linear",
-        command_timeout=cfg.command_timeout,
-    )
-
     # Episodes announce themselves to a batching policy, so their calls share decoding batches.
     joined: Callable[[], AbstractContextManager[object]] = getattr(policy, "joined", nullcontext)
 
     def one(job: Job) -> Episode:
         with joined():
-            episode = run_episode(policy, job, AgentConfig(seed=job.seed, **agent_cfg), cfg)
+            episode = run_episode(policy, job, agent_config(cfg, job.seed, temperature), cfg)
         on_episode(episode)
         return episode
 
@@ -102,6 +95,19 @@ def collect(
         else:
             drive(lambda: all(f.done() for f in futures), start)
         return [f.result() for f in futures]
+
+
+def agent_config(cfg: RolloutConfig, seed: int, temperature: float | None = None) -> AgentConfig:
+    """The harness settings of a rollout episode (`temperature` overrides the rollouts')."""
+    return AgentConfig(
+        max_turns=cfg.max_turns,
+        max_tokens_per_turn=cfg.max_tokens_per_turn,
+        temperature=cfg.temperature if temperature is None else temperature,
+        action_format=cfg.action_format,
+        context_mode="linear",
+        command_timeout=cfg.command_timeout,
+        seed=seed,
+    )
 
 
 def run_episode(
@@ -129,16 +135,21 @@ def run_episode(
             start=job.start,
             init=init,
         )
+    return unfinished(job, "infra_error", problem, cfg.max_infra_retries)
+
+
+def unfinished(job: Job, termination: str, problem: str | None = None, retries: int = 0) -> Episode:
+    """An episode that never completed: nothing in it to train on."""
     return Episode(
         task=job.task,
         seed=job.seed,
         trajectory=None,
         reward=0.0,
         passed=False,
-        termination="infra_error",
+        termination=termination,
         turns=0,
         seconds=0.0,
-        infra_retries=cfg.max_infra_retries,
+        infra_retries=retries,
         infra_error=problem,
         start=job.start,
     )

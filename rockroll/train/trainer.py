@@ -5,7 +5,8 @@ harness, chunk the trajectories (exact token ids, no re-tokenization), recompute
 the pre-update weights, apply the configured loss (IPA by default), clip and step. Metrics go to
 `metrics.jsonl` (and TensorBoard) as each step ends; a checkpoint follows every
 `checkpoint_every` steps, so a crash loses at most that many steps and `--resume` continues
-exactly where the checkpoint left off.
+exactly where the checkpoint left off. With `asynchronous.enabled` a step takes the groups that
+background rollouts finished instead (see `async_rollout`); synchronous is the default.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from rockroll.agent.local import LocalModel, load_local
 from rockroll.tasks.model import Task, TaskError
 from rockroll.tasks.suites import load_suite
 from rockroll.train import checkpoint
+from rockroll.train.async_rollout import AsyncRollouts
 from rockroll.train.chunks import ChunkedSequence, chunk_trajectory
 from rockroll.train.config import ConfigError, TrainConfig
 from rockroll.train.expert import expert_episode, teacher_experts
@@ -144,6 +147,17 @@ class Trainer:
         if cfg.resample.enabled:
             self.resampler = Resampler(cfg.resample, cfg.rollout, self.tasks, cfg.out, log)
         self.step = 0
+        self.rollouts: AsyncRollouts | None = None  # asynchronous mode: started by a step
+        self.ray: Any = None  # distributed mode: the rollout workers on the Ray cluster
+        if cfg.distributed == "ray":
+            try:
+                from rockroll.train.distributed import RayRollouts
+            except ImportError as exc:
+                raise ConfigError(
+                    f"distributed: ray needs Ray ({exc}); install it with pip install "
+                    "'rockroll[ray]'"
+                ) from None
+            self.ray = RayRollouts(cfg, log)
         self.sft_done = cfg.sft.steps == 0
         self.evals: list[EvalResult] = []
         cfg.out.mkdir(parents=True, exist_ok=True)
@@ -159,10 +173,14 @@ class Trainer:
         try:
             return self._run(on_step)
         finally:
+            self.stop_rollouts()
             if self.resampler is not None:
                 self.resampler.close()
+            if self.ray is not None:
+                self.ray.close()
 
     def _run(self, on_step: Callable[[dict], None]) -> list:
+        self._push()
         if self.eval_tasks and self.step == 0 and not self.evals:
             self.evals.append(self.evaluate("start"))
         if self.resampler is not None and self.step == 0 and "teacher" in self.cfg.resample.sources:
@@ -196,22 +214,61 @@ class Trainer:
     # -- one RL step ----------------------------------------------------------------------------
     def train_step(self) -> dict:
         cfg = self.cfg
-        tasks = self.sampler.take(cfg.rollout.tasks_per_step)
-        jobs = [job for slot, task in enumerate(tasks) for job in self._group(task, slot)]
-        started = time.monotonic()
-        episodes = collect(self.policy, jobs, cfg.rollout)
-        rollout_s = time.monotonic() - started
+        episodes, rollout_s, extra = self._episodes()
         seqs, groups = self._sequences(episodes, cfg.rollout.group_size)
-        metrics = _rollout_metrics(episodes, rollout_s)
+        metrics = _rollout_metrics(episodes, rollout_s) | extra
         if self.resampler is not None:
             metrics |= self.resampler.observe(episodes, self.step)
         started = time.monotonic()
         if seqs:
-            metrics |= self._update(seqs, groups)
+            with self.rollouts.update(seqs) if self.rollouts else nullcontext():
+                metrics |= self._update(seqs, groups)
+        if self.ray is not None:
+            metrics |= _worker_metrics(episodes)
+            self._push(self.step + 1)
         metrics["train_seconds"] = time.monotonic() - started
         n_tokens = sum(len(s) for s in seqs)
         metrics["train_tokens_per_s"] = n_tokens / max(metrics["train_seconds"], 1e-9)
         return metrics
+
+    def _episodes(self) -> tuple[list[Episode], float, dict]:
+        """The step's episodes, the seconds spent waiting for them and extra metrics: collected
+        now, or the next groups the asynchronous rollouts finished."""
+        cfg = self.cfg
+        if cfg.asynchronous.enabled:
+            if self.rollouts is None:
+                self.rollouts = AsyncRollouts(
+                    self.policy,
+                    cfg.rollout,
+                    cfg.asynchronous,
+                    lambda slot: self._group(self.sampler.take(1)[0], slot),
+                    version=self.step,
+                    log=self.log,
+                )
+            started = time.monotonic()
+            episodes, extra = self.rollouts.take(cfg.rollout.tasks_per_step)
+            return episodes, time.monotonic() - started, extra
+        tasks = self.sampler.take(cfg.rollout.tasks_per_step)
+        jobs = [job for slot, task in enumerate(tasks) for job in self._group(task, slot)]
+        started = time.monotonic()
+        return self._collect(jobs), time.monotonic() - started, {}
+
+    def _collect(self, jobs: list[Job], temperature: float | None = None) -> list[Episode]:
+        """Run the jobs here, or on the Ray rollout workers in distributed mode."""
+        if self.ray is not None:
+            return self.ray.collect(jobs, temperature)
+        return collect(self.policy, jobs, self.cfg.rollout, temperature=temperature)
+
+    def _push(self, version: int | None = None) -> None:
+        """Give the Ray rollout workers the current weights (`version`: updates applied)."""
+        if self.ray is not None:
+            self.ray.push(self.model, self.step if version is None else version)
+
+    def stop_rollouts(self) -> None:
+        """Stop the asynchronous rollouts, if running (a later step starts them again)."""
+        if self.rollouts is not None:
+            self.rollouts.close()
+            self.rollouts = None
 
     def _group(self, task: Task, slot: int) -> list[Job]:
         """The `group_size` episodes one task gets in a step (`slot`: its place in the step);
@@ -367,12 +424,13 @@ class Trainer:
             self.policy.sync_decode_copy()
             self._write({"sft_step": step + 1, "sft_loss": float(loss.detach())})
         self.sft_done = True
+        self._push()
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, label: str = "") -> EvalResult:
         """Held-out success: one greedy episode per task, the same seeds every time."""
         jobs = [Job(t, self.cfg.seed) for t in self.eval_tasks]
-        episodes = collect(self.policy, jobs, self.cfg.rollout, temperature=0.0)
+        episodes = self._collect(jobs, temperature=0.0)
         per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for e in episodes:
             per[family(e.task)][0] += int(e.passed)
@@ -482,6 +540,15 @@ def _rollout_metrics(episodes: list[Episode], seconds: float) -> dict:
         "turns": sum(e.turns for e in done) / n,
         "rollout_seconds": seconds,
         "gen_tokens_per_s": generated / max(seconds, 1e-9),
+    }
+
+
+def _worker_metrics(episodes: list[Episode]) -> dict:
+    """Where a distributed step's episodes ran and the policy version they used."""
+    done = [e for e in episodes if e.trajectory is not None]
+    return {
+        "rollout_nodes": len({e.worker.split("/")[0] for e in done}),
+        "policy_version": min((e.version for e in done if e.version is not None), default=-1),
     }
 
 

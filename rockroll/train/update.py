@@ -42,6 +42,7 @@ class Tokens:
     num_chunks: torch.Tensor
     groups: torch.Tensor
     failed: torch.Tensor  # 1 where the token's turn is masked out of SFT (its tool call failed)
+    old_is_mu: torch.Tensor  # 1 where mu stands in for pi_old (see `pi_old`)
 
     @classmethod
     def of(
@@ -50,7 +51,7 @@ class Tokens:
         groups: list[int],
         failed_chunks: list[set[int]] | None = None,
     ) -> Tokens:
-        chunk, seq, mu, failed = [], [], [], []
+        chunk, seq, mu, failed, old_is_mu = [], [], [], [], []
         for i, s in enumerate(seqs):
             bad = failed_chunks[i] if failed_chunks else set()
             for c, m, lp in zip(s.chunk_ids, s.response_mask, s.mu_logprobs, strict=True):
@@ -59,6 +60,7 @@ class Tokens:
                     seq.append(i)
                     mu.append(lp)
                     failed.append(c in bad)
+                    old_is_mu.append(s.old_is_mu)
         return cls(
             chunk_ids=torch.tensor(chunk, dtype=torch.long),
             seq_index=torch.tensor(seq, dtype=torch.long),
@@ -67,6 +69,7 @@ class Tokens:
             num_chunks=torch.tensor([s.num_chunks for s in seqs], dtype=torch.long),
             groups=torch.tensor(groups, dtype=torch.long),
             failed=torch.tensor(failed, dtype=torch.bool),
+            old_is_mu=torch.tensor(old_is_mu, dtype=torch.bool),
         )
 
     def to(self, device: torch.device | str) -> Tokens:
@@ -202,6 +205,7 @@ def rl_loss(
     ref: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The configured algorithm's loss over one step's tokens, and its diagnostics."""
+    old = pi_old(old, t)
     mask = torch.ones_like(logp, dtype=torch.bool)
     stats: dict[str, float] = {}
     if cfg.algorithm == "ipa":
@@ -262,6 +266,15 @@ def rl_loss(
         aggregation=cfg.aggregation,
     )
     return loss, stats
+
+
+def pi_old(recomputed: torch.Tensor, t: Tokens) -> torch.Tensor:
+    """ipa.md point 6: pi_old is recomputed where the weights that sampled a token still exist,
+    and is mu where they are gone (`old_is_mu`); there the mismatch masks compare mu with itself
+    and keep every chunk, i.e. they are skipped."""
+    if not bool(t.old_is_mu.any()):
+        return recomputed
+    return torch.where(t.old_is_mu.to(recomputed.device), t.mu.to(recomputed.device), recomputed)
 
 
 def sft_loss(logp: torch.Tensor, t: Tokens) -> torch.Tensor:
