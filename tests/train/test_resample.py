@@ -144,3 +144,21 @@ def test_training_resamples_hard_tasks_and_imitates_a_stuck_fork(
 def test_a_teacher_source_needs_a_teacher() -> None:
     with pytest.raises(ConfigError, match=r"resample\.teacher"):
         parse_config({"model": "local:x", "tasks": "t", "resample": {"sources": ["teacher"]}})
+
+
+def test_a_teachers_verified_successes_become_experts(fix_dir) -> None:  # type: ignore[no-untyped-def]
+    from rockroll.train.expert import teacher_experts
+    from rockroll.train.forced import ForcedModel
+
+    policy = tiny_random_model(seed=0)
+    cfg = RolloutConfig(max_turns=4, max_tokens_per_turn=6, workers=1)
+    oracle = oracle_expert(fix_dir)
+    good = ForcedModel(policy, oracle.replies)
+    [expert] = teacher_experts(good, [fix_dir], cfg)  # type: ignore[arg-type]
+    assert (expert.source, expert.task_id, expert.replies) == (
+        "teacher",
+        fix_dir.id,
+        oracle.replies,
+    )
+    wrong = ForcedModel(policy, ["```bash\ntrue\n```", "```bash\nsubmit\n```"])
+    assert teacher_experts(wrong, [fix_dir], cfg) == []  # type: ignore[arg-type]
