@@ -221,8 +221,7 @@ class AsyncRollouts:
         self._old_is_mu = {}
         for r in used:
             key = r.episode.trajectory.session_id  # type: ignore[union-attr]
-            # Episodes resumed from one expert state share an id: mu if any of them is stale.
-            self._old_is_mu[key] = self._old_is_mu.get(key, False) or r.first < self.version
+            self._old_is_mu[key] = r.first < self.version
         return [r.episode for r in rollouts], self._metrics(rollouts, used)
 
     def _metrics(self, rollouts: list[Rollout], used: list[Rollout]) -> dict:

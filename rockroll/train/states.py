@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from dataclasses import replace
 
 from rockroll.agent.local import LocalModel
@@ -65,6 +66,7 @@ class ExpertStates:
                 raise SandboxError(f"no snapshot at expert turn {start} (removed)")
             snapshot = self.snapshots[start]
             state = self.states[start].model_copy(deep=True)
+        state.trajectory.session_id = uuid.uuid4().hex  # an episode of its own, not the replay
         sandbox = snapshot.fork()
         # The forced turns' exact ids, so the next prompt continues from them.
         for step in state.trajectory.steps:

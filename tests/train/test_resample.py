@@ -83,6 +83,7 @@ def test_a_fork_starts_where_the_expert_left_the_sandbox_and_matches_replay(fix_
     expert.states = ExpertStates.record(policy, fix_dir, expert, _agent_cfg(cfg, expert.turns))
     try:
         assert sorted(expert.states.snapshots) == [1, 2, 3]
+        ids = []  # forks of one recorded replay are episodes of their own
         for start, solved in ((1, False), (2, True)):
             forked = resumed_episode(policy, fix_dir, start, cfg, seed=5, expert=expert)
             replayed = resumed_episode(policy, fix_dir, start, cfg, seed=5)
@@ -98,6 +99,8 @@ def test_a_fork_starts_where_the_expert_left_the_sandbox_and_matches_replay(fix_
                 for e in (forked, replayed)
             )
             assert a == b and len(a) == start + 1
+            ids.append(forked.trajectory.session_id)
+        assert len(set(ids)) == 2
         # A snapshot that is gone falls back to replay.
         expert.states.snapshots.pop(1).remove()
         assert resumed_episode(policy, fix_dir, 1, cfg, seed=5, expert=expert).init == "replay"
