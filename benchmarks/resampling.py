@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common import console, figures_table, headline, machine
-from learning_curve import cpu_minutes
+from learning_curve import _mean_std, _saved, cpu_minutes
 
 from rockroll.agent.local import load_local
 from rockroll.agent.loop import AgentLoop
@@ -131,11 +131,6 @@ def _median(repeats: int, work, *args) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.0%} ± {std:.0%}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -212,12 +207,6 @@ def main() -> int:
         )
     console.print(figures_table(rows))
     return 0
-
-
-def _saved(args: argparse.Namespace) -> list[dict]:
-    if not args.json or not Path(args.json).exists():
-        return []
-    return json.loads(Path(args.json).read_text())
 
 
 if __name__ == "__main__":
