@@ -135,6 +135,7 @@ class Trainer:
         )
         self.model = self.policy.model
         self.device = next(self.model.parameters()).device
+        self.micro_tokens = micro_tokens(cfg.micro_tokens, self.device)
         self.pad_id = self.policy.tokenizer.pad_token_id or 0
         self.optimizer = adamw(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if decode_dtype(cfg.rollout.decode_dtype, self.device) == "bfloat16":
@@ -320,7 +321,7 @@ class Trainer:
             seqs,
             self.pad_id,
             amp=amp,
-            micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+            micro_tokens=self.micro_tokens,
         )
         ref = None
         if self.ref is not None:
@@ -329,7 +330,7 @@ class Trainer:
                 seqs,
                 self.pad_id,
                 amp=amp,
-                micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+                micro_tokens=self.micro_tokens,
             )
         current = old.clone().requires_grad_(True)  # the weights have not moved since `old`
         entropy = None
@@ -354,7 +355,7 @@ class Trainer:
             current.grad,  # type: ignore[arg-type]
             entropy.grad if entropy is not None else None,
             amp=amp,
-            micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+            micro_tokens=self.micro_tokens,
         )
         if imitations:
             stats |= self._imitate(imitations)
@@ -381,7 +382,7 @@ class Trainer:
             self.cfg.resample.il_coef * sft_grad(tokens).to(self.device),
             None,
             amp=self.cfg.autocast,
-            micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+            micro_tokens=self.micro_tokens,
         )
         il = float(sft_loss(logp, tokens.to(logp.device)).detach())
         return {"il_loss": il, "il_sequences": len(batch)}
@@ -416,7 +417,7 @@ class Trainer:
                 sft_grad(tokens),
                 None,
                 amp=cfg.autocast,
-                micro_tokens=micro_tokens(self.cfg.micro_tokens, self.device),
+                micro_tokens=self.micro_tokens,
             )
             loss = sft_loss(logp, tokens)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
