@@ -280,6 +280,7 @@ def trainer_update(setup: Setup) -> Update:
     bare.model, bare.pad_id = setup.model, setup.pad_id
     bare.optimizer, bare.policy, bare.ref = setup.optimizer, setup.policy, None
     bare.device, bare.step, bare.log = setup.phases.device, 0, print
+    bare.micro_tokens, bare.resampler = setup.micro_tokens, None
     return functools.partial(trainer.Trainer._update, bare)
 
 
