@@ -64,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="leave sandboxes running at shutdown (adopted next)"
     )
     serve.add_argument("--max-upload", default="256m", help="largest file or tree upload")
+    serve.add_argument("--max-download", default="256m", help="largest file read (GET /files)")
+    serve.add_argument("--max-tree", default="1g", help="largest tree read (GET /tree)")
+    serve.add_argument(
+        "--public-metrics",
+        action="store_true",
+        help="serve /metrics and the API documents without a token",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request's head before it is disconnected",
+    )
     serve.set_defaults(func=_serve)
     train = nouns.add_parser("train", help="train a local policy with RL (IPA) from a config")
     train.add_argument("config", help="YAML config (see rockroll/train/config.py)")
@@ -153,6 +166,10 @@ def _sandbox_commands(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--memory", default="2g", help="memory limit, e.g. 512m (default 2g)")
     create.add_argument("--cpus", type=float, default=1.0, help="CPU quota in cores")
     create.add_argument("--pids", type=int, default=1024, help="process limit")
+    create.add_argument(
+        "--disk", default="10g", help="what it may write, e.g. 20g; 'none': no limit"
+    )
+    create.add_argument("--inodes", type=int, help="files it may create (default: 1 per 16 KiB)")
     create.add_argument("--network", choices=["none", "full"], default="none")
     create.add_argument("--env", action="append", default=[], metavar="K=V")
     create.add_argument("--workdir", default="/")
@@ -163,6 +180,7 @@ def _sandbox_commands(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--timeout", type=float, default=600.0)
     ex.add_argument("--cwd")
     ex.add_argument("--env", action="append", default=[], metavar="K=V")
+    ex.add_argument("--user", help="run as this user of the sandbox (name[:group])")
     ex.add_argument("command", nargs="*", help="the command, after --")
     shell = _add(verbs, "shell", _sb_shell, "a persistent bash in a sandbox, line by line")
     shell.add_argument("id")
@@ -194,6 +212,8 @@ def _sb_create(args: argparse.Namespace) -> int:
         memory=args.memory,
         cpus=args.cpus,
         pids=args.pids,
+        disk=None if args.disk.lower() == "none" else args.disk,
+        inodes=args.inodes,
         network=args.network,
         env=_env_pairs(args.env),
         workdir=args.workdir,
@@ -220,7 +240,12 @@ def _sb_exec(args: argparse.Namespace) -> int:
 
     cmd = command[0] if len(command) == 1 else command
     result = sb.exec(
-        cmd, timeout=args.timeout, cwd=args.cwd, env=_env_pairs(args.env), on_output=show
+        cmd,
+        timeout=args.timeout,
+        cwd=args.cwd,
+        env=_env_pairs(args.env),
+        on_output=show,
+        user=args.user,
     )
     if result.truncated:
         err.print("[yellow]output was longer than the cap; head and tail shown[/]")
@@ -298,6 +323,7 @@ def _sb_gc(args: argparse.Namespace) -> int:
         ("sandbox", report.sandboxes),
         ("mount", report.mounts),
         ("resource", report.resources),
+        ("snapshot", report.snapshots),
     ):
         for item in items:
             out.print(f"removed {kind} {item}")
@@ -514,6 +540,10 @@ def _serve(args: argparse.Namespace) -> int:
         db=args.db,
         keep=args.keep,
         max_upload=parse_size(args.max_upload, "--max-upload", minimum=1) or 0,
+        max_download=parse_size(args.max_download, "--max-download", minimum=1) or 0,
+        max_tree=parse_size(args.max_tree, "--max-tree", minimum=1) or 0,
+        public_metrics=args.public_metrics,
+        header_timeout=args.header_timeout,
     )
     serve(
         options,
@@ -529,6 +559,17 @@ def _token_commands(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--admin", action="store_true", help="may see and touch every sandbox")
     create.add_argument("--max-sandboxes", type=int, help="live sandboxes at most")
     create.add_argument("--max-memory", help="total memory limit of its sandboxes, like 64g")
+    create.add_argument("--max-cpus", type=float, help="total CPUs of its sandboxes")
+    create.add_argument("--max-pids", type=int, help="total process limit of its sandboxes")
+    create.add_argument("--max-execs", type=int, help="commands and transfers at once")
+    create.add_argument("--max-snapshots", type=int, help="snapshots at most")
+    create.add_argument("--max-disk", help="total disk of its sandboxes and snapshots, like 500g")
+    create.add_argument(
+        "--allow-network", action="store_true", help="may ask for network 'full' (the host's)"
+    )
+    create.add_argument(
+        "--unlimited", action="store_true", help="no default limits, only the ones given"
+    )
     create.add_argument("--db", help=DB_HELP)
     ls = _add(verbs, "ls", _token_ls, "list tokens (never their secrets)")
     ls.add_argument("--db", help=DB_HELP)
@@ -541,11 +582,25 @@ def _token_create(args: argparse.Namespace) -> int:
     from rockroll.sandbox.spec import parse_size
     from rockroll.service.store import Store
 
-    if args.max_sandboxes is not None and args.max_sandboxes < 0:
-        raise SandboxError("--max-sandboxes must be 0 or more")
+    for flag in ("max_sandboxes", "max_cpus", "max_pids", "max_snapshots"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise SandboxError(f"--{flag.replace('_', '-')} must be 0 or more")
+    if args.max_execs is not None and args.max_execs < 1:
+        raise SandboxError("--max-execs must be 1 or more")
     memory = parse_size(args.max_memory, "--max-memory") if args.max_memory else None
+    disk = parse_size(args.max_disk, "--max-disk") if args.max_disk else None
     token, secret = Store(args.db).create_token(
-        args.name, admin=args.admin, max_sandboxes=args.max_sandboxes, max_memory=memory
+        args.name,
+        admin=args.admin,
+        max_sandboxes=args.max_sandboxes,
+        max_memory=memory,
+        max_cpus=args.max_cpus,
+        max_pids=args.max_pids,
+        max_execs=args.max_execs,
+        max_snapshots=args.max_snapshots,
+        max_disk=disk,
+        allow_network=args.allow_network,
+        unlimited=args.unlimited,
     )
     err.print(f"token {token.id} ({token.name}{', admin' if token.admin else ''}); the secret:")
     print(secret)
@@ -555,18 +610,33 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_ls(args: argparse.Namespace) -> int:
     from rockroll.service.store import Store
 
-    table = Table("id", "name", "admin", "max sandboxes", "max memory", "created", "revoked")
+    def gib(value: float | None) -> str:
+        return "-" if value is None else f"{value / (1 << 30):.0f}G"
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    table = Table("id", "name", "admin", "sandboxes", "memory", "cpus", "pids", "execs")
+    for column in ("snapshots", "disk", "network", "created", "revoked"):
+        table.add_column(column)
     for t in Store(args.db).tokens():
         table.add_row(
             t.id,
             t.name,
             "yes" if t.admin else "",
-            "" if t.max_sandboxes is None else str(t.max_sandboxes),
-            "" if t.max_memory is None else f"{t.max_memory / (1 << 30):.1f} GiB",
+            num(t.limit("max_sandboxes")),
+            gib(t.limit("max_memory")),
+            num(t.limit("max_cpus")),
+            num(t.limit("max_pids")),
+            num(t.limit("max_execs")),
+            num(t.limit("max_snapshots")),
+            gib(t.limit("max_disk")),
+            "full" if t.allow_network or t.unlimited else "none",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created)),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(t.revoked)) if t.revoked else "",
         )
     out.print(table)
+    out.print("limits as they apply: - means none (a token made with --unlimited)")
     return 0
 
 

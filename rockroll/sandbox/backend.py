@@ -1,8 +1,8 @@
 """The one protocol every runtime backend implements.
 
-The runtime prepares what all backends share (the record and the overlay's directories on disk)
-and talks to the sandbox's init over its socket; a backend mounts the root, starts, freezes and
-stops the isolated processes.
+The runtime prepares what all backends share (the record, the directories) and talks to the
+sandbox's init over its socket; a backend makes the sandbox's disk (`disk.new_disk`), mounts the
+root, starts, freezes and stops the isolated processes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ class Backend(ABC):
 
     @abstractmethod
     def launch(self, rec: SandboxRecord) -> int:
-        """Mount `rec`'s overlay and start its init, listening on `rec.sock`; return a host pid."""
+        """Mount `rec`'s root (its layers and its writable layer, made by the runtime) and start
+        its init, listening on `rec.sock`; return a host pid."""
 
     def set_limits(self, rec: SandboxRecord) -> None:
         """Apply `rec.spec`'s limits to a running sandbox (used to adopt a warm one)."""
@@ -35,6 +36,10 @@ class Backend(ABC):
     @abstractmethod
     def root(self, rec: SandboxRecord) -> str:
         """A host path at which the sandbox's root filesystem can be read and written."""
+
+    @abstractmethod
+    def upper(self, rec: SandboxRecord) -> str:
+        """A host path of the sandbox's writable layer as stored (ids not shifted), to copy."""
 
     @abstractmethod
     def destroy(self, rec: SandboxRecord) -> None:

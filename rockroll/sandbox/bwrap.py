@@ -1,10 +1,14 @@
-"""The default backend: bubblewrap namespaces, cgroup limits and a seccomp filter.
+"""The default backend: a user namespace, bubblewrap namespaces, cgroup limits and seccomp.
 
 Each sandbox is `launcher -> bwrap -> rockroll-init`. The launcher (the init binary in launch
-mode) joins the sandbox's cgroups and then execs bwrap, so the host process is never forked with
-a pre-exec hook and spawning stays cheap for callers holding gigabytes of memory. Launchers are
-parked ahead of time (see `_Pool`): joining a cgroup can stall for an RCU grace period, and a
-parked launcher has already paid it.
+mode) joins the sandbox's cgroups, makes the sandbox's user namespace (its ids 0..65535 are
+unprivileged host ids, see `idmap`), mounts the idmapped root in a mount namespace of its own,
+enters the user namespace as its root and execs bwrap, which makes the other namespaces (owned
+by that user namespace), keeps Docker's default capabilities there, masks /proc like runc and
+loads the seccomp filter. The host process is never forked with a pre-exec hook, so spawning
+stays cheap for callers holding gigabytes of memory. Launchers are parked ahead of time (see
+`_Pool`): joining a cgroup can stall for an RCU grace period, and a parked launcher has already
+paid it (and made its user namespace).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import hashlib
 import os
 import select
 import shutil
@@ -25,37 +28,45 @@ from pathlib import Path
 
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.cgroups import CgroupSet, existing_sandbox_ids
+from rockroll.sandbox.disk import DEFAULT_DISK, discard_disk, new_disk, throw_away
 from rockroll.sandbox.errors import SandboxNotFound, SetupError
-from rockroll.sandbox.initbin import init_binary
-from rockroll.sandbox.paths import home_subdir, rockroll_home
+from rockroll.sandbox.idmap import COUNT as ID_COUNT
+from rockroll.sandbox.idmap import id_base
+from rockroll.sandbox.initbin import init_binary, init_memfd
+from rockroll.sandbox.paths import home_subdir, home_tag
 from rockroll.sandbox.seccomp import bpf_program
 from rockroll.sandbox.spec import DEFAULT_PATH
 from rockroll.sandbox.state import SandboxRecord, list_records, new_id
 
 READY_TIMEOUT = 30.0
-# What `docker build` grants a RUN step; a build sandbox has no user namespace, like Docker.
-DOCKER_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+# Docker's default capabilities but CAP_NET_RAW (podman drops it too): what root inside needs for
+# useradd, su, setpriv, apt's _apt sandbox and chown. They hold only inside the sandbox's user
+# namespace, over its own ids, files and namespaces; none is a host capability.
+SANDBOX_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+    "CAP_KILL", "CAP_AUDIT_WRITE",
+)  # fmt: skip
+# runc's (and Docker's) /proc policy: read-only, or hidden behind /dev/null or an empty tmpfs.
+PROC_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+PROC_MASKED = (
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/proc/kallsyms", "/proc/kmsg",
 )  # fmt: skip
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Where each launcher mounts its sandbox's root, in its own mount namespace (the host's copy of
+# the directory stays empty): bwrap, running as the sandbox's root, resolves the path it binds,
+# so it must be one that unprivileged ids can search (unlike a home under /root).
+ROOT_MOUNT = Path("/run/rockroll/root")
+LAYERS_MOUNT = Path("/run/rockroll/layers")  # where its layers are mounted, the same way
 POOL_SIZE = int(os.environ.get("ROCKROLL_POOL", "2"))
-
-
-def home_tag() -> str:
-    """Cgroup names carry the home's hash, so gc under one home never touches another's."""
-    return _tag(str(rockroll_home()))
-
-
-@functools.cache
-def _tag(home: str) -> str:
-    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:8]
 
 
 @dataclass
 class _Parked:
-    """A launcher waiting inside fresh cgroups, with the fds its bwrap will inherit."""
+    """A launcher waiting inside fresh cgroups, with the fds its bwrap will inherit and, when
+    `disk` is set, that disk (size, inodes) already mounted."""
 
     cgroups: CgroupSet
     proc: subprocess.Popen
@@ -64,6 +75,8 @@ class _Parked:
     go_fd: int
     ready_fd: int
     fds: dict[str, int]  # numbers as seen by the launcher
+    disk: tuple[int, None] | None = None
+    image: str | None = None  # the file of `disk`
 
     def close_go(self) -> None:
         """Close the command pipe once (a stale fd number may belong to someone else later)."""
@@ -83,21 +96,24 @@ class _Parked:
             self.cgroups.destroy()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2)
-        for path in (self.sock_path, self.log_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        for path in (self.sock_path, self.log_path, self.image):
+            with contextlib.suppress(FileNotFoundError, TypeError):
+                os.unlink(path)  # type: ignore[arg-type]
 
 
 def _park() -> _Parked:
-    """Start a launcher in new cgroups; it waits for its bwrap command on a pipe."""
+    """Start a launcher in new cgroups; it waits for its bwrap command on a pipe, its user
+    namespace made and the default disk mounted."""
     run_dir = home_subdir("run")
     name = f"{home_tag()}_p{os.getpid()}-{new_id()}"
+    image = run_dir / f"{name}.img"
+    new_disk(image, DEFAULT_DISK, None)
     cgroups = CgroupSet.create(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock_path = str(run_dir / f"{name}.sock")
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    exe_fd = os.open(init_binary(), os.O_RDONLY | os.O_CLOEXEC)
+    exe_fd = init_memfd()
     bpf_fd = os.memfd_create("rockroll-seccomp", os.MFD_CLOEXEC)
     fds = {"exe": exe_fd, "listen": listener.fileno(), "ready": ready_w, "bpf": bpf_fd}
     try:
@@ -107,6 +123,8 @@ def _park() -> _Parked:
         os.write(bpf_fd, bpf_program())
         os.lseek(bpf_fd, 0, os.SEEK_SET)
         argv = [str(init_binary()), "launch", "--wait-fd", str(go_r), "--joined-fd", str(ready_w)]
+        argv += ["--userns", str(id_base()), str(ID_COUNT)]
+        argv += ["--park-disk", str(image), _mount_point(LAYERS_MOUNT)]
         for procs in cgroups.procs_files():
             argv += ["--cgroup-procs", procs]
         log_path = str(run_dir / f"{name}.log")
@@ -124,12 +142,15 @@ def _park() -> _Parked:
         os.close(go_w)
         os.close(ready_r)
         cgroups.destroy()
+        with contextlib.suppress(FileNotFoundError):
+            image.unlink()
         raise
     finally:
-        for fd in (go_r, ready_w, exe_fd, bpf_fd):
+        for fd in (go_r, ready_w, bpf_fd):
             os.close(fd)
         listener.close()
     parked = _Parked(cgroups, proc, sock_path, log_path, go_w, ready_r, fds)
+    parked.disk, parked.image = (DEFAULT_DISK, None), str(image)
     if _read_byte(ready_r, READY_TIMEOUT) != b"J":
         parked.cancel()
         raise SetupError(f"the sandbox launcher did not start: {_tail(log_path)}")
@@ -227,8 +248,19 @@ class BwrapBackend(Backend):
             parked.sock_path = rec.sock
             os.rename(parked.log_path, rec.dir / "backend.log")
             parked.log_path = str(rec.dir / "backend.log")
-            argv = ["--overlay", rec.overlay_options(), str(rec.merged)]
-            argv += self._bwrap_args(rec, parked.fds["bpf"])
+            rec.id_base = id_base()
+            ready = parked.disk is not None and parked.disk == (spec.disk, spec.inodes)
+            if ready and parked.image:  # the sandbox's directory owns the image from now on
+                os.rename(parked.image, rec.disk_image)
+                parked.image = str(rec.disk_image)
+            else:  # the launcher lets its disk go for the one asked for
+                if parked.image:
+                    throw_away(Path(parked.image))
+                    parked.image = None
+                if spec.disk:
+                    new_disk(rec.disk_image, spec.disk, spec.inodes)
+            root = rec.root_args(_mount_point(ROOT_MOUNT), str(LAYERS_MOUNT), parked=ready)
+            argv = [*root, *self._bwrap_args(rec, parked.fds["bpf"])]
             argv += [f"/proc/self/fd/{parked.fds['exe']}", "serve"]
             argv += ["--listen-fd", str(parked.fds["listen"])]
             argv += ["--ready-fd", str(parked.fds["ready"])]
@@ -254,23 +286,30 @@ class BwrapBackend(Backend):
 
     def root(self, rec: SandboxRecord) -> str:
         """The overlay lives in the launcher's mount namespace; /proc/PID/root reaches it."""
-        return f"/proc/{rec.backend_pid}/root{rec.merged}"
+        return f"/proc/{rec.backend_pid}/root{ROOT_MOUNT}"
+
+    def upper(self, rec: SandboxRecord) -> str:
+        """The writable layer as stored (ids not shifted): a disk is mounted only in the
+        launcher's mount namespace, reached through /proc/PID/root like the root."""
+        if rec.spec.disk:
+            return f"/proc/{rec.backend_pid}/root{LAYERS_MOUNT}/d/upper"
+        return str(rec.fsdir / "upper")
 
     def _bwrap_args(self, rec: SandboxRecord, bpf_fd: int) -> list[str]:
-        build = rec.spec.profile == "build"
-        args = ["bwrap"] if build else ["bwrap", "--unshare-user"]
-        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
+        """bwrap runs as root of the sandbox's user namespace (the launcher entered it), so the
+        namespaces it makes belong to that user namespace, not to the host."""
+        args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
         args += ["--cap-drop", "ALL"]
-        for cap in DOCKER_CAPS if build else ():
+        for cap in SANDBOX_CAPS:
             args += ["--cap-add", cap]
         args += ["--new-session", "--as-pid-1", "--hostname", "sandbox"]
-        args += ["--bind", str(rec.merged), "/"]
-        args += ["--proc", "/proc", "--dev", "/dev", "--seccomp", str(bpf_fd)]
+        args += ["--bind", str(ROOT_MOUNT), "/"]
+        args += ["--proc", "/proc", "--dev", "/dev", *_proc_policy(), "--seccomp", str(bpf_fd)]
         if rec.spec.network == "none":
             args.append("--unshare-net")
         else:
             args += _host_files("/etc/resolv.conf")
-        if build:
+        if rec.spec.profile == "build":
             args += _host_files(HOST_CA_BUNDLE)
         return [*args, "--chdir", "/", "--"]
 
@@ -300,6 +339,8 @@ class BwrapBackend(Backend):
         starting = _STARTING.pop(rec.id, None)
         if starting is not None:
             starting.cancel()
+        if rec.spec.disk and rec.backend_pid:
+            discard_disk(f"/proc/{rec.backend_pid}/root{LAYERS_MOUNT}/d")
         cgroups = self._cgroups(rec)
         if cgroups is not None:
             cgroups.destroy()
@@ -319,27 +360,58 @@ class BwrapBackend(Backend):
         CgroupSet.attach(str(rec.cgroup)).thaw()
 
     def leftovers(self, known: set[str]) -> list[str]:
-        """Our home's cgroups that no sandbox record uses and whose launching process is gone.
+        """Our home's cgroups, and parked launchers' sockets and logs, that no sandbox record
+        uses and whose launching process is gone.
 
         Records are read now, not taken from `known`: a sandbox created since gc listed the
         live ones has a record by the time its launching process can have exited.
         """
         prefix = home_tag() + "_p"
         used = {rec.cgroup for rec in list_records()}
+        names = set(existing_sandbox_ids())
+        names |= {p.name.rsplit(".", 1)[0] for p in home_subdir("run").glob(f"{prefix}*")}
         found = []
-        for name in existing_sandbox_ids():
+        for name in names:
             if not name.startswith(prefix) or name in used:
                 continue
-            if not _pid_alive(int(name[len(prefix) :].split("-", 1)[0])):
+            pid = name[len(prefix) :].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
                 found.append(name)
         return sorted(found)
 
     def remove_leftover(self, name: str) -> None:
-        CgroupSet.attach(name).destroy()
+        with contextlib.suppress(SandboxNotFound):
+            CgroupSet.attach(name).destroy()
         run_dir = home_subdir("run")
-        for suffix in (".sock", ".log"):
+        for suffix in (".sock", ".log", ".img"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(run_dir / f"{name}{suffix}")
+
+
+@functools.cache
+def _mount_point(path: Path) -> str:
+    """An empty host directory every launcher mounts over in its own mount namespace."""
+    path.mkdir(parents=True, exist_ok=True)
+    for each in (path.parent, path):
+        os.chmod(each, 0o711)
+    return str(path)
+
+
+@functools.cache
+def _proc_policy() -> list[str]:
+    """bwrap arguments for runc's /proc policy, for the entries this kernel has (the host's
+    /proc has the same ones). Read-only binds come from the host's /proc: the files under
+    /proc/sys answer for the namespaces of the process reading them, not of the mount."""
+    args: list[str] = []
+    for path in PROC_READONLY:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    for path in PROC_MASKED:
+        if os.path.isdir(path):
+            args += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.exists(path):  # /dev/null over it, as runc does: reads empty, writes vanish
+            args += ["--dev-bind", "/dev/null", path]
+    return args
 
 
 def _host_files(*paths: str) -> list[str]:

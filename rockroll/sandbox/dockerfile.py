@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rockroll.sandbox.errors import SandboxError
+from rockroll.sandbox.disk import BUILD_DISK
+from rockroll.sandbox.errors import InvalidArgument, SandboxError
 from rockroll.sandbox.images import Image, build_image, get_image, image_lock, images_dir
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.spec import DEFAULT_PATH
@@ -253,14 +254,21 @@ def _build(
     tmp.mkdir()
     try:
         with Sandbox.create(
-            parent.name, profile="build", network="full", memory="8g", cpus=2, pids=8192
+            parent.name,
+            profile="build",
+            network="full",
+            memory="8g",
+            cpus=2,
+            pids=8192,
+            disk=BUILD_DISK,
         ) as sb:
             for ins in steps:
                 where = f"{dockerfile}:{ins.line}: {ins.keyword} {ins.args[:200]}"
                 log(where)
                 _step(sb, state, ins, context, where)
+            sb.kill_all()  # a daemon a RUN step left must not write while the layer is copied
             done = subprocess.run(
-                ["cp", "-a", str(sb._rec.dir / "upper"), str(tmp / "rootfs")],
+                ["cp", "-a", "--", sb.upper_layer(), str(tmp / "rootfs")],
                 capture_output=True,
                 text=True,
             )
@@ -290,7 +298,17 @@ def _step(sb, state: _State, ins: Instruction, context: Path, where: str) -> Non
     args = state.expand(ins.args) if ins.keyword not in ("RUN", "CMD", "ENTRYPOINT") else ins.args
     if ins.keyword == "RUN":
         argv = _exec_form(ins.args) or [*state.shell, ins.args]
-        res = sb.exec(argv, cwd=state.workdir, env=state.args | state.env, timeout=STEP_TIMEOUT)
+        user = None if state.user in ("root", "0", "root:root", "0:0") else state.user
+        try:
+            res = sb.exec(
+                argv,
+                cwd=state.workdir,
+                env=state.args | state.env,
+                timeout=STEP_TIMEOUT,
+                user=user,
+            )
+        except InvalidArgument as exc:  # USER names no account of the image
+            raise BuildError(f"{where}: {exc}") from None
         if res.timed_out:
             raise BuildError(f"{where}: timed out after {STEP_TIMEOUT:.0f} s", res.output)
         if res.exit_code != 0:
@@ -305,8 +323,8 @@ def _step(sb, state: _State, ins: Instruction, context: Path, where: str) -> Non
     elif ins.keyword == "ARG":
         _arg(state, args)
     elif ins.keyword == "USER":
-        state.user = args
-        state.config["user"] = args
+        state.user = args.strip()
+        state.config["user"] = state.user
     elif ins.keyword == "SHELL":
         state.shell = _exec_form(args) or state.shell
     elif ins.keyword in ("CMD", "ENTRYPOINT"):
@@ -323,6 +341,7 @@ def _copy(sb, state: _State, args: str, context: Path, where: str, keyword: str)
     words = [w for w in words if not w.startswith("--")]
     if any(f.startswith("--from") for f in flags):
         raise BuildError(f"{where}: COPY --from (multi-stage) is not supported")
+    owner = next((f.split("=", 1)[1] for f in flags if f.startswith("--chown=")), None)
     if len(words) < 2:
         raise BuildError(f"{where}: {keyword} needs a source and a destination")
     *sources, dest = words
@@ -344,7 +363,7 @@ def _copy(sb, state: _State, args: str, context: Path, where: str, keyword: str)
             if not path.is_dir() and (into_dir or _is_dir(sb, dest_abs)):
                 target = f"{dest_abs.rstrip('/')}/{path.name}"
             try:
-                sb.upload(path, target)
+                sb.upload(path, target, owner=owner)
             except (OSError, SandboxError) as exc:
                 raise BuildError(f"{where}: copying {src} to {target} failed: {exc}") from None
 

@@ -41,3 +41,7 @@ class QuotaExceeded(SandboxError):
 
 class InUse(SandboxError):
     """The thing cannot be removed while something uses it (a snapshot under a sandbox)."""
+
+
+class TooLarge(SandboxError, ValueError):
+    """A file, tree or request is bigger than the limit that applies; the message names both."""

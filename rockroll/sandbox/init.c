@@ -4,16 +4,16 @@
  * `serve` mode listens on a unix stream socket and forks one command per connection, so every
  * command inherits the sandbox's namespaces, seccomp filter, capabilities and cgroups while the
  * (possibly huge) host process never forks. The wire protocol is documented in protocol.py.
+ * The init runs from a sealed memfd (no host file backs /proc/1/exe) and makes itself
+ * non-dumpable, so a process of the sandbox can neither open /proc/1/mem, /proc/1/fd or
+ * /proc/1/exe nor take its fds: nobody inside can take over the command channel. Each command is
+ * a child subreaper, so everything it starts stays its descendant while it runs, and a timeout
+ * kills the whole tree (a `setsid` grandchild included), not just its process group.
  *
- * `launch` mode writes its own pid into cgroup.procs files and then execs a program: it lets the
- * host place bwrap into cgroups without a preexec function in the host process. With --wait-fd
- * it parks after joining the cgroups and reads the command from that fd: the kernel's first move
- * of a task into a v1 cgroup can wait for an RCU grace period (5-30 ms), so the host parks
- * launchers ahead of time and a sandbox starts without that wait. A command read from the fd may
- * start with `--overlay OPTIONS TARGET`: the launcher then mounts the overlay in a new private
- * mount namespace before exec'ing.
+ * `launch` and `mount` modes (launch.c) prepare a sandbox before its bwrap runs: cgroups, the
+ * user namespace and the idmapped root.
  *
- * Build: cc -O2 -static -Wall -Wextra -o rockroll-init init.c
+ * Build: cc -O2 -static -Wall -Wextra -o rockroll-init init.c launch.c
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -35,16 +35,25 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+#include <grp.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_PAYLOAD (16u << 20)
 #define MAX_LINE 4096
 #define READ_CHUNK 65536
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_GROUPS 256
+#define KILL_ROUNDS 200
+
+int launch_main(int argc, char **argv);
+int mount_main(int argc, char **argv);
 
 enum { ST_REQUEST, ST_STARTING, ST_RUNNING };
-enum { STEP_CHDIR, STEP_EXEC, STEP_SETUP };
-static const char *const step_names[] = {"chdir", "exec", "setup"};
+enum { STEP_CHDIR, STEP_EXEC, STEP_SETUP, STEP_USER };
+static const char *const step_names[] = {"chdir", "exec", "setup", "user"};
 
 struct conn {
     int fd;         /* client socket */
@@ -58,6 +67,12 @@ struct conn {
     int errfd;      /* read end of the exec-status pipe while the child has not exec'd */
     short revents, err_revents;
     int dead;
+};
+
+/* Who a command runs as: uid -1 keeps the init's (root of the sandbox). */
+struct user {
+    long uid, gid, ngroups;
+    gid_t groups[MAX_GROUPS];
 };
 
 static struct conn **conns;
@@ -153,10 +168,43 @@ static void kill_group(pid_t pid, int sig) {
         kill(pid, sig); /* the child may not have called setsid() yet */
 }
 
+static int signal_descendants(int sig, pid_t root, const long *exempt, long nexempt,
+                              unsigned long long since);
+
+static size_t tree_of(pid_t root, pid_t **out, int *running);
+
+/* SIGKILL a command and everything it started. The command is a child subreaper, so orphans
+ * of its tree are re-parented to it while it lives. Freeze the tree first (SIGSTOP, round after
+ * round until nothing in it runs: a stopped process cannot fork), then kill the command itself
+ * (so that it is reported killed by SIGKILL, not as a shell that saw its child killed) and then
+ * every process of the frozen tree, by the pids listed last. */
+static void kill_tree(pid_t pid) {
+    pid_t *tree = NULL;
+    size_t n = 0;
+    kill(pid, SIGSTOP);
+    for (int round = 0; round < KILL_ROUNDS; round++) {
+        free(tree);
+        int running = 0;
+        n = tree_of(pid, &tree, &running);
+        if (!running)
+            break;
+        for (size_t i = 0; i < n; i++)
+            kill(tree[i], SIGSTOP);
+    }
+    kill_group(pid, SIGKILL);
+    for (size_t i = 0; i < n; i++)
+        kill(tree[i], SIGKILL);
+    free(tree);
+    /* anything that escaped the freeze (a process stuck in the kernel through every round) */
+    for (int round = 0; round < KILL_ROUNDS; round++)
+        if (signal_descendants(SIGKILL, pid, NULL, 0, 0) == 0)
+            break;
+}
+
 /* The host closed or reset the connection: it gave up on the command, so kill it. */
 static void host_gone(struct conn *c) {
     if (c->pid > 0)
-        kill_group(c->pid, SIGKILL);
+        kill_tree(c->pid);
     finish(c);
 }
 
@@ -171,8 +219,11 @@ static void child_fail(int errw, int err, int step) {
 
 /* Every fd of the init is CLOEXEC, so after dup2 only 0, 1 and 2 survive the exec. */
 static void exec_child(struct conn *c, int errw, const char *cwd, char **argv, char **envp,
-                       char *path) {
+                       char *path, const struct user *user) {
     setsid();
+    /* Orphans of the command's tree come back to it (preserved across exec), so a timeout can
+     * find and kill all of them. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -180,6 +231,10 @@ static void exec_child(struct conn *c, int errw, const char *cwd, char **argv, c
     for (int s = 1; s < NSIG; s++)
         sigaction(s, &dfl, NULL);
     setrlimit(RLIMIT_NOFILE, &orig_nofile);
+    if (user->uid >= 0 && (setgroups((size_t)user->ngroups, user->groups) ||
+                           setresgid((gid_t)user->gid, (gid_t)user->gid, (gid_t)user->gid) ||
+                           setresuid((uid_t)user->uid, (uid_t)user->uid, (uid_t)user->uid)))
+        child_fail(errw, errno, STEP_USER);
     if (chdir(cwd) < 0)
         child_fail(errw, errno, STEP_CHDIR);
     for (int i = 0; i < 3; i++)
@@ -226,6 +281,26 @@ static void start_exec(struct conn *c, char *p, char *end) {
         reply_error(c, EINVAL, "request");
         return;
     }
+    struct user user = {.uid = -1};
+    char *f2 = next_field(&p, end);
+    if (f2 && !strcmp(f2, "U")) {
+        char *fu = next_field(&p, end), *fg = next_field(&p, end), *fn = next_field(&p, end);
+        int bad = !fu || !fg || !fn || parse_long(fu, 0, 0xFFFFFFFEL, &user.uid) < 0 ||
+                  parse_long(fg, 0, 0xFFFFFFFEL, &user.gid) < 0 ||
+                  parse_long(fn, 0, MAX_GROUPS, &user.ngroups) < 0;
+        for (long i = 0; !bad && i < user.ngroups; i++) {
+            long g = 0;
+            char *fgi = next_field(&p, end);
+            bad = !fgi || parse_long(fgi, 0, 0xFFFFFFFEL, &g) < 0;
+            user.groups[i] = (gid_t)g;
+        }
+        if (bad) {
+            free(argv);
+            free(envp);
+            reply_error(c, EINVAL, "request");
+            return;
+        }
+    }
     char *path = DEFAULT_PATH;
     for (long i = 0; i < envc; i++)
         if (!strncmp(envp[i], "PATH=", 5))
@@ -235,7 +310,7 @@ static void start_exec(struct conn *c, char *p, char *end) {
     if (pipe2(ep, O_CLOEXEC) == 0) {
         pid = fork();
         if (pid == 0)
-            exec_child(c, ep[1], cwd, argv, envp, path);
+            exec_child(c, ep[1], cwd, argv, envp, path, &user);
         err = errno;
         close(ep[1]);
         if (pid < 0)
@@ -264,7 +339,7 @@ static void resolve_start(struct conn *c) {
         return;
     close(c->errfd);
     c->errfd = -1;
-    if (n == (ssize_t)sizeof msg && msg[1] >= 0 && msg[1] <= STEP_SETUP) {
+    if (n == (ssize_t)sizeof msg && msg[1] >= 0 && msg[1] <= STEP_USER) {
         reply_error(c, msg[0], step_names[msg[1]]);
         return;
     }
@@ -280,9 +355,12 @@ static void resolve_start(struct conn *c) {
 
 struct proc {
     pid_t pid, ppid, pgrp;
+    unsigned long long start; /* clock ticks after boot */
     int mark;
+    char state;
 };
 
+/* Live processes of the sandbox (zombies are dead already: signalling them "succeeds"). */
 static size_t list_procs(struct proc **out) {
     size_t n = 0, cap = 0;
     struct proc *v = NULL;
@@ -303,12 +381,19 @@ static size_t list_procs(struct proc **out) {
             continue;
         buf[r] = 0;
         char *rp = strrchr(buf, ')'); /* comm may contain spaces and parentheses */
+        char state;
         int ppid, pgrp;
-        if (!rp || sscanf(rp + 1, " %*c %d %d", &ppid, &pgrp) != 2)
+        unsigned long long start;
+        if (!rp || sscanf(rp + 1,
+                          " %c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+                          "%*d %*d %llu",
+                          &state, &ppid, &pgrp, &start) != 4)
+            continue;
+        if (state == 'Z' || state == 'X')
             continue;
         if (n == cap)
             v = xrealloc(v, (cap = cap ? cap * 2 : 256) * sizeof *v);
-        v[n++] = (struct proc){(pid_t)pid, ppid, pgrp, 0};
+        v[n++] = (struct proc){(pid_t)pid, ppid, pgrp, start, 0, state};
     }
     if (d)
         closedir(d);
@@ -316,9 +401,7 @@ static size_t list_procs(struct proc **out) {
     return n;
 }
 
-static int signal_descendants(int sig, pid_t root, const long *exempt, long nexempt) {
-    struct proc *v;
-    size_t n = list_procs(&v);
+static void mark_descendants(struct proc *v, size_t n, pid_t root) {
     for (int changed = 1; changed;) {
         changed = 0;
         for (size_t i = 0; i < n; i++) {
@@ -331,9 +414,34 @@ static int signal_descendants(int sig, pid_t root, const long *exempt, long nexe
                 v[i].mark = changed = 1;
         }
     }
+}
+
+/* Pids of the live descendants of `root`; *running: how many of them are not stopped. */
+static size_t tree_of(pid_t root, pid_t **out, int *running) {
+    struct proc *v;
+    size_t n = list_procs(&v), k = 0;
+    mark_descendants(v, n, root);
+    *out = xrealloc(NULL, (n + 1) * sizeof **out);
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].mark)
+            continue;
+        (*out)[k++] = v[i].pid;
+        *running += v[i].state != 'T';
+    }
+    free(v);
+    return k;
+}
+
+/* Signal every live descendant of `root` (not root itself) whose process group is not exempt
+ * and that started at or after `since` (clock ticks after boot; 0: any); the count. */
+static int signal_descendants(int sig, pid_t root, const long *exempt, long nexempt,
+                              unsigned long long since) {
+    struct proc *v;
+    size_t n = list_procs(&v);
+    mark_descendants(v, n, root);
     int count = 0;
     for (size_t i = 0; i < n; i++) {
-        int skip = !v[i].mark;
+        int skip = !v[i].mark || v[i].start < since;
         for (long k = 0; k < nexempt && !skip; k++)
             skip = v[i].pgrp == exempt[k];
         if (!skip && kill(v[i].pid, sig) == 0)
@@ -364,8 +472,40 @@ static void do_signal(struct conn *c, char *p, char *end) {
         reply_error(c, ENOMEM, "request");
         return;
     }
-    reply(c, "OK %d\n", signal_descendants((int)sig, (pid_t)root, exempt, count));
+    unsigned long long since = 0;
+    char *fs = next_field(&p, end); /* optional, after the groups */
+    if (fs)
+        since = strtoull(fs, NULL, 10);
+    reply(c, "OK %d\n", signal_descendants((int)sig, (pid_t)root, exempt, count, since));
     free(exempt);
+    finish(c);
+}
+
+static int signal_fd = -1;
+static void reap(int sfd);
+
+/* SIGKILL every process of the sandbox but the init (kill(-1) from a pid namespace's init
+ * spares only the init) and wait until they are gone; reply how many were left alive. */
+static void do_kill_all(struct conn *c) {
+    struct timespec pause = {0, 200000}, now, until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += 5; /* a process stuck in uninterruptible sleep cannot die: report it */
+    int left = 0;
+    for (;;) {
+        if (kill(-1, SIGKILL) < 0 && errno == ESRCH)
+            break;
+        reap(signal_fd);
+        struct proc *v;
+        left = (int)list_procs(&v) - 1; /* ourselves */
+        free(v);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (left <= 0 || now.tv_sec > until.tv_sec ||
+            (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+            break;
+        nanosleep(&pause, NULL);
+    }
+    reap(signal_fd);
+    reply(c, "OK %d\n", left > 0 ? left : 0);
     finish(c);
 }
 
@@ -377,6 +517,9 @@ static void dispatch(struct conn *c, uint32_t plen) {
     if (op && !strcmp(op, "D")) {
         close_received(c);
         do_signal(c, p, end);
+    } else if (op && !strcmp(op, "A")) {
+        close_received(c);
+        do_kill_all(c);
     } else if (op && !strcmp(op, "X") && c->nfds == 3 && !c->bad_fds) {
         start_exec(c, p, end);
     } else {
@@ -402,8 +545,12 @@ static void control_lines(struct conn *c) {
         *nl = 0;
         long sig;
         if (c->buf[0] == 'K' && c->buf[1] == ' ' && parse_long(c->buf + 2, 0, 64, &sig) == 0 &&
-            c->pid > 0)
-            kill_group(c->pid, (int)sig);
+            c->pid > 0) {
+            if (sig == SIGKILL)
+                kill_tree(c->pid);
+            else
+                kill_group(c->pid, (int)sig);
+        }
         size_t used = nl + 1 - c->buf;
         memmove(c->buf, nl + 1, c->len - used);
         c->len -= used;
@@ -678,6 +825,20 @@ static int setup_signals(void) {
     return sfd;
 }
 
+/* Only the capabilities we hold may ever be held by a command: drop the rest from the bounding
+ * set (exec as root could otherwise reach them, were no_new_privs ever lifted). */
+static void limit_bounding_set(void) {
+    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &head, data))
+        die("capget: %s", strerror(errno));
+    for (int cap = 0; cap < 64; cap++) {
+        int held = (data[cap / 32].permitted >> (cap % 32)) & 1;
+        if (!held && prctl(PR_CAPBSET_READ, cap) == 1 && prctl(PR_CAPBSET_DROP, cap) < 0)
+            die("dropping capability %d from the bounding set: %s", cap, strerror(errno));
+    }
+}
+
 /* Thousands of concurrent commands need fds; children get the original limit back. */
 static void raise_nofile(void) {
     getrlimit(RLIMIT_NOFILE, &orig_nofile);
@@ -711,8 +872,14 @@ static int serve(int argc, char **argv) {
     if (fcntl(lfd, F_SETFL, O_NONBLOCK) < 0)
         die("listen fd %ld: %s", lfd, strerror(errno));
     close_inherited(lfd, ready);
+    /* Nobody in the sandbox may read our memory, open our fds or exe, or take them by pidfd:
+     * non-dumpable makes /proc/1/{mem,fd,exe,environ} need CAP_SYS_PTRACE, which it lacks. */
+    if (prctl(PR_SET_DUMPABLE, 0) < 0)
+        die("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+    limit_bounding_set();
     raise_nofile();
     int sfd = setup_signals();
+    signal_fd = sfd;
     if (ready >= 0) {
         if (write(ready, "R\n", 2) != 2)
             die("writing to ready fd %ld: %s", ready, strerror(errno));
@@ -722,103 +889,19 @@ static int serve(int argc, char **argv) {
     return 0;
 }
 
-/* Read NUL-terminated arguments from fd until EOF; NULL on error, *count 0 when cancelled. */
-static char **read_argv(int fd, int *count) {
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf)
-            return NULL;
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return NULL;
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        if (len == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    *count = 0;
-    for (size_t i = 0; i < len; i++)
-        *count += buf[i] == '\0';
-    char **args = calloc((size_t)*count + 1, sizeof *args);
-    if (!args)
-        return NULL;
-    for (size_t i = 0, k = 0; i < len && k < (size_t)*count; k++) {
-        args[k] = buf + i;
-        i += strlen(buf + i) + 1;
-    }
-    return args;
-}
-
-static int launch(int argc, char **argv) {
-    int i = 0, wait_fd = -1, joined_fd = -1;
-    char pid[32];
-    int plen = snprintf(pid, sizeof pid, "%d", (int)getpid());
-    for (; i + 1 < argc && argv[i][0] == '-' && strcmp(argv[i], "--cgroup-procs"); i += 2) {
-        if (!strcmp(argv[i], "--wait-fd"))
-            wait_fd = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--joined-fd"))
-            joined_fd = atoi(argv[i + 1]);
-    }
-    for (; i + 1 < argc && !strcmp(argv[i], "--cgroup-procs"); i += 2) {
-        const char *file = argv[i + 1];
-        int fd = open(file, O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, pid, plen) != plen || close(fd) < 0) {
-            fprintf(stderr, "rockroll-init launch: cannot write pid to %s: %s\n", file,
-                    strerror(errno));
-            return 125;
-        }
-    }
-    char **command = argv + i + 1;
-    if (joined_fd >= 0 && write(joined_fd, "J", 1) != 1) {
-        fprintf(stderr, "rockroll-init launch: cannot report joining: %s\n", strerror(errno));
-        return 125;
-    }
-    if (wait_fd >= 0) {
-        /* Parked: the cgroups are joined ahead of time; the command arrives when needed. */
-        int count = 0;
-        command = read_argv(wait_fd, &count);
-        close(wait_fd);
-        if (!command) {
-            fprintf(stderr, "rockroll-init launch: cannot read command: %s\n", strerror(errno));
-            return 125;
-        }
-        if (count == 0)
-            return 0;
-        if (count > 3 && !strcmp(command[0], "--overlay")) {
-            /* Mount the sandbox's root in a mount namespace of its own: the host's mount table
-             * stays small (each new bwrap copies it) and the mount vanishes with the sandbox. */
-            if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
-                mount("overlay", command[2], "overlay", 0, command[1])) {
-                fprintf(stderr, "rockroll-init launch: cannot mount overlay at %s: %s\n",
-                        command[2], strerror(errno));
-                return 125;
-            }
-            command += 3;
-        }
-    } else if (i >= argc || strcmp(argv[i], "--") || i + 1 >= argc) {
-        fputs("usage: rockroll-init launch [--wait-fd N] --cgroup-procs FILE [...] "
-              "[-- PROG ARGS...]\n",
-              stderr);
-        return 125;
-    }
-    execvp(command[0], command);
-    fprintf(stderr, "rockroll-init launch: cannot exec %s: %s\n", command[0], strerror(errno));
-    return 125;
-}
-
 int main(int argc, char **argv) {
     ensure_std_fds();
     if (argc >= 2 && !strcmp(argv[1], "serve"))
         return serve(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "launch"))
-        return launch(argc - 2, argv + 2);
+        return launch_main(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[1], "mount"))
+        return mount_main(argc - 2, argv + 2);
     fputs("usage: rockroll-init serve [--listen-fd N | --listen-path PATH] [--ready-fd N]\n"
-          "       rockroll-init launch [--wait-fd N] [--joined-fd N] --cgroup-procs FILE [...] "
-          "[-- PROG ARGS...]\n",
+          "       rockroll-init launch [--wait-fd N] [--joined-fd N] [--userns BASE COUNT] "
+          "--cgroup-procs FILE [...] [-- PROG ARGS...]\n"
+          "       rockroll-init mount --userns BASE COUNT --root N LAYER... dir|disk SRC MNT "
+          "TARGET\n",
           stderr);
     return 2;
 }

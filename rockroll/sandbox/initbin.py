@@ -1,11 +1,17 @@
-"""Build `rockroll-init` (init.c) once per source version and cache it under $ROCKROLL_HOME/bin.
+"""Build `rockroll-init` (init.c, launch.c) once per source version, cached under
+$ROCKROLL_HOME/bin, and hand it to sandboxes as a sealed memfd.
 
-The binary is static so that it runs in any image, whatever libc (if any) the image has.
+The binary is static so that it runs in any image, whatever libc (if any) the image has. A
+sandbox's init is executed from a memfd sealed against writes and resizing (as runc protects
+itself since CVE-2019-5736): no host file backs /proc/1/exe, so nothing inside can change or
+chmod the binary that every later sandbox runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -17,10 +23,13 @@ from pathlib import Path
 from rockroll.sandbox.errors import SetupError
 from rockroll.sandbox.paths import rockroll_home
 
-SOURCE = Path(__file__).with_name("init.c")
+SOURCES = (Path(__file__).with_name("init.c"), Path(__file__).with_name("launch.c"))
+_MFD_EXEC = 0x0010  # Linux 6.3+: executable memfd, whatever vm.memfd_noexec says
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _INSTALL_HINT = "run `apt-get install gcc libc6-dev` (a C compiler and glibc's static libc)"
 _lock = threading.Lock()
 _built: dict[Path, Path] = {}
+_memfds: dict[Path, int] = {}
 
 
 def init_binary() -> Path:
@@ -30,7 +39,7 @@ def init_binary() -> Path:
     if cached is not None and cached.is_file():
         return cached
     with _lock:
-        digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+        digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES)).hexdigest()[:12]
         target = home / "bin" / f"rockroll-init-{digest}"
         if not target.is_file():
             _compile(target)
@@ -47,7 +56,7 @@ def _compile(target: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".rockroll-init-", suffix=".tmp")
     os.close(fd)
     try:
-        cmd = [cc, "-O2", "-static", "-Wall", "-Wextra", "-o", tmp, str(SOURCE)]
+        cmd = [cc, "-O2", "-static", "-Wall", "-Wextra", "-o", tmp, *map(str, SOURCES)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
             output, failed = proc.stdout + proc.stderr, proc.returncode != 0
@@ -62,3 +71,35 @@ def _compile(target: Path) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def init_memfd() -> int:
+    """An fd of a sealed, read-only in-memory copy of the init binary (one per process, never
+    closed: every parked launcher inherits it and the sandbox's bwrap executes it)."""
+    binary = init_binary()
+    with _lock:
+        fd = _memfds.get(binary)
+        if fd is None:
+            fd = _sealed_copy(binary.read_bytes())
+            _memfds[binary] = fd
+        return fd
+
+
+def _sealed_copy(data: bytes) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create("rockroll-init", flags | _MFD_EXEC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # kernels before 6.3 do not know MFD_EXEC
+            raise
+        fd = os.memfd_create("rockroll-init", flags)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, 0o555)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -1,4 +1,4 @@
-"""Overlay mounts and safe paths, through system calls (no `mount` child process per sandbox)."""
+"""Mount points: layer stacks that fit the overlay, unmounting, and what is mounted where."""
 
 from __future__ import annotations
 
@@ -21,26 +21,19 @@ _libc.mount.argtypes = [
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _MNT_DETACH = 2
 _MAX_OPTIONS = 4000  # the kernel takes one page of mount options
+_MAX_LAYERS = 500  # the launcher's limit (launch.c MAX_LAYERS); overlayfs takes 500
 
 
-def overlay_options(lower: list[Path], upper: Path, work: Path) -> str:
-    """Mount options for `lower` (top layer first) + writable `upper`."""
-    opts = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={upper},workdir={work}"
-    if len(opts) > _MAX_OPTIONS:
+def check_layers(layers: list[str]) -> None:
+    """The launcher names layers 0, 1, ... in the overlay's options, which the kernel takes up to
+    one page of: refuse a stack that cannot fit before anything starts."""
+    opts = len("lowerdir=") + sum(len(str(i)) + 1 for i in range(len(layers)))
+    opts += len(",upperdir=u/upper,workdir=u/work")
+    if len(layers) > _MAX_LAYERS or opts > _MAX_OPTIONS:
         raise SetupError(
-            f"too many or too long overlay layers ({len(lower)} layers, {len(opts)} bytes of "
-            "options); set ROCKROLL_HOME to a shorter path or snapshot from an older ancestor"
+            f"too many overlay layers ({len(layers)}, at most {_MAX_LAYERS}); snapshot from an "
+            "older ancestor instead of stacking snapshots of snapshots"
         )
-    return opts
-
-
-def mount_overlay(lower: list[Path], upper: Path, work: Path, target: Path) -> None:
-    """Mount `lower` (top layer first) + writable `upper` at `target` in this mount namespace."""
-    opts = overlay_options(lower, upper, work)
-    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, opts.encode()) != 0:
-        err = ctypes.get_errno()
-        hint = " (mounting needs root)" if err == errno.EPERM else ""
-        raise SetupError(f"cannot mount overlay at {target}: {os.strerror(err)}{hint}")
 
 
 def unmount(target: Path) -> None:

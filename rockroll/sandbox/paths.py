@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -29,3 +30,14 @@ def _subdir(env: str, name: str) -> Path:
     path = _home(env) / name
     path.mkdir(exist_ok=True)
     return path
+
+
+def home_tag() -> str:
+    """A short hash of the home, in names shared between homes (cgroups, the disk pool), so
+    that gc under one home never touches another's."""
+    return _tag(str(rockroll_home()))
+
+
+@functools.cache
+def _tag(home: str) -> str:
+    return hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:8]

@@ -1,19 +1,19 @@
 """The podman backend: each sandbox is an OCI container run by podman and runc.
 
-The container's root is the sandbox's overlay, mounted on the host (`--rootfs`), so files,
-snapshots and forks work exactly as with bwrap. Like bwrap, the host binds `rec.sock` itself and
-hands the listening socket to the init with `--preserve-fds`: nothing of the host is mounted
-writable into the sandbox, so a sandboxed root can neither replace the socket nor point the host
-elsewhere.
-The init binary is bind-mounted read-only under /dev (a tmpfs of the container) so that no
-mountpoint is left in the sandbox's own files.
+The container's root is the sandbox's overlay with idmapped layers, mounted on the host by
+`rockroll-init mount` (`--rootfs`), so files, snapshots, forks and disk limits work exactly as
+with bwrap, and the container runs in a user namespace with the same mapping (`--uidmap`): root
+inside is an unprivileged host id. Like bwrap, the host binds `rec.sock` itself and hands the
+listening socket to the init with `--preserve-fds`, and the init itself is a sealed memfd passed
+the same way and executed as /proc/self/fd/5: nothing of the host is mounted into the sandbox,
+so a sandboxed root can neither replace the socket or the init nor point the host elsewhere.
 
 Host-specific choices, measured with podman 4.3 on a cgroup v1/v2 hybrid host: crun refuses that
 layout and the systemd cgroup manager needs systemd, hence runc with cgroupfs; root without
 CAP_SYS_RESOURCE cannot raise rlimits, hence explicit `--ulimit`s within the current limits.
 Network "full" is the host's network (`--network host`), as with bwrap: it needs no bridge or
-slirp setup and works offline. There is no user namespace: root inside is root outside without
-any capability and with no_new_privs, as with bwrap.
+slirp setup and works offline. Capabilities are bwrap's (Docker's default set but NET_RAW,
+inside the user namespace only), with no_new_privs; runc masks /proc as Docker does.
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ import time
 from pathlib import Path
 
 from rockroll.sandbox.backend import Backend
+from rockroll.sandbox.bwrap import SANDBOX_CAPS
+from rockroll.sandbox.disk import new_disk
 from rockroll.sandbox.errors import SandboxError, SetupError
-from rockroll.sandbox.initbin import init_binary
-from rockroll.sandbox.mounts import mount_overlay
+from rockroll.sandbox.files import RootFS
+from rockroll.sandbox.idmap import COUNT as ID_COUNT
+from rockroll.sandbox.idmap import id_base
+from rockroll.sandbox.initbin import init_binary, init_memfd
+from rockroll.sandbox.mounts import mounts_under, unmount
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.seccomp import oci_profile
 from rockroll.sandbox.state import SandboxRecord, sandboxes_dir
@@ -43,7 +48,10 @@ READY_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 PREFIX = "rockroll-"
 HOME_LABEL = "rockroll.home"
-INIT_PATH = "/dev/.rockroll-init"
+INIT_FD = 5  # the sealed memfd of the init, as the container sees it
+# runc mounts the root as the container's root, an unprivileged id, which must be able to reach
+# it: roots live under this world-searchable directory (the home may be under /root, 0700).
+ROOTS = Path("/run/rockroll/podman")
 # No event log: it grows by a few lines per container and writing it costs ~20 ms per command.
 GLOBAL_ARGS = ("--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "none")
 # RLIMIT_NPROC counts every uid 0 process of the host (no user namespace), so it must stay out of
@@ -64,13 +72,21 @@ class PodmanBackend(Backend):
             raise SetupError("the podman backend mounts overlays and needs root; run as root")
 
     def launch(self, rec: SandboxRecord) -> int:
-        mount_overlay(
-            [Path(p) for p in rec.layers], rec.dir / "upper", rec.dir / "work", rec.merged
+        rec.id_base = id_base()
+        if rec.spec.disk:
+            new_disk(rec.disk_image, rec.spec.disk, rec.spec.inodes)
+        mount = [str(init_binary()), "mount", "--userns", str(rec.id_base), str(ID_COUNT)]
+        root = _root_dir(rec, create=True)
+        done = subprocess.run(
+            [*mount, *rec.root_args(str(root))], capture_output=True, text=True, check=False
         )
+        if done.returncode != 0:
+            raise SetupError(f"sandbox {rec.id}: mounting its root failed: {done.stderr.strip()}")
+        _premake(RootFS(str(root), rec.id_base))
         (rec.dir / "seccomp.json").write_text(json.dumps(oci_profile()))
         argv = ["podman", *GLOBAL_ARGS, "run", *self._run_args(rec)]
-        argv += ["--rootfs", str(rec.merged), INIT_PATH, "serve", "--listen-fd", "3"]
-        argv += ["--ready-fd", "4"]
+        argv += ["--rootfs", str(root), f"/proc/self/fd/{INIT_FD}", "serve"]
+        argv += ["--listen-fd", "3", "--ready-fd", "4"]
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -97,16 +113,23 @@ class PodmanBackend(Backend):
         return self._host_pid(rec)
 
     def root(self, rec: SandboxRecord) -> str:
-        return str(rec.merged)
+        return str(_root_dir(rec))
+
+    def upper(self, rec: SandboxRecord) -> str:
+        return str(rec.mnt / "d/upper" if rec.spec.disk else rec.fsdir / "upper")
 
     def _run_args(self, rec: SandboxRecord) -> list[str]:
         spec = rec.spec
         nofile_soft, nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         nproc = min(NPROC, resource.getrlimit(resource.RLIMIT_NPROC)[1])
         args = ["-d", "--name", _name(rec.id), "--label", f"{HOME_LABEL}={rockroll_home()}"]
-        args += ["--pidfile", str(rec.dir / "podman.pid"), "--preserve-fds", "2"]
+        args += ["--pidfile", str(rec.dir / "podman.pid"), "--preserve-fds", "3"]
         args += ["--network", "none" if spec.network == "none" else "host"]
+        ids = f"0:{rec.id_base}:{ID_COUNT}"
+        args += ["--uidmap", ids, "--gidmap", ids]
         args += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+        for cap in SANDBOX_CAPS:
+            args += ["--cap-add", cap]
         args += ["--security-opt", f"seccomp={rec.dir / 'seccomp.json'}"]
         args += ["--hostname", "sandbox", "--no-hosts", "--workdir", "/"]
         args += ["--ulimit", f"nofile={nofile_soft}:{nofile_hard}"]
@@ -116,7 +139,7 @@ class PodmanBackend(Backend):
             args += ["--memory", str(spec.memory), "--memory-swap", str(spec.memory)]
         if spec.cpus is not None:
             args += ["--cpus", str(spec.cpus)]
-        return [*args, "-v", f"{init_binary()}:{INIT_PATH}:ro"]
+        return args
 
     def _wait_ready(self, rec: SandboxRecord, pid: int, ready_r: int) -> None:
         """Wait for both the init's ready byte and `podman run -d` to exit successfully."""
@@ -139,7 +162,12 @@ class PodmanBackend(Backend):
                         raise SetupError(_explain(rec, code))
                 if ready_r in readable:
                     if not os.read(ready_r, 2).startswith(b"R"):
-                        raise SetupError(_explain(rec, code, "the init exited before serving"))
+                        if code is None:  # podman's own exit and words say more: wait for them
+                            left = max(deadline - time.monotonic(), 0)
+                            if select.select([pidfd], [], [], left)[0]:
+                                code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                        why = "the init exited before serving" if code == 0 else ""
+                        raise SetupError(_explain(rec, code, why))
                     ready = True
         finally:
             if code is None:
@@ -158,6 +186,12 @@ class PodmanBackend(Backend):
         done = _podman("rm", "--force", "--time", "0", "--ignore", _name(rec.id))
         if done.returncode != 0 and self.running(rec):
             raise SandboxError(f"podman could not remove {_name(rec.id)}: {done.stderr.strip()}")
+        root = _root_dir(rec)
+        for mount in mounts_under(root.parent):
+            if mount == root:
+                unmount(mount)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            root.rmdir()
 
     def running(self, rec: SandboxRecord) -> bool:
         done = _podman("container", "inspect", "--format", "{{.State.Status}}", _name(rec.id))
@@ -194,6 +228,29 @@ class PodmanBackend(Backend):
         _podman("rm", "--force", "--time", "0", "--ignore", _name(name))
 
 
+def _root_dir(rec: SandboxRecord, create: bool = False) -> Path:
+    root = ROOTS / rec.id
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+        for path in (ROOTS.parent, ROOTS):
+            os.chmod(path, 0o711)
+    return root
+
+
+def _premake(fs: RootFS) -> None:
+    """Make, as the sandbox's root, what podman would otherwise create in the root filesystem
+    as host root (which the idmapped root cannot store): it then uses these as they are."""
+    fs.makedirs("/run")
+    fs.makedirs("/etc")
+    if not fs.exists("/run/.containerenv"):
+        fs.write_bytes("/run/.containerenv", b"")
+    for name in ("/etc/resolv.conf", "/etc/hostname"):
+        if not fs.exists(name):
+            fs.write_bytes(name, b"")
+    with contextlib.suppress(FileExistsError):  # a link whose target is not there yet
+        fs.symlink("../proc/self/mounts", "/etc/mtab")
+
+
 def _name(sandbox_id: str) -> str:
     return PREFIX + sandbox_id
 
@@ -216,7 +273,7 @@ def _checked(*args: str) -> None:
 
 
 def _spawn(argv: list[str], rec: SandboxRecord, listen_fd: int, ready_fd: int) -> int:
-    """Start podman with the listener as fd 3 and the ready pipe as fd 4.
+    """Start podman with the listener as fd 3, the ready pipe as fd 4, the init as fd 5.
 
     `--preserve-fds` passes exactly fds 3.. on, which subprocess cannot arrange without a
     pre-exec hook; posix_spawn's dup2 actions can, and spawn as cheaply as subprocess.
@@ -224,9 +281,11 @@ def _spawn(argv: list[str], rec: SandboxRecord, listen_fd: int, ready_fd: int) -
     log = os.open(rec.dir / "backend.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     # Sources above the targets (0-4), so that no dup2 overwrites a source still to be copied.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (null, log, listen_fd, ready_fd)]
+    sources = (null, log, listen_fd, ready_fd, init_memfd())
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in sources]
     try:
         targets = ((high[0], 0), (high[1], 1), (high[1], 2), (high[2], 3), (high[3], 4))
+        targets += ((high[4], INIT_FD),)
         actions = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in targets]
         return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
     finally:

@@ -5,16 +5,22 @@ Wire protocol (unix stream socket, one request per connection):
 - Request: 4-byte little-endian length L, then L bytes of NUL-terminated fields, sent with
   sendmsg. The first sendmsg carries SCM_RIGHTS with the command's stdin, stdout, stderr.
   Payload at most 16 MiB.
-- Exec: ``X, cwd, argc, argv..., envc, "K=V"...``. The init forks; the child calls setsid(),
-  resets signals, chdirs, dup2s the fds to 0/1/2 and execs (searching the request's PATH, or a
-  default PATH when the env has none). Replies, one line each:
-  ``P <pid>`` started (pid inside the sandbox), then ``X <code> <signal>`` when it exits
-  (code is 128+signal when killed); or ``E <errno> <step> <strerror>`` (step: chdir, exec,
-  request, fork, setup) and nothing more. The init closes the connection after X or E.
-- While the command runs the host may send ``K <sig>\\n`` lines: kill(-pgid, sig). Closing
-  the connection before X makes the init SIGKILL the process group (the caller gave up).
-- Descendants: ``D, sig, root_pid, n, pgid...`` without fds: signal every descendant of
-  root_pid whose process group is not listed; reply ``OK <count>``.
+- Exec: ``X, cwd, argc, argv..., envc, "K=V"...`` and optionally ``U, uid, gid, n, gid...``
+  (run as that user and groups). The init forks; the child calls setsid(), becomes a child
+  subreaper (orphans of its tree come back to it), resets signals, switches user, chdirs,
+  dup2s the fds to 0/1/2 and execs (searching the request's PATH, or a default PATH when the
+  env has none). Replies, one line each: ``P <pid>`` started (pid inside the sandbox), then
+  ``X <code> <signal>`` when it exits (code is 128+signal when killed); or
+  ``E <errno> <step> <strerror>`` (step: chdir, exec, user, request, fork, setup) and nothing
+  more. The init closes the connection after X or E.
+- While the command runs the host may send ``K <sig>\\n`` lines: kill(-pgid, sig), and for
+  SIGKILL the command's whole tree (every descendant, `setsid` ones included). Closing the
+  connection before X kills the tree too (the caller gave up).
+- Descendants: ``D, sig, root_pid, n, pgid..., since`` without fds: signal every descendant of
+  root_pid whose process group is not listed and that started at or after `since` (clock ticks
+  after boot, 0: any); reply ``OK <count>``.
+- Kill all: ``A`` without fds: SIGKILL every process of the sandbox but the init and wait until
+  they are gone (at most 5 s); reply ``OK <left>``, how many could not be killed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from rockroll.sandbox.errors import ExecError, InvalidArgument, SandboxClosed, SandboxError
 from rockroll.sandbox.types import ExecResult
@@ -39,9 +46,19 @@ KILL_GRACE = 2.0  # seconds to wait for the exit report after the timeout kill
 START_TIMEOUT = 30.0  # seconds to wait for the init to report that a command started
 _CHUNK = 1 << 16
 _DRAIN_LIMIT = 4 << 20  # bytes read per stream after exit: a background job may keep writing
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Status = tuple[int, int]
 OutputCallback = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class User:
+    """Ids a command runs as, inside the sandbox."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
 
 
 def _fields(*parts: str | bytes) -> bytes:
@@ -54,7 +71,9 @@ def _fields(*parts: str | bytes) -> bytes:
     return bytes(out)
 
 
-def _exec_payload(argv: Sequence[str], cwd: str, env: Mapping[str, str] | None) -> bytes:
+def _exec_payload(
+    argv: Sequence[str], cwd: str, env: Mapping[str, str] | None, user: User | None = None
+) -> bytes:
     if not argv:
         raise InvalidArgument("argv must name a program")
     env = env or {}
@@ -62,6 +81,9 @@ def _exec_payload(argv: Sequence[str], cwd: str, env: Mapping[str, str] | None) 
         raise InvalidArgument("environment names must be non-empty and contain no '='")
     entries = [f"{k}={v}" for k, v in env.items()]
     payload = _fields("X", cwd, str(len(argv)), *argv, str(len(entries)), *entries)
+    if user is not None:
+        groups = [str(g) for g in user.groups]
+        payload += _fields("U", str(user.uid), str(user.gid), str(len(groups)), *groups)
     if len(payload) > MAX_PAYLOAD:
         raise InvalidArgument(f"command and environment exceed {MAX_PAYLOAD} bytes")
     return struct.pack("<I", len(payload)) + payload
@@ -198,13 +220,14 @@ def spawn(
     cwd: str = "/",
     env: Mapping[str, str] | None = None,
     start_timeout: float = START_TIMEOUT,
+    user: User | None = None,
 ) -> Process:
     """Start `argv` in the sandbox whose init listens on `sock_path`.
 
     `env` is the command's whole environment (None: empty; the init then searches a default
     PATH). Raises ExecError if the command cannot start, SandboxClosed if the init is gone.
     """
-    request = _exec_payload(argv, cwd, env)
+    request = _exec_payload(argv, cwd, env, user)
     sock = _connect(sock_path)
     (in_r, in_w), (out_r, out_w), (err_r, err_w) = (os.pipe2(os.O_CLOEXEC) for _ in range(3))
     proc = Process(sock, in_w, out_r, err_r)
@@ -372,12 +395,14 @@ def run(
     timeout: float | None = None,
     max_output: int = 1 << 20,
     on_output: OutputCallback | None = None,
+    user: User | None = None,
 ) -> ExecResult:
     """Run `argv` to completion in the sandbox and collect its output.
 
     Output beyond `max_output` bytes per stream keeps head and tail. `on_output(stream, chunk)`
-    sees every chunk as it arrives. At `timeout` the whole process group gets SIGKILL and the
-    result has timed_out=True; the call returns at most KILL_GRACE seconds later regardless.
+    sees every chunk as it arrives. At `timeout` the command and everything it started get
+    SIGKILL and the result has timed_out=True; the call returns at most KILL_GRACE seconds
+    later regardless.
     """
     if max_output < 0:
         raise InvalidArgument(f"max_output must be >= 0, got {max_output}")
@@ -385,53 +410,50 @@ def run(
         raise InvalidArgument(f"timeout must be >= 0, got {timeout}")
     start = time.monotonic()
     start_timeout = START_TIMEOUT if timeout is None else timeout + KILL_GRACE
-    with spawn(sock_path, argv, cwd=cwd, env=env, start_timeout=start_timeout) as proc:
+    with spawn(sock_path, argv, cwd=cwd, env=env, start_timeout=start_timeout, user=user) as proc:
         pump = _Pump(proc, stdin, max_output, on_output)
         status, timed_out = pump.run(None if timeout is None else start + timeout)
     return pump.result(status, timed_out, time.monotonic() - start)
 
 
 def signal_descendants(
-    sock_path: str | os.PathLike[str], root_pid: int, sig: int, exempt_pgids: Sequence[int] = ()
+    sock_path: str | os.PathLike[str],
+    root_pid: int,
+    sig: int,
+    exempt_pgids: Sequence[int] = (),
+    since: float | None = None,
 ) -> int:
-    """Signal every descendant of `root_pid` (not itself) outside `exempt_pgids`; the count."""
+    """Signal every descendant of `root_pid` (not itself) outside `exempt_pgids` that started
+    at or after `since` (a `boot_time()`; None: any); the count."""
     payload = _fields("D", str(int(sig)), str(int(root_pid)), str(len(exempt_pgids)))
     payload += _fields(*(str(int(p)) for p in exempt_pgids))
-    with _connect(sock_path) as sock:
-        sock.sendall(struct.pack("<I", len(payload)) + payload)
-        sock.settimeout(START_TIMEOUT)
-        try:
-            reply = sock.makefile("rb").readline().decode(errors="replace").strip()
-        except OSError as e:
-            raise SandboxClosed(f"sandbox socket {sock_path}: {e}") from e
+    ticks = 0 if since is None else int(since * _CLK_TCK)
+    payload += _fields(str(ticks))
+    reply = _ask(sock_path, payload, START_TIMEOUT)
     if not reply.startswith("OK "):
         raise SandboxError(f"signalling descendants of {root_pid} failed: {reply or 'no reply'}")
     return int(reply[3:])
 
 
-def run_to_file(
-    sock_path: str | os.PathLike[str],
-    argv: Sequence[str],
-    out_fd: int,
-    *,
-    cwd: str = "/",
-    env: Mapping[str, str] | None = None,
-    stdin: bytes | None = None,
-    timeout: float | None = 600.0,
-) -> ExecResult:
-    """Run `argv` with its stdout written, uncapped and as raw bytes, to `out_fd` (e.g. a tar)."""
+def kill_all(sock_path: str | os.PathLike[str]) -> int:
+    """SIGKILL every process of the sandbox but its init; how many survived (0 normally)."""
+    reply = _ask(sock_path, _fields("A"), START_TIMEOUT + 5)
+    if not reply.startswith("OK "):
+        raise SandboxError(f"killing the sandbox's processes failed: {reply or 'no reply'}")
+    return int(reply[3:])
 
-    def write(stream: str, chunk: bytes) -> None:
-        if stream == "stdout":
-            os.write(out_fd, chunk)
 
-    return run(
-        sock_path,
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=stdin,
-        timeout=timeout,
-        max_output=1 << 16,
-        on_output=write,
-    )
+def boot_time() -> float:
+    """Seconds since boot, the clock /proc/PID/stat start times count in."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _ask(sock_path: str | os.PathLike[str], payload: bytes, timeout: float) -> str:
+    """One request without fds; its one-line reply."""
+    with _connect(sock_path) as sock:
+        sock.sendall(struct.pack("<I", len(payload)) + payload)
+        sock.settimeout(timeout)
+        try:
+            return sock.makefile("rb").readline().decode(errors="replace").strip()
+        except OSError as e:
+            raise SandboxClosed(f"sandbox socket {sock_path}: {e}") from e

@@ -15,10 +15,11 @@ import contextlib
 import json
 import threading
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
+from rockroll.sandbox.checks import check_env, check_timeout
 from rockroll.sandbox.errors import (
     AccessDenied,
     ExecError,
@@ -29,15 +30,12 @@ from rockroll.sandbox.errors import (
     SandboxClosed,
     SandboxError,
     SandboxNotFound,
+    TooLarge,
 )
-from rockroll.sandbox.sdk import (
-    DEFAULT_TIMEOUT,
-    OutputCallback,
-    Sandbox,
-    _check_env,
-    _check_timeout,
-)
+from rockroll.sandbox.files import MAX_READ
+from rockroll.sandbox.sdk import DEFAULT_TIMEOUT, OutputCallback, Sandbox
 from rockroll.sandbox.spec import SandboxSpec
+from rockroll.sandbox.trees import MAX_TREE
 from rockroll.sandbox.types import ExecResult, FileInfo
 
 CONNECT_TIMEOUT = 10.0
@@ -54,7 +52,7 @@ _ERRORS: dict[str, type[Exception]] = {
     "invalid_argument": InvalidArgument,
     "validation_error": InvalidArgument,
     "invalid_json": InvalidArgument,
-    "too_large": InvalidArgument,
+    "too_large": TooLarge,
     "exec_error": ExecError,
     "unauthorized": AccessDenied,
     "forbidden": AccessDenied,
@@ -99,6 +97,22 @@ def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Re
             f"cannot reach the sandbox server at {client.base_url}: {exc}; is `rockroll serve` "
             "running there?"
         ) from exc
+
+
+@contextlib.contextmanager
+def streamed(client: httpx.Client, request: httpx.Request) -> Iterator[httpx.Response]:
+    """The reply to `request`, read as it arrives; the SDK exception its error body names."""
+    try:
+        response = client.send(request, stream=True)
+    except httpx.TransportError as exc:
+        raise SandboxError(f"cannot reach the sandbox server: {exc}") from exc
+    try:
+        if not response.is_success:
+            response.read()
+            check(response)
+        yield response
+    finally:
+        response.close()
 
 
 def delete_gone_ok(client: httpx.Client, url: str) -> None:
@@ -217,9 +231,10 @@ class RemoteSandbox(Sandbox):
         env: dict[str, str] | None = None,
         stdin: bytes | str | None = None,
         on_output: OutputCallback | None = None,
+        user: str | int | None = None,
     ) -> ExecResult:
         """As `Sandbox.exec`; with `on_output`, the output streams over the connection."""
-        body = self._exec_body(cmd, timeout, cwd, env, stdin)
+        body = self._exec_body(cmd, timeout, cwd, env, stdin) | {"user": _user(user)}
         if on_output is None:
             reply = call(
                 self._client,
@@ -240,6 +255,7 @@ class RemoteSandbox(Sandbox):
         body = self._exec_body(
             cmd, timeout, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("stdin")
         )
+        body["user"] = _user(kwargs.get("user"))
         events = self._events(body | {"stream": True}, timeout)
         yield from events
         return events.result
@@ -258,14 +274,14 @@ class RemoteSandbox(Sandbox):
                 f"cmd must be a string (run by bash -c) or a non-empty list of strings (an "
                 f"argv), got {type(cmd).__name__}: {cmd!r}"
             )
-        _check_timeout(timeout)
+        check_timeout(timeout)
         if isinstance(stdin, bytes):
             stdin = stdin.decode()
         return {
             "cmd": cmd if isinstance(cmd, str) else list(cmd),
             "timeout": timeout,
             "cwd": cwd,
-            "env": _check_env(env) if env else None,
+            "env": check_env(env) if env else None,
             "stdin": stdin,
         }
 
@@ -273,13 +289,20 @@ class RemoteSandbox(Sandbox):
         return _Events(self._client, f"/v1/sandboxes/{self.id}/exec", body, timeout)
 
     def session(
-        self, *, cwd: str | None = None, env: dict[str, str] | None = None
+        self,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        user: str | int | None = None,
     ) -> RemoteSession:  # type: ignore[override]
         self._check_open()
-        reply = call(
-            self._client, "POST", f"/v1/sandboxes/{self.id}/sessions", json={"cwd": cwd, "env": env}
-        )
+        body = {"cwd": cwd, "env": env, "user": _user(user)}
+        reply = call(self._client, "POST", f"/v1/sandboxes/{self.id}/sessions", json=body)
         return RemoteSession(self._client, reply.json()["id"])
+
+    def kill_all(self) -> int:
+        self._check_open()
+        return int(call(self._client, "POST", f"/v1/sandboxes/{self.id}/kill").json()["left"])
 
     def audit_log(self) -> list[dict]:
         return call(self._client, "GET", f"/v1/sandboxes/{self.id}/audit").json()
@@ -289,8 +312,10 @@ class RemoteSandbox(Sandbox):
         self._check_open()
         return f"/v1/sandboxes/{self.id}/{kind}"
 
-    def read_bytes(self, path: str) -> bytes:
-        params = {"path": self._path(path)}
+    def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
+        params: dict[str, Any] = {"path": self._path(path)}
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
         return call(self._client, "GET", self._file_url("files"), params=params).content
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
@@ -303,6 +328,12 @@ class RemoteSandbox(Sandbox):
         reply = call(self._client, "GET", self._file_url("dir"), params={"path": self._path(path)})
         return [FileInfo.model_validate(item) for item in reply.json()]
 
+    def remove(self, path: str) -> bool:
+        params = {"path": self._path(path)}
+        return bool(
+            call(self._client, "DELETE", self._file_url("files"), params=params).json()["removed"]
+        )
+
     def exists(self, path: str) -> bool:
         reply = call(self._client, "GET", self._file_url("stat"), params={"path": self._path(path)})
         return bool(reply.json()["exists"])
@@ -314,13 +345,20 @@ class RemoteSandbox(Sandbox):
             raise FileNotFoundError(f"no such file or directory in the sandbox: {path!r}")
         return bool(found["is_dir"])
 
-    def read_tree(self, path: str) -> bytes:
-        params = {"path": self._path(path)}
-        return call(self._client, "GET", self._file_url("tree"), params=params).content
+    def write_tar(self, path: str, out: BinaryIO, max_bytes: int | None = MAX_TREE) -> None:
+        params: dict[str, Any] = {"path": self._path(path)}
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
+        request = self._client.build_request("GET", self._file_url("tree"), params=params)
+        with streamed(self._client, request) as response:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
 
-    def write_tree(self, path: str, archive: bytes) -> None:
+    def _put_tree(self, path: str, archive: BinaryIO, owner: str | int | None) -> None:
         params = {"path": self._path(path)}
-        call(self._client, "PUT", self._file_url("tree"), params=params, content=archive)
+        if owner is not None:
+            params["owner"] = str(owner)
+        call(self._client, "PUT", self._file_url("tree"), params=params, content=archive.read())
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> RemoteSnapshot:  # type: ignore[override]
@@ -343,14 +381,7 @@ class _Events:
         request = self._client.build_request(
             "POST", self._url, json=self._body, timeout=_command_timeout(self._timeout)
         )
-        try:
-            response = self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise SandboxError(f"cannot reach the sandbox server: {exc}") from exc
-        try:
-            if not response.is_success:
-                response.read()
-                check(response)
+        with streamed(self._client, request) as response:
             for line in response.iter_lines():
                 if not line:
                     continue
@@ -362,10 +393,12 @@ class _Events:
                     raise kind(event["error"]["message"])
                 else:
                     yield event["stream"], event["data"]
-        finally:
-            response.close()
         if self.result is None:
             raise SandboxError("the server closed the stream before the command's result")
+
+
+def _user(user: str | int | None) -> str | None:
+    return None if user is None else str(user)
 
 
 def _command_timeout(timeout: float | None) -> httpx.Timeout:

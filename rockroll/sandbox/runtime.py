@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rockroll.sandbox import protocol
 from rockroll.sandbox.backend import Backend
+from rockroll.sandbox.disk import check_disk, empty_trash, throw_away
 from rockroll.sandbox.errors import (
     InUse,
     InvalidArgument,
@@ -36,10 +37,13 @@ from rockroll.sandbox.state import (
     SnapshotRecord,
     append_audit,
     list_records,
+    list_snapshots,
     load_record,
     load_snapshot,
     new_id,
     owner_alive,
+    owner_lives,
+    process_owner,
     sandboxes_dir,
     snapshots_dir,
     take_owner_lock,
@@ -70,10 +74,11 @@ class GcReport:
     sandboxes: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     resources: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return len(self.sandboxes) + len(self.mounts) + len(self.resources)
+        return len(self.sandboxes) + len(self.mounts) + len(self.resources) + len(self.snapshots)
 
 
 class LocalRuntime:
@@ -83,6 +88,7 @@ class LocalRuntime:
         self._lock = threading.Lock()
         self._owned: dict[str, tuple[SandboxRecord, int]] = {}
         self._checked: set[str] = set()
+        self._given: set[str] = set()  # sandboxes that own a snapshot (their fork's)
         self._collected = False
         self._reaper: threading.Thread | None = None
         self._warm = _WarmPool(self, WARM)
@@ -93,6 +99,7 @@ class LocalRuntime:
         if spec.backend not in self._checked:
             backend.check()
             self._checked.add(spec.backend)
+        check_disk(spec.disk, spec.inodes)
         if not self._collected:
             self._collected = True
             self.gc()
@@ -122,8 +129,11 @@ class LocalRuntime:
         rec.dir.mkdir(parents=True)
         lock_fd = take_owner_lock(rec.dir)
         try:
-            for sub in ("upper", "work", "merged"):
-                (rec.dir / sub).mkdir()
+            for mount_point in (rec.merged, rec.mnt):
+                mount_point.mkdir()  # podman's (bwrap's mount points are in its namespace)
+            if not spec.disk:  # a disk is the backend's to make (bwrap may have one ready)
+                for sub in ("upper", "work"):
+                    (rec.fsdir / sub).mkdir(parents=True)
             rec.backend_pid = backend.launch(rec)
             rec.status = status
             rec.save()
@@ -180,6 +190,31 @@ class LocalRuntime:
             self._teardown(rec, backend_for(rec.spec.backend))
         if owned:
             os.close(owned[1])
+        with self._lock:
+            given = sandbox_id in self._given
+            self._given.discard(sandbox_id)
+        if given or (rec is not None and rec.spec.detached):
+            self._remove_owned_snapshots(f"sandbox:{sandbox_id}")
+
+    def _remove_owned_snapshots(self, owner: str) -> None:
+        """Snapshots kept for a sandbox that is gone now (nothing else stacks on them)."""
+        for snap in list_snapshots():
+            if snap.owner == owner:
+                with contextlib.suppress(InUse, SandboxNotFound):
+                    self.remove_snapshot(snap.id)
+
+    def give_snapshot(self, snapshot_id: str, owner: str) -> None:
+        """Make `owner` (see SnapshotRecord) the snapshot's owner."""
+        snap = load_snapshot(snapshot_id)
+        if snap is None:
+            raise SandboxNotFound(f"no snapshot {snapshot_id!r}")
+        snap.owner = owner
+        if owner.startswith("sandbox:"):
+            with self._lock:
+                self._given.add(owner.removeprefix("sandbox:"))
+        tmp = snap.dir / "meta.json.tmp"
+        tmp.write_text(snap.model_dump_json(indent=1))
+        os.replace(tmp, snap.dir / "meta.json")
 
     def _teardown(self, rec: SandboxRecord, backend: Backend) -> None:
         errors = []
@@ -189,13 +224,18 @@ class LocalRuntime:
             except (OSError, SandboxError) as exc:
                 errors.append(str(exc))
         if not mounts_under(rec.dir):
+            throw_away(rec.disk_image)
             shutil.rmtree(rec.dir, ignore_errors=True)
         if errors:
             raise SandboxError(f"sandbox {rec.id} was not fully cleaned: {'; '.join(errors)}")
 
     def rootfs(self, rec: SandboxRecord) -> RootFS:
         """The sandbox's files, opened from the host and confined to the sandbox's root."""
-        return RootFS(backend_for(rec.spec.backend).root(rec))
+        return RootFS(backend_for(rec.spec.backend).root(rec), rec.id_base)
+
+    def upper(self, rec: SandboxRecord) -> str:
+        """The sandbox's writable layer as stored on disk (for image builds and snapshots)."""
+        return backend_for(rec.spec.backend).upper(rec)
 
     def list(self) -> list[SandboxRecord]:
         """Sandboxes in use (started ones waiting in a warm pool are not listed)."""
@@ -213,6 +253,7 @@ class LocalRuntime:
         stdin: bytes | None,
         timeout: float | None,
         on_output: protocol.OutputCallback | None = None,
+        user: protocol.User | None = None,
     ) -> ExecResult:
         rec.touch()
         started = time.time()
@@ -226,11 +267,22 @@ class LocalRuntime:
                 timeout=timeout,
                 max_output=rec.spec.max_output,
                 on_output=on_output,
+                user=user,
             )
         except SandboxClosed:
             raise SandboxClosed(self._why_closed(rec)) from None
         self.audit(rec, command, result, started)
         return result
+
+    def kill_all(self, rec: SandboxRecord) -> int:
+        """SIGKILL every process of the sandbox but its init; how many are left."""
+        try:
+            left = protocol.kill_all(rec.sock)
+        except SandboxClosed:
+            raise SandboxClosed(self._why_closed(rec)) from None
+        entry = {"time": time.time(), "command": "(host) kill every process", "exit_code": left}
+        append_audit(rec.id, entry | {"duration": 0.0, "timed_out": False})
+        return left
 
     def audit(self, rec: SandboxRecord, command: str, result: ExecResult, started: float) -> None:
         append_audit(
@@ -253,22 +305,29 @@ class LocalRuntime:
         )
 
     # -- snapshots -----------------------------------------------------------------------------
-    def snapshot(self, rec: SandboxRecord) -> SnapshotRecord:
-        """Freeze the sandbox, copy its writable layer, thaw: the copy becomes a read-only layer."""
+    def snapshot(self, rec: SandboxRecord, owner: str | None = None) -> SnapshotRecord:
+        """Freeze the sandbox, copy its writable layer, thaw: the copy becomes a read-only layer.
+
+        It is kept while `owner` lives (default: this process, or the sandbox itself when it is
+        detached) or something stacks on it; see SnapshotRecord.
+        """
         backend = backend_for(rec.spec.backend)
+        if owner is None:
+            owner = f"sandbox:{rec.id}" if rec.spec.detached else process_owner()
         snap = SnapshotRecord(
             id=new_id("snap-"),
             source=rec.id,
             image=rec.image,
             layers=[],
             created=time.time(),
+            owner=owner,
         )
         tmp = snapshots_dir() / f".{snap.id}.tmp"
         tmp.mkdir()
         backend.freeze(rec)
         try:
             done = subprocess.run(
-                ["cp", "-a", str(rec.dir / "upper"), str(tmp / "layer")],
+                ["cp", "-a", "--", backend.upper(rec), str(tmp / "layer")],
                 capture_output=True,
                 text=True,
             )
@@ -282,16 +341,30 @@ class LocalRuntime:
         os.rename(tmp, snap.dir)
         return snap
 
+    def snapshot_size(self, snapshot_id: str) -> int:
+        """Bytes a snapshot's layer takes on disk."""
+        snap = load_snapshot(snapshot_id)
+        if snap is None:
+            raise SandboxNotFound(f"no snapshot {snapshot_id!r}")
+        total = 0
+        for dirpath, dirs, files in os.walk(snap.dir / "layer"):
+            for name in (*dirs, *files):
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        return total
+
     def remove_snapshot(self, snapshot_id: str) -> None:
+        """Remove a snapshot no sandbox and no other snapshot stacks on (InUse otherwise)."""
         snap = load_snapshot(snapshot_id)
         if snap is None:
             raise SandboxNotFound(f"no snapshot {snapshot_id!r}")
         layer = str(snap.dir / "layer")
         users = [r.id for r in list_records() if layer in r.layers]
+        users += [s.id for s in list_snapshots() if s.id != snap.id and layer in s.layers]
         if users:
             raise InUse(
-                f"snapshot {snapshot_id} is in use by sandboxes {', '.join(users)}; "
-                "close them first"
+                f"snapshot {snapshot_id} is in use by {', '.join(users)} (sandboxes, or "
+                "snapshots of its forks); remove those first"
             )
         shutil.rmtree(snap.dir)
 
@@ -346,7 +419,26 @@ class LocalRuntime:
                     report.resources.append(f"{backend_name}:{name}")
         for leftover in _stale_snapshot_tmps():
             shutil.rmtree(leftover, ignore_errors=True)
+        self._collect_snapshots(report)
+        empty_trash()
         return report
+
+    def _collect_snapshots(self, report: GcReport) -> None:
+        """Remove snapshots whose owner is gone and on which nothing stacks (a removed one may
+        free its parent, hence the rounds)."""
+        while True:
+            removed = 0
+            for snap in list_snapshots():
+                if owner_lives(snap.owner):
+                    continue
+                try:
+                    self.remove_snapshot(snap.id)
+                except (InUse, SandboxNotFound):
+                    continue
+                report.snapshots.append(snap.id)
+                removed += 1
+            if not removed:
+                return
 
     def _alive(self, rec: SandboxRecord) -> bool:
         if rec.spec.detached:
@@ -378,20 +470,23 @@ def _stale_snapshot_tmps() -> list[Path]:
     return [p for p in snapshots_dir().glob(".*.tmp") if p.stat().st_mtime < cutoff]
 
 
+_Key = tuple[str, str, int | None, int | None]
+
+
 class _WarmPool:
-    """Started, never used sandboxes per (image, network), so `create` only adopts one.
+    """Started, never used sandboxes per (image, network, disk), so `create` only adopts one.
 
     A key is kept warm once a process has created two sandboxes of it (a process that makes
     one sandbox gains nothing); a background thread refills it. Only the bwrap backend, whose
-    start-up flags depend on nothing but the image and the network mode, is pooled.
+    start-up flags depend on nothing but the image, the network mode and the disk, is pooled.
     """
 
     def __init__(self, runtime: LocalRuntime, size: int) -> None:
         self.runtime = runtime
         self.size = size
-        self.asked: dict[tuple[str, str], int] = {}
-        self.ready: dict[tuple[str, str], list[tuple[SandboxRecord, int]]] = {}
-        self.specs: dict[tuple[str, str], SandboxSpec] = {}
+        self.asked: dict[_Key, int] = {}
+        self.ready: dict[_Key, list[tuple[SandboxRecord, int]]] = {}
+        self.specs: dict[_Key, SandboxSpec] = {}
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
         self.closed = False
@@ -401,7 +496,7 @@ class _WarmPool:
             return None
         if spec.profile != "agent":
             return None
-        key = (spec.image, spec.network)
+        key = (spec.image, spec.network, spec.disk, spec.inodes)
         with self.cond:
             self.asked[key] = self.asked.get(key, 0) + 1
             if self.asked[key] < 2:
@@ -416,7 +511,7 @@ class _WarmPool:
             self.cond.notify_all()
         return warm
 
-    def _wanted(self) -> tuple[str, str] | None:
+    def _wanted(self) -> _Key | None:
         for key, items in self.ready.items():
             if len(items) < self.size:
                 return key

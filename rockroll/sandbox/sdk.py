@@ -10,22 +10,24 @@ import asyncio
 import functools
 import io
 import os
-import queue
 import tarfile
 import tempfile
-import threading
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
-from rockroll.sandbox import protocol
+from rockroll.sandbox import accounts
+from rockroll.sandbox.checks import check_cap, check_env, check_timeout
 from rockroll.sandbox.errors import AccessDenied, InvalidArgument, SandboxClosed
-from rockroll.sandbox.files import sandbox_path
+from rockroll.sandbox.files import MAX_READ, sandbox_path
 from rockroll.sandbox.runtime import LocalRuntime, local_runtime
 from rockroll.sandbox.session import Session
 from rockroll.sandbox.spec import SandboxSpec, make_spec
 from rockroll.sandbox.state import SandboxRecord, SnapshotRecord, read_audit
+from rockroll.sandbox.streams import OutputStream
+from rockroll.sandbox.trees import MAX_TREE, extract_tar, write_tar
 from rockroll.sandbox.types import ExecResult, FileInfo
 
 DEFAULT_TIMEOUT = 600.0
@@ -98,13 +100,17 @@ class Sandbox:
         detached: bool = False,
         profile: str = "agent",
         labels: dict[str, str] | None = None,
+        disk: int | str | None = "10g",
+        inodes: int | None = None,
         server: str | None = None,
         token: str | None = None,
     ) -> Sandbox:
         """Start a sandbox; use it as a context manager so `close()` always runs.
 
-        With `server` (or `ROCKROLL_SERVER`) the sandbox runs on that `rockroll serve`, reached
-        with `token` (or `ROCKROLL_TOKEN`); the object behaves the same.
+        `disk` bounds what it may write (its own filesystem of that size: writes past it fail
+        with ENOSPC inside; None: no limit), `inodes` how many files. With `server` (or
+        `ROCKROLL_SERVER`) the sandbox runs on that `rockroll serve`, reached with `token` (or
+        `ROCKROLL_TOKEN`); the object behaves the same.
         """
         settings: dict[str, Any] = {
             "image": image if isinstance(image, str) else image.id,
@@ -117,6 +123,8 @@ class Sandbox:
             "ttl": ttl,
             "max_output": max_output,
             "labels": labels or {},
+            "disk": disk,
+            "inodes": inodes,
         }
         remote = server_settings(server, token)
         if remote is not None:
@@ -183,60 +191,95 @@ class Sandbox:
         env: dict[str, str] | None = None,
         stdin: bytes | str | None = None,
         on_output: OutputCallback | None = None,
+        user: str | int | None = None,
     ) -> ExecResult:
         """Run `cmd` (a string for bash, or an argv list) and wait for it.
 
-        A timeout kills the command's whole process group. `on_output(stream, chunk)` receives
-        output as it arrives; the result keeps the head and tail of each stream.
+        A timeout kills the command and everything it started (`setsid` ones included).
+        `on_output(stream, chunk)` receives output as it arrives; the result keeps the head
+        and tail of each stream. `user` ("app", "1000", "app:staff") runs it as that user of
+        the sandbox (HOME from its passwd entry) instead of root.
         """
         self._check_open()
         argv = self._argv(cmd)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise InvalidArgument(f"stdin must be bytes or str, got {type(stdin).__name__}")
+        env_all = self.spec.base_env()
+        ids = None
+        if user is not None:
+            account = accounts.resolve(self._fs, user)
+            ids, env_all = account.user, env_all | {"HOME": account.home}
         return self._runtime.exec(
             self._rec,
             argv,
             command=cmd if isinstance(cmd, str) else " ".join(cmd),
             cwd=sandbox_path(cwd, self.spec.workdir) if cwd else self.spec.workdir,
-            env=self.spec.base_env() | _check_env(env),
+            env=env_all | check_env(env),
             stdin=data,
             timeout=timeout,
             on_output=on_output,
+            user=ids,
         )
+
+    def kill_all(self) -> int:
+        """SIGKILL every process of the sandbox (background jobs, daemons, sessions' shells):
+        what runs next, a verifier say, runs alone. How many could not be killed (0 but for
+        processes stuck in the kernel)."""
+        self._check_open()
+        return self._runtime.kill_all(self._rec)
 
     def stream(
         self, cmd: str | list[str], *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
     ) -> Generator[tuple[str, str], None, ExecResult]:
-        """Yield (stream, text) chunks as they arrive; the generator returns the ExecResult."""
-        chunks: queue.Queue = queue.Queue()
-        box: dict[str, Any] = {}
+        """Yield (stream, text) chunks as they arrive; the generator returns the ExecResult.
 
-        def work() -> None:
-            try:
-                box["result"] = self.exec(
-                    cmd, timeout=timeout, on_output=lambda s, b: chunks.put((s, b)), **kwargs
-                )
-            except BaseException as exc:
-                box["error"] = exc
-            chunks.put(None)
+        A reader that falls behind stalls the command, not the host's memory (see
+        `open_stream`); closing the generator early kills the command.
+        """
+        output = self.open_stream(cmd, timeout=timeout, **kwargs)
+        try:
+            while (item := output.next_chunk()) is not None:
+                yield item[0], item[1].decode(errors="replace")
+        finally:
+            output.close()
+        if output.error is not None:
+            raise output.error
+        assert output.result is not None
+        return output.result
 
-        threading.Thread(target=work, daemon=True).start()
-        while (item := chunks.get()) is not None:
-            yield item[0], item[1].decode(errors="replace")
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+    def open_stream(
+        self, cmd: str | list[str], *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
+    ) -> OutputStream:
+        """Start `cmd` and return its output as an `OutputStream` (`next_chunk`, `close`)."""
+        check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return OutputStream(
+            lambda on_output: self.exec(cmd, timeout=timeout, on_output=on_output, **kwargs),
+            deadline,
+        )
 
-    def session(self, *, cwd: str | None = None, env: dict[str, str] | None = None) -> Session:
-        """A persistent bash: `cd`, exports and background jobs survive between commands."""
+    def session(
+        self,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        user: str | int | None = None,
+    ) -> Session:
+        """A persistent bash: `cd`, exports and background jobs survive between commands.
+        `user` runs it as that user of the sandbox (see `exec`)."""
         self._check_open()
+        env_all, ids = self.spec.base_env(), None
+        if user is not None:
+            account = accounts.resolve(self._fs, user)
+            ids, env_all = account.user, env_all | {"HOME": account.home}
         return Session(
             self._runtime,
             self._rec,
             cwd=sandbox_path(cwd, self.spec.workdir) if cwd else self.spec.workdir,
-            env=self.spec.base_env() | _check_env(env),
+            env=env_all | check_env(env),
+            user=ids,
         )
 
     def audit_log(self) -> list[dict]:
@@ -267,11 +310,19 @@ class Sandbox:
         self._check_open()
         return sandbox_path(path, self.spec.workdir)
 
-    def read_bytes(self, path: str) -> bytes:
-        return self._fs.read_bytes(self._path(path))
+    def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
+        """A regular file's bytes; TooLarge (checked before reading) past `max_bytes`."""
+        return self._fs.read_bytes(self._path(path), check_cap(max_bytes, "max_bytes"))
 
-    def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        return self.read_bytes(path).decode(encoding)
+    def open_read(self, path: str, max_bytes: int | None = MAX_READ) -> tuple[BinaryIO, int]:
+        """(file object, size) of a regular file no bigger than `max_bytes`, to read in parts."""
+        fd, size = self._fs.open_regular(self._path(path), check_cap(max_bytes, "max_bytes"))
+        return os.fdopen(fd, "rb"), size
+
+    def read_text(
+        self, path: str, encoding: str = "utf-8", max_bytes: int | None = MAX_READ
+    ) -> str:
+        return self.read_bytes(path, max_bytes).decode(encoding)
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write a file, creating parent directories."""
@@ -287,36 +338,54 @@ class Sandbox:
     def list_dir(self, path: str = ".") -> list[FileInfo]:
         return self._fs.listdir(self._path(path))
 
+    def remove(self, path: str) -> bool:
+        """Remove a file, link or whole directory, by the host (no program of the sandbox runs);
+        False if nothing was there."""
+        return self._fs.remove(self._path(path))
+
     def exists(self, path: str) -> bool:
         return self._fs.exists(self._path(path))
 
-    def upload(self, local: str | os.PathLike[str], remote: str) -> None:
+    def upload(
+        self, local: str | os.PathLike[str], remote: str, *, owner: str | int | None = None
+    ) -> None:
         """Copy a local file, or a directory's contents, to `remote` inside the sandbox.
 
-        Modes are kept, plus the owner's write bit: root in a sandbox has no capabilities, so
-        it could not otherwise fill or change a read-only directory it was given.
+        Modes and times are kept; files belong to the sandbox's root, or to `owner` ("app",
+        "app:staff", as `COPY --chown` does).
         """
         src = Path(local)
-        if src.is_dir():
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(src, arcname=".", filter=_owned_writable)
-            self.write_tree(remote, buf.getvalue())
-        elif src.is_file():
-            self.write_bytes(remote, src.read_bytes(), (src.stat().st_mode & 0o7777) | 0o200)
-        else:
+        if not src.exists():
             raise InvalidArgument(f"upload source {str(src)!r} does not exist")
+        with tempfile.SpooledTemporaryFile(8 << 20) as buf:
+            single = not src.is_dir()  # a file: its contents, even through a symlink
+            with tarfile.open(
+                fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, dereference=single
+            ) as tar:
+                if src.is_dir():
+                    tar.add(src, arcname=".")
+                else:
+                    tar.add(src, arcname=PurePosixPath(remote).name)
+            buf.seek(0)
+            target = remote if src.is_dir() else str(PurePosixPath(self._path(remote)).parent)
+            self._put_tree(target, buf, owner)
 
-    def download(self, remote: str, local: str | os.PathLike[str]) -> None:
-        """Copy a file or directory tree from the sandbox to `local` on the host."""
+    def download(
+        self, remote: str, local: str | os.PathLike[str], *, max_bytes: int | None = MAX_TREE
+    ) -> None:
+        """Copy a file or directory tree from the sandbox to `local` on the host (at most
+        `max_bytes` of file contents; TooLarge before anything is copied)."""
         dest = Path(local)
         if not self.is_dir(remote):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self.read_bytes(remote))
+            dest.write_bytes(self.read_bytes(remote, max_bytes))
             return
         dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(self.read_tree(remote))) as tar:
-            tar.extractall(dest, filter="data")
+        with tempfile.SpooledTemporaryFile(8 << 20) as buf:
+            self.write_tar(remote, buf, max_bytes)
+            buf.seek(0)
+            with tarfile.open(fileobj=buf) as tar:
+                tar.extractall(dest, filter=_host_safe)
 
     def is_dir(self, path: str) -> bool:
         """True if `path` is a directory (following links inside the sandbox)."""
@@ -326,34 +395,59 @@ class Sandbox:
         finally:
             os.close(info)
 
-    def read_tree(self, path: str) -> bytes:
-        """A directory's contents as an uncompressed tar archive (paths relative to it)."""
-        src = self._path(path)
-        return self._tar(["tar", "-c", "-f", "-", "-C", src, "."], None)
+    def read_tree(self, path: str, max_bytes: int | None = MAX_TREE) -> bytes:
+        """A directory's contents as an uncompressed tar archive (paths relative to it), made
+        by the host, never by a `tar` of the sandbox; TooLarge past `max_bytes` of files."""
+        out = io.BytesIO()
+        self.write_tar(path, out, max_bytes)
+        return out.getvalue()
 
-    def write_tree(self, path: str, archive: bytes) -> None:
-        """Unpack a tar archive into `path` (created if missing), inside the sandbox."""
-        dest = self._path(path)
-        self._fs.makedirs(dest)
-        self._tar(["tar", "-x", "-f", "-", "-C", dest], archive)
+    def write_tar(self, path: str, out: BinaryIO, max_bytes: int | None = MAX_TREE) -> None:
+        """Stream `path`'s contents as a tar archive into `out` (see `read_tree`)."""
+        write_tar(self._fs, self._path(path), out, check_cap(max_bytes, "max_bytes"))
 
-    def _tar(self, argv: list[str], stdin: bytes | None) -> bytes:
-        with tempfile.TemporaryFile() as out:
-            res = protocol.run_to_file(self._rec.sock, argv, out.fileno(), stdin=stdin)
-            if res.exit_code != 0:
-                raise InvalidArgument(f"{' '.join(argv)} failed in the sandbox: {res.stderr}")
-            out.seek(0)
-            return out.read()
+    def write_tree(
+        self, path: str, archive: bytes | BinaryIO, *, owner: str | int | None = None
+    ) -> None:
+        """Unpack a tar archive into `path` (created if missing), inside the sandbox; its
+        entries belong to the sandbox's root, or to `owner`."""
+        fileobj = io.BytesIO(archive) if isinstance(archive, bytes | bytearray) else archive
+        self._put_tree(path, fileobj, owner)
+
+    def _put_tree(self, path: str, archive: BinaryIO, owner: str | int | None) -> None:
+        ids = None
+        if owner is not None:
+            user = accounts.resolve(self._fs, owner).user
+            ids = (user.uid, user.gid)
+        extract_tar(self._fs, self._path(path), archive, ids)
+
+    def upper_layer(self) -> str:
+        """A host path of the sandbox's writable layer as stored (ids as inside), to copy it
+        while it is quiet (an image build does, after `kill_all`)."""
+        self._check_open()
+        return self._runtime.upper(self._rec)
 
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """Capture the filesystem now (processes keep running; their memory is not captured)."""
+        """Capture the filesystem now (processes keep running; their memory is not captured).
+
+        The snapshot is kept while this process lives (for a detached sandbox: while the
+        sandbox exists) and while a sandbox or snapshot stacks on it; `remove()` it sooner.
+        """
         self._check_open()
         return Snapshot(self._runtime.snapshot(self._rec), self.spec)
 
     def fork(self, **overrides: Any) -> Sandbox:
-        """Snapshot this sandbox and start a new one from it."""
-        return self.snapshot().fork(**overrides)
+        """Snapshot this sandbox and start a new one from it; the snapshot in between goes
+        when the new sandbox closes."""
+        snap = self.snapshot()
+        try:
+            child = snap.fork(**overrides)
+        except BaseException:
+            snap.remove()
+            raise
+        self._runtime.give_snapshot(snap.id, f"sandbox:{child.id}")
+        return child
 
 
 class AsyncSandbox:
@@ -415,11 +509,13 @@ class AsyncSandbox:
         await self.close()
 
 
-def _owned_writable(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.mode |= 0o200
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
+def _host_safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter, skipping (not failing on) what it refuses: a link inside the
+    sandbox that points to an absolute path or outside the tree means nothing on the host."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -432,22 +528,3 @@ async def _in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         _POOL = ThreadPoolExecutor(max_workers=512, thread_name_prefix="rockroll-async")
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_POOL, functools.partial(func, *args, **kwargs))
-
-
-def _check_timeout(timeout: object) -> None:
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise InvalidArgument(
-            f"timeout must be a positive number of seconds or None, got {timeout!r}"
-        )
-
-
-def _check_env(env: object) -> dict[str, str]:
-    if env is None:
-        return {}
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        raise InvalidArgument(f"env must be a dict of str to str, got {env!r}")
-    return env

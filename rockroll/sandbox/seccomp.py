@@ -59,6 +59,21 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "settimeofday",
     "clock_settime",
     "adjtimex",
+    # reach into another process (the init above all): ptrace's relatives
+    "pidfd_getfd",
+    "process_madvise",
+    "kcmp",
+    # large attack surfaces Docker closes too
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "modify_ldt",
+    "uselib",
+    "vm86",
+    "vm86old",
+    "nfsservctl",
+    "fanotify_init",
+    "name_to_handle_at",
 )
 
 # clone3 passes its flags in memory, which seccomp cannot inspect; ENOSYS makes libc fall back to
@@ -83,20 +98,32 @@ CLONE_NAMESPACE_FLAGS: tuple[int, ...] = (
     CLONE_NEWCGROUP,
     CLONE_NEWTIME,
 )
+AF_INET = 2
+AF_INET6 = 10
+AF_NETLINK = 16
 AF_PACKET = 17
+AF_VSOCK = 40
+NETLINK_AUDIT = 9
 SOCK_RAW = 3
 SOCK_TYPE_MASK = 0xF  # the rest of socket()'s type carries SOCK_NONBLOCK / SOCK_CLOEXEC
 INT_MASK = 0xFFFFFFFF  # int arguments: ignore the upper register half, as the kernel does
 
 
 @dataclass(frozen=True)
-class ArgRule:
-    """Fail `syscall` with `errno` when ``(args[index] & mask) == value``."""
+class Cond:
+    """``(args[index] & mask) == value``."""
 
-    syscall: str
     index: int
     mask: int
     value: int
+
+
+@dataclass(frozen=True)
+class ArgRule:
+    """Fail `syscall` with `errno` when every one of `conds` holds."""
+
+    syscall: str
+    conds: tuple[Cond, ...]
     errno: int = errno.EPERM
 
 
@@ -106,12 +133,26 @@ def _clone_flags_index() -> int:
 
 
 def arg_rules() -> tuple[ArgRule, ...]:
-    """Argument-dependent denials for the host architecture (rules are OR-ed)."""
+    """Argument-dependent denials for the host architecture (rules are OR-ed, the conditions
+    of one rule AND-ed; no two rules of one syscall can both match)."""
     clone_index = _clone_flags_index()
+
+    def family(value: int) -> Cond:
+        return Cond(0, INT_MASK, value)
+
+    raw = Cond(1, SOCK_TYPE_MASK, SOCK_RAW)
     return (
-        *(ArgRule("clone", clone_index, flag, flag) for flag in CLONE_NAMESPACE_FLAGS),
-        ArgRule("socket", 0, INT_MASK, AF_PACKET),
-        ArgRule("socket", 1, SOCK_TYPE_MASK, SOCK_RAW),
+        *(ArgRule("clone", (Cond(clone_index, f, f),)) for f in CLONE_NAMESPACE_FLAGS),
+        ArgRule("socket", (family(AF_PACKET),)),
+        ArgRule("socket", (family(AF_INET), raw)),
+        ArgRule("socket", (family(AF_INET6), raw)),
+        # As on a kernel without audit: shadow-utils (useradd, groupadd) and apt packages that
+        # create system users treat EPROTONOSUPPORT as "no audit" and go on (EPERM aborts them).
+        ArgRule(
+            "socket", (family(AF_NETLINK), Cond(2, INT_MASK, NETLINK_AUDIT)), errno.EPROTONOSUPPORT
+        ),
+        # As on a host without vsock: no channel to a hypervisor or its other guests.
+        ArgRule("socket", (family(AF_VSOCK),), errno.EAFNOSUPPORT),
     )
 
 
@@ -165,11 +206,8 @@ def bpf_program() -> bytes:
         for name in ENOSYS_SYSCALLS:
             add(sc.ERRNO(errno.ENOSYS), name)
         for rule in arg_rules():
-            add(
-                sc.ERRNO(rule.errno),
-                rule.syscall,
-                sc.Arg(rule.index, sc.MASKED_EQ, rule.mask, rule.value),
-            )
+            conds = [sc.Arg(c.index, sc.MASKED_EQ, c.mask, c.value) for c in rule.conds]
+            add(sc.ERRNO(rule.errno), rule.syscall, *conds)
         with tempfile.TemporaryFile() as f:
             flt.export_bpf(f)
             f.seek(0)
@@ -205,12 +243,8 @@ def oci_profile() -> dict[str, Any]:
             "action": "SCMP_ACT_ERRNO",
             "errnoRet": rule.errno,
             "args": [
-                {
-                    "index": rule.index,
-                    "value": rule.mask,
-                    "valueTwo": rule.value,
-                    "op": "SCMP_CMP_MASKED_EQ",
-                }
+                {"index": c.index, "value": c.mask, "valueTwo": c.value, "op": "SCMP_CMP_MASKED_EQ"}
+                for c in rule.conds
             ],
         }
         for rule in arg_rules()

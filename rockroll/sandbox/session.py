@@ -31,13 +31,20 @@ class Session:
     """One bash process inside a sandbox. Use `run()`; `close()` ends it and its jobs."""
 
     def __init__(
-        self, runtime: LocalRuntime, rec: SandboxRecord, *, cwd: str, env: dict[str, str]
+        self,
+        runtime: LocalRuntime,
+        rec: SandboxRecord,
+        *,
+        cwd: str,
+        env: dict[str, str],
+        user: protocol.User | None = None,
     ) -> None:
         self._runtime = runtime
         self._rec = rec
         self._proc = protocol.spawn(
-            rec.sock, ["/bin/bash", "--noprofile", "--norc"], cwd=cwd, env=env
+            rec.sock, ["/bin/bash", "--noprofile", "--norc"], cwd=cwd, env=env, user=user
         )
+        self._since: float | None = None
         self._jobs: list[int] = []
         self._dead: str | None = None
         self._send(b"set -m\n")
@@ -55,6 +62,7 @@ class Session:
             f"printf '\\n{tag}\\n' >&2\n"
         )
         started = time.time()
+        self._since = protocol.boot_time()
         self._send(script.encode())
         result = self._collect(tag, timeout, self._rec.spec.max_output)
         self._runtime.audit(self._rec, cmd, result, started)
@@ -110,10 +118,17 @@ class Session:
         return _exit_code(status)
 
     def _interrupt(self) -> None:
-        """Kill the foreground command's process group, sparing the shell and its jobs."""
+        """Kill what the foreground command started, sparing the shell, its jobs and what
+        earlier commands left running. The shell is a child subreaper, so a `setsid` or
+        double-forked child of the command is still the shell's descendant, and it started
+        after the command did."""
         try:
             protocol.signal_descendants(
-                self._rec.sock, self._proc.pid, signal.SIGKILL, [self._proc.pid, *self._jobs]
+                self._rec.sock,
+                self._proc.pid,
+                signal.SIGKILL,
+                [self._proc.pid, *self._jobs],
+                since=self._since,
             )
         except SandboxClosed:
             self._dead = "the sandbox is gone"

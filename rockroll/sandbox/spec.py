@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -24,6 +25,8 @@ def parse_size(
     if isinstance(value, bool):
         raise InvalidArgument(f"{field} must be a size like 512m or 2g, got {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{field} must be a size like 512m or 2g, got {value!r}")
         size = int(value)
     elif isinstance(value, str) and (m := _SIZE.match(value)):
         size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
@@ -32,6 +35,8 @@ def parse_size(
     if size < minimum:
         why = " (a sandbox needs some memory)" if minimum == 4 << 20 else ""
         raise InvalidArgument(f"{field} must be at least {minimum} bytes{why}, got {value!r}")
+    if size >= 1 << 62:
+        raise InvalidArgument(f"{field} must be below 2^62 bytes, got {value!r}")
     return size
 
 
@@ -54,13 +59,22 @@ class SandboxSpec(BaseModel):
     )
     workdir: str = Field("/", description="default directory for commands")
     ttl: float | None = Field(None, description="idle seconds before the sandbox is closed", gt=0)
+    disk: int | None = Field(
+        10 << 30,
+        description="bytes the sandbox may write (its own filesystem: ENOSPC past it); "
+        "None: no limit",
+    )
+    inodes: int | None = Field(
+        None, description="files the sandbox may create (None: 1 per 16 KiB of disk)"
+    )
     max_output: int = Field(1 << 20, description="bytes kept per stream (head+tail)", ge=1024)
     detached: bool = Field(False, description="outlive the creating process (CLI sandboxes)")
     profile: Literal["agent", "build"] = Field(
         "agent",
-        description="'agent': no capabilities, user namespace; 'build': for image build steps "
-        "(Dockerfile RUN), like `docker build`: Docker's default capabilities, no user "
-        "namespace, the host's network and CA certificates",
+        description="'agent': for agents and tests; 'build': for image build steps "
+        "(Dockerfile RUN), like `docker build`: the host's CA certificates too. Both run as "
+        "root of the sandbox's own user namespace (an unprivileged host id), with Docker's "
+        "default capabilities inside it",
     )
 
     @field_validator("workdir")
@@ -80,10 +94,6 @@ class SandboxSpec(BaseModel):
 
     def base_env(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
-        if self.profile == "agent":
-            # Root without capabilities cannot give files to other users; GNU tar run as root
-            # tries to and fails, so tell it not to (as it behaves for non-root users).
-            env["TAR_OPTIONS"] = "--no-same-owner"
         return env | self.env
 
 
@@ -91,6 +101,8 @@ def make_spec(**kwargs: object) -> SandboxSpec:
     """Build a spec from user arguments, turning validation errors into one clear message."""
     if "memory" in kwargs:
         kwargs["memory"] = parse_size(kwargs["memory"])  # type: ignore[arg-type]
+    if "disk" in kwargs:
+        kwargs["disk"] = parse_size(kwargs["disk"], "disk", 16 << 20)  # type: ignore[arg-type]
     try:
         return SandboxSpec(**kwargs)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -1,8 +1,11 @@
 """On-disk records of sandboxes and snapshots, so any process can find, use or collect them.
 
 Layout under `$ROCKROLL_HOME`:
-  sandboxes/<id>/  meta.json, owner.lock (flock held by the owning process), upper/, work/,
-                   merged/ (the overlay mount), ctl.sock (the init's socket), backend.log
+  sandboxes/<id>/  meta.json, owner.lock (flock held by the owning process), ctl.sock (the
+                   init's socket), backend.log, mnt/ (where its layers are mounted, in the
+                   sandbox's own mount namespace), merged/ (the podman backend's root); disk.img
+                   (its disk, unlinked once attached) or, without a disk limit, fs/upper and
+                   fs/work
   snapshots/<id>/  meta.json, layer/ (a frozen copy of a sandbox's upper directory)
   audit/<id>.jsonl one line per command, kept after the sandbox is gone
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from rockroll.sandbox.mounts import overlay_options
+from rockroll.sandbox.mounts import check_layers
 from rockroll.sandbox.paths import home_subdir
 from rockroll.sandbox.spec import SandboxSpec
 
@@ -36,6 +39,7 @@ class SandboxRecord(BaseModel):
     backend_pid: int | None = None
     cgroup: str | None = None
     status: str = "starting"
+    id_base: int | None = None  # host id of the sandbox's root (None: no user namespace)
 
     @property
     def dir(self) -> Path:
@@ -49,10 +53,31 @@ class SandboxRecord(BaseModel):
     def merged(self) -> Path:
         return self.dir / "merged"
 
-    def overlay_options(self) -> str:
-        return overlay_options(
-            [Path(p) for p in self.layers], self.dir / "upper", self.dir / "work"
-        )
+    @property
+    def mnt(self) -> Path:
+        return self.dir / "mnt"
+
+    @property
+    def disk_image(self) -> Path:
+        return self.dir / "disk.img"
+
+    @property
+    def fsdir(self) -> Path:
+        """Upper and work directories of a sandbox without a disk limit."""
+        return self.dir / "fs"
+
+    def root_args(self, target: str, mnt: str | None = None, parked: bool = False) -> list[str]:
+        """The launcher's `--root` arguments: layers, writable layer (`parked`: the one the
+        launcher mounted ahead), mount points (the layers' at `mnt`, the root's at `target`)."""
+        if parked:
+            writable = ["parked", "-"]
+        elif self.spec.disk:
+            writable = ["disk", str(self.disk_image)]
+        else:
+            writable = ["dir", str(self.fsdir)]
+        check_layers(self.layers)
+        root = ["--root", str(len(self.layers)), *self.layers, *writable]
+        return [*root, mnt or str(self.mnt), target]
 
     def save(self) -> None:
         tmp = self.dir / "meta.json.tmp"
@@ -75,13 +100,19 @@ class SandboxRecord(BaseModel):
 
 
 class SnapshotRecord(BaseModel):
-    """A frozen filesystem state; new sandboxes stack their overlay on `layers`."""
+    """A frozen filesystem state; new sandboxes stack their overlay on `layers`.
+
+    `owner` says how long it is kept: "pid:PID:START" while that process lives (the process
+    that took it), "sandbox:ID" while that (detached) sandbox exists; and always while a
+    sandbox or another snapshot stacks on it. Garbage collection removes the rest.
+    """
 
     id: str
     source: str
     image: str
     layers: list[str]
     created: float
+    owner: str | None = None  # None: made by an older version, kept until removed
 
     @property
     def dir(self) -> Path:
@@ -121,9 +152,19 @@ def load_record(sandbox_id: str) -> SandboxRecord | None:
 def load_snapshot(snapshot_id: str) -> SnapshotRecord | None:
     try:
         text = (snapshots_dir() / snapshot_id / "meta.json").read_text()
+        return SnapshotRecord.model_validate_json(text)
     except (OSError, ValueError):
         return None
-    return SnapshotRecord.model_validate_json(text)
+
+
+def list_snapshots() -> list[SnapshotRecord]:
+    found = []
+    for path in sorted(snapshots_dir().iterdir()):
+        if not path.name.startswith("."):
+            snap = load_snapshot(path.name)
+            if snap is not None:
+                found.append(snap)
+    return found
 
 
 def list_records() -> list[SandboxRecord]:
@@ -133,6 +174,32 @@ def list_records() -> list[SandboxRecord]:
         if rec is not None:
             found.append(rec)
     return found
+
+
+def process_owner(pid: int | None = None) -> str:
+    """An owner string for a process that cannot be confused with a later one of the same pid."""
+    pid = os.getpid() if pid is None else pid
+    return f"pid:{pid}:{process_start(pid)}"
+
+
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot), None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def owner_lives(owner: str | None) -> bool:
+    """Whether a snapshot's owner (see SnapshotRecord) is still there; unknown ones are."""
+    kind, _, rest = (owner or "").partition(":")
+    if kind == "pid":
+        pid, _, start = rest.partition(":")
+        return pid.isdigit() and str(process_start(int(pid))) == start
+    if kind == "sandbox":
+        return (sandboxes_dir() / rest / "meta.json").exists()
+    return True
 
 
 def take_owner_lock(sandbox_dir: Path) -> int:

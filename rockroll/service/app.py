@@ -1,41 +1,54 @@
 """The HTTP API of `rockroll serve`: sandboxes, exec, sessions, files, snapshots, tokens.
 
-Every route but `/v1/health` and `/metrics` needs `Authorization: Bearer TOKEN`. Status codes
-are real and every error has the body `{"error": {"code", "message", "field"}}`:
+Every route but `/v1/health` needs `Authorization: Bearer TOKEN` (`/metrics` and the OpenAPI
+documents too, unless the server runs with `--public-metrics`). Status codes are real and every
+error has the body `{"error": {"code", "message", "field"}}`:
 
 - 400 invalid_argument: a value the sandbox layer refuses (a path above `/`, a bad size).
 - 401 unauthorized: no token, or one that is unknown or revoked.
-- 403 forbidden: an admin-only route with a non-admin token; quota_exceeded: a token's quota.
+- 403 forbidden: an admin-only route with a non-admin token, or a setting the token may not ask
+  for (network "full"); quota_exceeded: a token's quota.
 - 404 not_found: no such sandbox, snapshot or session **of yours** (another owner's sandbox
   answers exactly as a missing one does, so ids cannot be probed).
 - 409 conflict: the request clashes with the state (a snapshot still in use).
 - 410 gone: the sandbox was deleted or lost; the message says why.
-- 413 too_large: an upload over the server's limit.
+- 413 too_large: an upload or body over the server's limit, a file or tree over the read
+  limit (checked before anything is read).
 - 422 validation_error: a body or query that does not fit the schema (unknown fields too);
   `field` names the offender.
 
 Long commands have no request ceiling: `stream: true` answers at once with NDJSON lines
 `{"stream": "stdout"|"stderr", "data": TEXT}` as output arrives, then one
-`{"result": ExecResult}` (or `{"error": ErrorDetail}`).
+`{"result": ExecResult}` (or `{"error": ErrorDetail}`). A client that stops reading stalls its
+command (the output is not buffered without bound); one that disconnects kills it.
+
+Fairness: each token runs at most `max_execs` blocking requests (commands, file transfers,
+creates) at once; more wait, without holding a worker thread, so one tenant's flood leaves
+other tenants and `/v1/health` unaffected.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rockroll.sandbox.checks import check_timeout
 from rockroll.sandbox.errors import (
     ExecError,
     ImageNotFound,
@@ -45,8 +58,12 @@ from rockroll.sandbox.errors import (
     SandboxClosed,
     SandboxError,
     SandboxNotFound,
+    TooLarge,
 )
+from rockroll.sandbox.files import MAX_READ
 from rockroll.sandbox.spec import parse_size
+from rockroll.sandbox.streams import OutputStream
+from rockroll.sandbox.trees import MAX_TREE
 from rockroll.service.models import (
     CreateSandbox,
     ErrorBody,
@@ -55,6 +72,7 @@ from rockroll.service.models import (
     FileInfo,
     ForkRequest,
     Health,
+    KillReport,
     SandboxInfo,
     SandboxList,
     SessionInfo,
@@ -65,11 +83,14 @@ from rockroll.service.models import (
     TokenRequest,
 )
 from rockroll.service.pool import Gone, Pool
-from rockroll.service.store import Store, Token
+from rockroll.service.store import DEFAULT_LIMITS, Store, Token
 
 VERSION = "1"
 MAX_UPLOAD = 256 << 20
-THREADS = 512  # worker threads for blocking handlers: one per concurrent exec
+MAX_JSON = 16 << 20  # a JSON body (an exec's stdin is in it)
+THREADS = 1024  # worker threads for blocking work, shared; each token gets max_execs of them
+CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -82,6 +103,7 @@ class ApiError(Exception):
 
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (QuotaExceeded, 403, "quota_exceeded"),
+    (TooLarge, 413, "too_large"),
     (SandboxNotFound, 404, "not_found"),
     (Gone, 410, "gone"),
     (SandboxClosed, 410, "gone"),
@@ -102,6 +124,7 @@ ERRORS = {
         403: "admin-only route, or a quota reached",
         404: "no such resource of yours",
         410: "the sandbox was deleted or lost (the message says why)",
+        413: "a body over the server's limit, or a file or tree over the read limit",
         422: "the request does not fit the schema",
     }.items()
 }
@@ -131,27 +154,111 @@ async def caller(request: Request) -> Token:
 
 
 class TokenCache:
-    """Token lookups remembered for `ttl` seconds: one SQLite read per token and second at most,
-    instead of one per request. A token revoked through the API stops working at once; one
-    revoked with `rockroll token revoke` (another process) within `ttl` seconds."""
+    """Token lookups remembered until any token changes: each request reads one counter (the
+    token generation, bumped by every create and revoke, from any process) instead of the
+    token's row, so a token revoked with `rockroll token revoke` stops working at once."""
 
-    def __init__(self, store: Store, ttl: float = 2.0) -> None:
-        self.store, self.ttl = store, ttl
-        self._seen: dict[str, tuple[Token | None, float]] = {}
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._seen: dict[str, Token | None] = {}
+        self._generation = -1
 
     def get(self, secret: str) -> Token | None:
-        now = time.monotonic()
-        found = self._seen.get(secret)
-        if found is not None and found[1] > now:
-            return found[0]
+        generation = self.store.token_generation()
+        if generation != self._generation:
+            self._seen, self._generation = {}, generation
+        if secret in self._seen:
+            return self._seen[secret]
         token = self.store.token_for(secret)
         if len(self._seen) > 10_000:
             self._seen.clear()
-        self._seen[secret] = (token, now + self.ttl)
+        self._seen[secret] = token
         return token
 
     def clear(self) -> None:
         self._seen.clear()
+
+
+class Slots:
+    """Per token, how many blocking requests may run at once (its max_execs); the waiting ones
+    wait on the event loop, holding no thread. Control requests (delete, kill) have a few
+    slots of their own, so that a token can always stop what it flooded the server with."""
+
+    CONTROL = 8
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._control: dict[str, anyio.CapacityLimiter] = {}
+        self._lock = threading.Lock()
+        self.threads = anyio.CapacityLimiter(THREADS)
+
+    async def control(self, token: Token, func: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            limiter = self._control.setdefault(token.id, anyio.CapacityLimiter(self.CONTROL))
+        async with limiter:
+            call = functools.partial(func, *args)
+            return await anyio.to_thread.run_sync(call, limiter=self.threads)
+
+    def of(self, token: Token) -> anyio.CapacityLimiter:
+        size = token.limit("max_execs")
+        total = int(size) if size is not None else THREADS
+        with self._lock:
+            limiter = self._limiters.get(token.id)
+            if limiter is None:
+                limiter = self._limiters[token.id] = anyio.CapacityLimiter(total)
+            elif limiter.total_tokens != total:
+                limiter.total_tokens = total
+            return limiter
+
+    async def run(self, token: Token, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`func(*args, **kwargs)` on a worker thread, within the token's share."""
+        async with self.of(token):
+            call = functools.partial(func, *args, **kwargs)
+            return await anyio.to_thread.run_sync(call, limiter=self.threads)
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes (413) on every route but the uploads (which
+    have their own limit), by Content-Length at once or as a chunked body passes it."""
+
+    def __init__(self, app: Any, limit: int, exempt: tuple[str, ...]) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].endswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _send_error(send, 413, "too_large", f"the body is over {self.limit} bytes")
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _send_error(send, 413, "too_large", f"the body passed {self.limit} bytes")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _send_error(send: Any, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class MetricsMiddleware:
@@ -231,15 +338,22 @@ class Metrics:
         live.set_function(pool.live_count)
 
 
-def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
+def create_app(
+    pool: Pool,
+    *,
+    max_upload: int = MAX_UPLOAD,
+    max_download: int = MAX_READ,
+    max_tree: int = MAX_TREE,
+    public_metrics: bool = False,
+) -> FastAPI:
     """The API over `pool` (and its store); `rockroll serve` runs it under uvicorn."""
     store: Store = pool.store
     started = time.time()
     metrics = Metrics(pool)
+    slots = Slots()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
 
     app = FastAPI(
@@ -248,11 +362,15 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         description=__doc__,
         lifespan=lifespan,
         responses=ERRORS,  # type: ignore[arg-type]
+        openapi_url="/openapi.json" if public_metrics else None,
+        docs_url="/docs" if public_metrics else None,
+        redoc_url=None,
     )
     app.state.store = store
     app.state.tokens = TokenCache(store)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimit, limit=MAX_JSON, exempt=("/files", "/tree"))
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -276,30 +394,42 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         return error_response(exc.status_code, code, str(exc.detail))
 
     async def _known(_: Request, exc: Exception) -> JSONResponse:
-        for kind, status, code in _STATUS:
-            if isinstance(exc, kind):
-                return error_response(status, code, str(exc))
-        return error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+        return error_response(*_error_of(exc))
 
     for kind in (SandboxError, OSError, Exception):  # Exception: a bug's 500 keeps the body
         app.add_exception_handler(kind, _known)
 
-    # -- health and metrics --------------------------------------------------------------------
+    # -- health, metrics, documents ------------------------------------------------------------
     @app.get("/v1/health", response_model=Health, tags=["service"])
-    def health() -> Health:
+    async def health() -> Health:
         return Health(
             status="ok", version=VERSION, sandboxes=pool.live_count(), uptime=time.time() - started
         )
 
-    @app.get("/metrics", tags=["service"], response_class=Response)
-    def prometheus() -> Response:
-        """Prometheus text format: requests, latencies, commands, live sandboxes."""
+    async def _metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if public_metrics:
+        app.get("/metrics", tags=["service"], response_class=Response)(_metrics)
+    else:
+
+        @app.get("/metrics", tags=["service"], response_class=Response)
+        async def prometheus(_: Caller) -> Response:
+            """Prometheus text format: requests, latencies, commands, live sandboxes."""
+            return await _metrics()
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(_: Caller) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs(_: Caller) -> Response:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
     # -- sandboxes -----------------------------------------------------------------------------
     @app.post("/v1/sandboxes", status_code=201, response_model=SandboxInfo, tags=["sandboxes"])
-    def create_sandbox(req: CreateSandbox, who: Caller) -> SandboxInfo:
-        return pool.create(who, req)
+    async def create_sandbox(req: CreateSandbox, who: Caller) -> SandboxInfo:
+        return await slots.run(who, pool.create, who, req)
 
     @app.get("/v1/sandboxes", response_model=SandboxList, tags=["sandboxes"])
     def list_sandboxes(
@@ -320,8 +450,8 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         return pool.info(who, sandbox_id)
 
     @app.delete("/v1/sandboxes/{sandbox_id}", status_code=204, tags=["sandboxes"])
-    def delete_sandbox(sandbox_id: str, who: Caller) -> Response:
-        pool.delete(who, sandbox_id)
+    async def delete_sandbox(sandbox_id: str, who: Caller) -> Response:
+        await slots.control(who, pool.delete, who, sandbox_id)
         return Response(status_code=204)
 
     @app.get("/v1/sandboxes/{sandbox_id}/audit", tags=["sandboxes"])
@@ -336,32 +466,49 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         responses=NDJSON_REPLY,
         tags=["commands"],
     )
-    def execute(sandbox_id: str, req: ExecRequest, who: Caller) -> Response:
-        sandbox = pool.get(who, sandbox_id)
+    async def execute(sandbox_id: str, req: ExecRequest, who: Caller) -> Response:
         metrics.execs.inc()
         kwargs = {"timeout": req.timeout, "cwd": req.cwd, "env": req.env, "stdin": req.stdin}
+        kwargs["user"] = req.user
         if not req.stream:
-            result = sandbox.exec(req.cmd, **kwargs)
+
+            def run() -> ExecResult:
+                return pool.get(who, sandbox_id).exec(req.cmd, **kwargs)
+
+            result = await slots.run(who, run)
             return Response(result.model_dump_json(), media_type="application/json")
+        sandbox = await slots.run(who, pool.get, who, sandbox_id)
+        output = sandbox.open_stream(req.cmd, **kwargs)
         return StreamingResponse(
-            _ndjson(sandbox.stream(req.cmd, **kwargs)), media_type="application/x-ndjson"
+            _ndjson(output, slots.of(who), slots.threads), media_type="application/x-ndjson"
         )
+
+    @app.post("/v1/sandboxes/{sandbox_id}/kill", response_model=KillReport, tags=["commands"])
+    async def kill_all(sandbox_id: str, who: Caller) -> KillReport:
+        """SIGKILL every process of the sandbox (sessions' shells too) but its init."""
+        return KillReport(left=await slots.control(who, pool.kill_all, who, sandbox_id))
 
     @app.post("/v1/sandboxes/{sandbox_id}/sessions", status_code=201, tags=["commands"])
-    def open_session(sandbox_id: str, req: SessionRequest, who: Caller) -> SessionInfo:
+    async def open_session(sandbox_id: str, req: SessionRequest, who: Caller) -> SessionInfo:
         """A persistent bash: `cd`, exports and background jobs survive between commands."""
-        return SessionInfo(
-            id=pool.open_session(who, sandbox_id, req.cwd, req.env), sandbox=sandbox_id
+        session_id = await slots.run(
+            who, pool.open_session, who, sandbox_id, req.cwd, req.env, req.user
         )
+        return SessionInfo(id=session_id, sandbox=sandbox_id)
 
     @app.post("/v1/sessions/{session_id}/run", response_model=ExecResult, tags=["commands"])
-    def session_run(session_id: str, req: SessionRun, who: Caller) -> ExecResult:
+    async def session_run(session_id: str, req: SessionRun, who: Caller) -> ExecResult:
         metrics.execs.inc()
-        return pool.session(who, session_id).run(req.cmd, timeout=req.timeout)
+        check_timeout(req.timeout)
+
+        def run() -> ExecResult:
+            return pool.session(who, session_id).run(req.cmd, timeout=req.timeout)
+
+        return await slots.run(who, run)
 
     @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["commands"])
-    def close_session(session_id: str, who: Caller) -> Response:
-        pool.close_session(who, session_id)
+    async def close_session(session_id: str, who: Caller) -> Response:
+        await slots.control(who, pool.close_session, who, session_id)
         return Response(status_code=204)
 
     # -- files ---------------------------------------------------------------------------------
@@ -371,10 +518,25 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         response_class=Response,
         responses=RAW_REPLY,
     )
-    def read_file(sandbox_id: str, path: PathQ, who: Caller) -> Response:
-        """The file's bytes (application/octet-stream)."""
-        data = pool.get(who, sandbox_id).read_bytes(path)
-        return Response(data, media_type="application/octet-stream")
+    async def read_file(
+        sandbox_id: str,
+        path: PathQ,
+        who: Caller,
+        max_bytes: Annotated[int | None, Query(ge=0, description="refuse bigger files")] = None,
+    ) -> Response:
+        """The file's bytes (application/octet-stream), streamed; 413 (before reading) for a
+        file over `max_bytes` or the server's --max-download."""
+        cap = max_download if max_bytes is None else min(max_bytes, max_download)
+
+        def opened() -> tuple[Any, int]:
+            return pool.get(who, sandbox_id).open_read(path, cap)
+
+        fh, size = await slots.run(who, opened)
+        return StreamingResponse(
+            _file_chunks(fh, slots.threads),
+            media_type="application/octet-stream",
+            headers={"content-length": str(size)},
+        )
 
     @app.put(
         "/v1/sandboxes/{sandbox_id}/files",
@@ -392,20 +554,33 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
     ) -> Response:
         """Write the request body to `path`, creating parent directories."""
         data = await _body(request, max_upload)
-        sandbox = await run_in_threadpool(pool.get, who, sandbox_id)
-        await run_in_threadpool(sandbox.write_bytes, path, data, int(mode, 8))
+
+        def write() -> None:
+            pool.get(who, sandbox_id).write_bytes(path, data, int(mode, 8))
+
+        await slots.run(who, write)
         return Response(status_code=204)
 
+    @app.delete("/v1/sandboxes/{sandbox_id}/files", tags=["files"])
+    async def remove_file(sandbox_id: str, path: PathQ, who: Caller) -> dict[str, bool]:
+        """Remove a file, link or whole directory (never following links)."""
+        removed = await slots.run(who, lambda: pool.get(who, sandbox_id).remove(path))
+        return {"removed": removed}
+
     @app.get("/v1/sandboxes/{sandbox_id}/dir", response_model=list[FileInfo], tags=["files"])
-    def list_dir(sandbox_id: str, path: PathQ, who: Caller) -> list[FileInfo]:
-        return pool.get(who, sandbox_id).list_dir(path)
+    async def list_dir(sandbox_id: str, path: PathQ, who: Caller) -> list[FileInfo]:
+        return await slots.run(who, lambda: pool.get(who, sandbox_id).list_dir(path))
 
     @app.get("/v1/sandboxes/{sandbox_id}/stat", tags=["files"])
-    def stat(sandbox_id: str, path: PathQ, who: Caller) -> dict[str, bool]:
+    async def stat(sandbox_id: str, path: PathQ, who: Caller) -> dict[str, bool]:
         """Whether `path` exists, and whether it is a directory."""
-        sandbox = pool.get(who, sandbox_id)
-        found = sandbox.exists(path)
-        return {"exists": found, "is_dir": found and sandbox.is_dir(path)}
+
+        def look() -> dict[str, bool]:
+            sandbox = pool.get(who, sandbox_id)
+            found = sandbox.exists(path)
+            return {"exists": found, "is_dir": found and sandbox.is_dir(path)}
+
+        return await slots.run(who, look)
 
     @app.get(
         "/v1/sandboxes/{sandbox_id}/tree",
@@ -413,12 +588,32 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         response_class=Response,
         responses=TAR_REPLY,
     )
-    def read_tree(sandbox_id: str, path: PathQ, who: Caller) -> Response:
-        """A directory's contents as an uncompressed tar archive (application/x-tar)."""
-        sandbox = pool.get(who, sandbox_id)
-        if not sandbox.is_dir(path):
-            raise ApiError(400, "invalid_argument", f"{path!r} is not a directory", "path")
-        return Response(sandbox.read_tree(path), media_type="application/x-tar")
+    async def read_tree(
+        sandbox_id: str,
+        path: PathQ,
+        who: Caller,
+        max_bytes: Annotated[int | None, Query(ge=0, description="refuse bigger trees")] = None,
+    ) -> Response:
+        """A directory's contents as an uncompressed tar archive (application/x-tar), made by
+        the server (never by the sandbox's own `tar`); 413 for a tree whose files pass
+        `max_bytes` or the server's --max-tree, checked before anything is sent."""
+        cap = max_tree if max_bytes is None else min(max_bytes, max_tree)
+
+        def archive() -> Any:
+            sandbox = pool.get(who, sandbox_id)
+            if not sandbox.is_dir(path):
+                raise ApiError(400, "invalid_argument", f"{path!r} is not a directory", "path")
+            spool = tempfile.SpooledTemporaryFile(8 << 20)  # noqa: SIM115 (closed by the stream)
+            try:
+                sandbox.write_tar(path, spool, cap)
+            except BaseException:
+                spool.close()
+                raise
+            spool.seek(0)
+            return spool
+
+        spool = await slots.run(who, archive)
+        return StreamingResponse(_file_chunks(spool, slots.threads), media_type="application/x-tar")
 
     @app.put(
         "/v1/sandboxes/{sandbox_id}/tree",
@@ -427,11 +622,20 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         openapi_extra=TAR_BODY,
         responses={413: ERRORS[400] | {"description": "over the upload limit"}},
     )
-    async def write_tree(sandbox_id: str, path: PathQ, request: Request, who: Caller) -> Response:
+    async def write_tree(
+        sandbox_id: str,
+        path: PathQ,
+        request: Request,
+        who: Caller,
+        owner: Annotated[str | None, Query(description="user[:group] to own the files")] = None,
+    ) -> Response:
         """Unpack the tar archive in the body into the directory `path` (created if missing)."""
         data = await _body(request, max_upload)
-        sandbox = await run_in_threadpool(pool.get, who, sandbox_id)
-        await run_in_threadpool(sandbox.write_tree, path, data)
+
+        def unpack() -> None:
+            pool.get(who, sandbox_id).write_tree(path, data, owner=owner)
+
+        await slots.run(who, unpack)
         return Response(status_code=204)
 
     # -- snapshots -----------------------------------------------------------------------------
@@ -441,8 +645,8 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         response_model=SnapshotInfo,
         tags=["snapshots"],
     )
-    def snapshot(sandbox_id: str, who: Caller) -> SnapshotInfo:
-        snap_id, created = pool.snapshot(who, sandbox_id)
+    async def snapshot(sandbox_id: str, who: Caller) -> SnapshotInfo:
+        snap_id, created = await slots.run(who, pool.snapshot, who, sandbox_id)
         return SnapshotInfo(id=snap_id, source=sandbox_id, created=created)
 
     @app.post(
@@ -451,26 +655,27 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         response_model=SandboxInfo,
         tags=["snapshots"],
     )
-    def fork(snapshot_id: str, req: ForkRequest, who: Caller) -> SandboxInfo:
-        return pool.fork(who, snapshot_id, req)
+    async def fork(snapshot_id: str, req: ForkRequest, who: Caller) -> SandboxInfo:
+        return await slots.run(who, pool.fork, who, snapshot_id, req)
 
     @app.delete("/v1/snapshots/{snapshot_id}", status_code=204, tags=["snapshots"])
-    def remove_snapshot(snapshot_id: str, who: Caller) -> Response:
-        pool.remove_snapshot(who, snapshot_id)
+    async def remove_snapshot(snapshot_id: str, who: Caller) -> Response:
+        await slots.control(who, pool.remove_snapshot, who, snapshot_id)
         return Response(status_code=204)
 
     # -- tokens (admin) ------------------------------------------------------------------------
     @app.get("/v1/tokens", response_model=list[TokenInfo], tags=["tokens"])
     def list_tokens(_: Admin) -> list[TokenInfo]:
-        return [TokenInfo(**vars(t)) for t in store.tokens()]
+        return [token_info(t) for t in store.tokens()]
 
     @app.post("/v1/tokens", status_code=201, response_model=TokenInfo, tags=["tokens"])
     def create_token(req: TokenRequest, _: Admin) -> TokenInfo:
-        memory = parse_size(req.max_memory, "max_memory") if req.max_memory is not None else None
-        token, secret = store.create_token(
-            req.name, admin=req.admin, max_sandboxes=req.max_sandboxes, max_memory=memory
-        )
-        return TokenInfo(**vars(token), secret=secret)
+        fields = req.model_dump(exclude={"name"})
+        for name in ("max_memory", "max_disk"):
+            if fields[name] is not None:
+                fields[name] = parse_size(fields[name], name)
+        token, secret = store.create_token(req.name, **fields)
+        return token_info(token, secret)
 
     @app.delete("/v1/tokens/{token_id}", status_code=204, tags=["tokens"])
     def revoke_token(token_id: str, _: Admin) -> Response:
@@ -480,6 +685,20 @@ def create_app(pool: Pool, *, max_upload: int = MAX_UPLOAD) -> FastAPI:
         return Response(status_code=204)
 
     return app
+
+
+def token_info(token: Token, secret: str | None = None) -> TokenInfo:
+    limits = {name: token.limit(name) for name in DEFAULT_LIMITS}
+    return TokenInfo(**vars(token), limits=limits, secret=secret)
+
+
+def _error_of(exc: BaseException) -> tuple[int, str, str]:
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            return status, code, str(exc)
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, str(exc)
+    return 500, "internal", f"{type(exc).__name__}: {exc}"
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -496,15 +715,36 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _ndjson(chunks: Iterator[tuple[str, str]]) -> Iterator[bytes]:
-    """Output lines as they arrive, then the result (or the error) as the last line."""
+async def _ndjson(
+    output: OutputStream, share: anyio.CapacityLimiter, threads: anyio.CapacityLimiter
+) -> AsyncIterator[bytes]:
+    """Output lines as they arrive, then the result (or the error) as the last line. The
+    command holds one of its token's slots while it runs; the client leaving (the response is
+    cancelled) kills it."""
     try:
-        while True:
-            stream, text = next(chunks)
-            yield (json.dumps({"stream": stream, "data": text}) + "\n").encode()
-    except StopIteration as done:
-        result: ExecResult = done.value
-        yield (json.dumps({"result": result.model_dump()}) + "\n").encode()
-    except SandboxError as exc:
-        code = next((c for k, _, c in _STATUS if isinstance(exc, k)), "internal")
-        yield (json.dumps({"error": {"code": code, "message": str(exc)}}) + "\n").encode()
+        async with share:
+            while True:
+                try:
+                    item = await anyio.to_thread.run_sync(output.next_chunk, 0.5, limiter=threads)
+                except TimeoutError:
+                    continue
+                if item is None:
+                    break
+                stream, data = item
+                line = {"stream": stream, "data": data.decode(errors="replace")}
+                yield (json.dumps(line) + "\n").encode()
+    finally:
+        output.close()
+    if output.error is not None:
+        _, code, message = _error_of(output.error)
+        yield (json.dumps({"error": {"code": code, "message": message}}) + "\n").encode()
+    elif output.result is not None:
+        yield (json.dumps({"result": output.result.model_dump()}) + "\n").encode()
+
+
+async def _file_chunks(fh: Any, threads: anyio.CapacityLimiter) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await anyio.to_thread.run_sync(fh.read, CHUNK, limiter=threads):
+            yield chunk
+    finally:
+        fh.close()

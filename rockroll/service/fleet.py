@@ -26,8 +26,9 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from rockroll.sandbox.checks import check_timeout
 from rockroll.sandbox.errors import InvalidArgument, SandboxClosed, SandboxError, SetupError
-from rockroll.sandbox.sdk import DEFAULT_TIMEOUT, OutputCallback, Sandbox, _check_timeout
+from rockroll.sandbox.sdk import DEFAULT_TIMEOUT, OutputCallback, Sandbox
 from rockroll.sandbox.spec import SandboxSpec, parse_size
 from rockroll.sandbox.types import ExecResult, FileInfo
 
@@ -341,7 +342,7 @@ class FleetSandbox(Sandbox):
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
         """As `Sandbox.exec`; `on_output` gets the whole output once the command ends."""
-        _check_timeout(timeout)
+        check_timeout(timeout)
         wait = None if timeout is None else timeout + 60
         options = {"timeout": timeout, "cwd": cwd, "env": env, "stdin": stdin}
         result = self._call("exec", cmd, wait=wait, **options)

@@ -16,14 +16,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rockroll.sandbox.errors import InvalidArgument, QuotaExceeded, SandboxError, SandboxNotFound
+from rockroll.sandbox.errors import (
+    InUse,
+    InvalidArgument,
+    QuotaExceeded,
+    SandboxError,
+    SandboxNotFound,
+)
 from rockroll.sandbox.runtime import LocalRuntime, backend_for, local_runtime
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.sandbox.session import Session
-from rockroll.sandbox.spec import make_spec, parse_size
+from rockroll.sandbox.spec import SandboxSpec, make_spec, parse_size
 from rockroll.sandbox.state import list_records, load_record
 from rockroll.service.models import CreateSandbox, ForkRequest, SandboxInfo
-from rockroll.service.store import LIVE, SandboxRow, Store, Token
+from rockroll.service.store import LIVE, Ask, SandboxRow, Store, Token
 
 log = logging.getLogger("rockroll.service")
 KEY_LABEL = "rockroll.service/key"
@@ -58,32 +64,25 @@ class Pool:
     # -- create, find, delete ------------------------------------------------------------------
     def create(self, owner: Token, req: CreateSandbox) -> SandboxInfo:
         memory = parse_size(req.memory) if req.memory is not None else None
+        disk = parse_size(req.disk, "disk", 16 << 20) if req.disk is not None else None
         if req.workdir and not req.workdir.startswith("/"):
             raise InvalidArgument("workdir must be an absolute path like /app")
         settings = req.model_dump(exclude={"idle_ttl", "lifetime", "labels"})
+        settings |= {"memory": memory, "disk": disk}
         if req.image.startswith("snap-"):
             snap = self.store.snapshot(req.image)
             if snap is None or (snap.owner != owner.id and not owner.admin):
                 raise SandboxNotFound(f"no snapshot {req.image!r} of yours")
-        spec = make_spec(**(settings | {"memory": memory, "detached": True, "labels": {}}))
-        if memory is None and owner.max_memory is not None:
-            raise QuotaExceeded(
-                f"token {owner.name!r} has a memory quota, so each sandbox needs a memory limit"
-            )
+        spec = make_spec(**(settings | {"detached": True, "labels": {}}))
+        _check_bounded(owner, spec)
         deadline = time.time() + req.lifetime if req.lifetime else None
+        ask = Ask(memory or 0, spec.cpus or 0.0, spec.pids or 0, disk or 0)
         key = self.store.reserve_sandbox(
-            owner,
-            spec.model_dump_json(),
-            memory or 0,
-            json.dumps(req.labels),
-            req.idle_ttl,
-            deadline,
+            owner, spec.model_dump_json(), ask, json.dumps(req.labels), req.idle_ttl, deadline
         )
         try:
             labels = req.labels | {KEY_LABEL: key, DB_LABEL: self._db_tag}
-            sandbox = Sandbox.create(
-                **(settings | {"memory": memory, "detached": True}), labels=labels
-            )
+            sandbox = Sandbox.create(**(settings | {"detached": True}), labels=labels)
         except BaseException as exc:
             self.store.ended(key, "lost", f"could not start: {exc}")
             raise
@@ -136,6 +135,9 @@ class Pool:
         if row.status in LIVE:
             self._close(row, "deleted", reason)
 
+    def kill_all(self, owner: Token, sandbox_id: str) -> int:
+        return self.get(owner, sandbox_id).kill_all()
+
     def _close(self, row: SandboxRow, status: str, reason: str) -> None:
         assert row.id is not None
         with self._lock:
@@ -155,12 +157,19 @@ class Pool:
                 self.runtime.close(row.id)
         finally:
             self.store.ended(row.key, status, reason)
+            self.store.orphan_snapshots(row.id)
+            self.collect_snapshots()
 
     # -- sessions ------------------------------------------------------------------------------
     def open_session(
-        self, owner: Token, sandbox_id: str, cwd: str | None, env: dict[str, str] | None
+        self,
+        owner: Token,
+        sandbox_id: str,
+        cwd: str | None,
+        env: dict[str, str] | None,
+        user: str | None = None,
     ) -> str:
-        session = self.get(owner, sandbox_id).session(cwd=cwd, env=env)
+        session = self.get(owner, sandbox_id).session(cwd=cwd, env=env, user=user)
         session_id = "ses-" + secrets.token_hex(8)
         with self._lock:
             self._sessions[session_id] = (sandbox_id, owner.id, session)
@@ -184,17 +193,43 @@ class Pool:
 
     # -- snapshots and forks -------------------------------------------------------------------
     def snapshot(self, owner: Token, sandbox_id: str) -> tuple[str, float]:
+        """Snapshot a sandbox, within the owner's snapshot count and disk quotas (its size is
+        known only once taken: one over the disk quota is removed again)."""
         sandbox = self.get(owner, sandbox_id)
+        self.store.check_snapshot_room(owner)
         snap = sandbox.snapshot()
-        self.store.add_snapshot(snap.id, owner.id, sandbox_id, sandbox.spec.model_dump_json())
+        try:
+            size = self.runtime.snapshot_size(snap.id)
+            self.store.add_snapshot(
+                snap.id, owner, sandbox_id, sandbox.spec.model_dump_json(), size
+            )
+        except BaseException:
+            with contextlib.suppress(SandboxError, OSError):
+                snap.remove()
+            raise
         return snap.id, snap.record.created
+
+    def collect_snapshots(self) -> list[str]:
+        """Remove the snapshots whose sandbox ended, once no live sandbox stacks on them."""
+        removed = []
+        for snap in self.store.snapshots(orphaned=True):
+            try:
+                self.runtime.remove_snapshot(snap.id)
+            except InUse:
+                continue
+            except SandboxNotFound:
+                pass
+            self.store.remove_snapshot(snap.id)
+            removed.append(snap.id)
+        return removed
 
     def fork(self, owner: Token, snapshot_id: str, req: ForkRequest) -> SandboxInfo:
         snap = self.store.snapshot(snapshot_id)
         if snap is None or (snap.owner != owner.id and not owner.admin):
             raise SandboxNotFound(f"no snapshot {snapshot_id!r} of yours")
         base = json.loads(snap.spec)
-        keep = ("memory", "cpus", "pids", "network", "env", "workdir", "max_output")
+        keep = ("memory", "cpus", "pids", "network", "env", "workdir", "max_output", "disk")
+        keep += ("inodes",)
         settings = {k: base[k] for k in keep} | {
             k: v for k, v in req.model_dump().items() if v is not None
         }
@@ -269,6 +304,8 @@ class Pool:
             if now - last_check >= CHECK_EVERY:
                 with contextlib.suppress(Exception):
                     self.check_alive()
+                with contextlib.suppress(Exception):
+                    self.collect_snapshots()
                 last_check = now
 
     def check_alive(self) -> list[str]:
@@ -333,6 +370,24 @@ class Pool:
 
 class Gone(SandboxError):
     """The sandbox exists in the records but is not usable (deleted, lost, or starting)."""
+
+
+def _check_bounded(owner: Token, spec: SandboxSpec) -> None:
+    """A token's sandbox must be bounded in every resource, unless the token is unlimited; and
+    the host's network is for tokens allowed it."""
+    if spec.network == "full" and not (owner.allow_network or owner.unlimited):
+        raise PermissionError(
+            f"token {owner.name!r} may not ask for network 'full' (create the token with "
+            "--allow-network)"
+        )
+    if owner.unlimited:
+        return
+    for name in ("memory", "cpus", "pids", "disk"):
+        if getattr(spec, name) is None:
+            raise QuotaExceeded(
+                f"token {owner.name!r} has quotas, so each sandbox needs a {name} limit "
+                f"(got {name}=null)"
+            )
 
 
 def _running(rec: object) -> bool:

@@ -3,17 +3,22 @@
 The database is locked for as long as the server runs, so a second server on the same state
 cannot adopt (and then delete) the first one's sandboxes. A SIGTERM or Ctrl-C stops accepting
 requests, lets uvicorn finish the ones in flight, then deletes every live sandbox unless
-`keep` was asked for (then the next start adopts them).
+`keep` was asked for (then the next start adopts them). A connection that has not sent a whole
+request head within `header_timeout` seconds is closed (uvicorn itself waits forever), and the
+server holds at most `max_connections` at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from rockroll.sandbox.errors import SetupError
 from rockroll.service.pool import Pool, ReconcileReport
@@ -32,6 +37,11 @@ class ServeOptions:
     keep: bool = False  # leave sandboxes running at shutdown, for the next start to adopt
     reap_every: float = 1.0  # seconds between idle-TTL and deadline checks
     max_upload: int = 256 << 20  # bytes of one file or tree upload
+    max_download: int = 256 << 20  # bytes of one file read (GET /files)
+    max_tree: int = 1 << 30  # bytes of files in one tree read (GET /tree)
+    public_metrics: bool = False  # /metrics and the OpenAPI documents without a token
+    header_timeout: float = 10.0  # seconds a client has to send a request's head
+    max_connections: int = 4096
     log_level: str = "warning"
 
 
@@ -65,16 +75,26 @@ def serve(options: ServeOptions, say: Callable[[str], None] = print) -> Reconcil
         )
         pool.start_reaper(options.reap_every)
         say(f"serving sandboxes on http://{options.host}:{options.port} (docs at /docs)")
+        HeadDeadline.seconds = options.header_timeout
         # uvicorn drains requests on SIGTERM, then re-raises the signal; with the default
         # handler that would kill the process before the sandboxes are deleted.
         previous = signal.signal(signal.SIGTERM, _exit_cleanly)
         try:
+            app = create_app(
+                pool,
+                max_upload=options.max_upload,
+                max_download=options.max_download,
+                max_tree=options.max_tree,
+                public_metrics=options.public_metrics,
+            )
             uvicorn.run(
-                create_app(pool, max_upload=options.max_upload),
+                app,
                 host=options.host,
                 port=options.port,
                 log_level=options.log_level,
                 timeout_graceful_shutdown=30,
+                http=HeadDeadline,
+                limit_concurrency=options.max_connections,
             )
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -87,3 +107,42 @@ def serve(options: ServeOptions, say: Callable[[str], None] = print) -> Reconcil
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+class HeadDeadline(HttpToolsProtocol):
+    """uvicorn's protocol, closing connections whose request head takes longer than `seconds`
+    (from the connection, or from the first byte of a kept-alive connection's next request):
+    a client that opens connections and never finishes a request cannot hold them forever."""
+
+    seconds = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created REAL NOT NULL,
     revoked REAL
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('token_generation', 0);
 CREATE TABLE IF NOT EXISTS sandboxes (
     key TEXT PRIMARY KEY,
     id TEXT UNIQUE,
@@ -61,6 +63,32 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 """
 LIVE = ("creating", "running")
+# Columns added since the first schema: (table, column, declaration).
+_ADDED = (
+    ("tokens", "max_cpus", "REAL"),
+    ("tokens", "max_pids", "INTEGER"),
+    ("tokens", "max_execs", "INTEGER"),
+    ("tokens", "max_snapshots", "INTEGER"),
+    ("tokens", "max_disk", "INTEGER"),
+    ("tokens", "allow_network", "INTEGER NOT NULL DEFAULT 0"),
+    ("tokens", "unlimited", "INTEGER NOT NULL DEFAULT 0"),
+    ("sandboxes", "cpus", "REAL NOT NULL DEFAULT 0"),
+    ("sandboxes", "pids", "INTEGER NOT NULL DEFAULT 0"),
+    ("sandboxes", "disk", "INTEGER NOT NULL DEFAULT 0"),
+    ("snapshots", "size", "INTEGER NOT NULL DEFAULT 0"),
+    ("snapshots", "orphaned", "REAL"),
+)
+# What a token may hold when it was not given a limit (and was not made `unlimited`): enough
+# for a busy RL run, not enough for one tenant to take a machine.
+DEFAULT_LIMITS: dict[str, int | float] = {
+    "max_sandboxes": 32,
+    "max_memory": 64 << 30,
+    "max_cpus": 32.0,
+    "max_pids": 32768,
+    "max_execs": 64,
+    "max_snapshots": 64,
+    "max_disk": 400 << 30,
+}
 
 
 def default_db() -> Path:
@@ -82,6 +110,20 @@ class Token:
     max_memory: int | None
     created: float
     revoked: float | None = None
+    max_cpus: float | None = None
+    max_pids: int | None = None
+    max_execs: int | None = None
+    max_snapshots: int | None = None
+    max_disk: int | None = None
+    allow_network: bool = False
+    unlimited: bool = False
+
+    def limit(self, name: str) -> int | float | None:
+        """The limit that applies: the token's own, else the default (None: unlimited)."""
+        own = getattr(self, name)
+        if own is not None or self.unlimited:
+            return own
+        return DEFAULT_LIMITS[name]
 
 
 @dataclass(frozen=True)
@@ -99,6 +141,9 @@ class SandboxRow:
     idle_ttl: float | None
     deadline: float | None
     ended: float | None
+    cpus: float = 0.0
+    pids: int = 0
+    disk: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +153,18 @@ class SnapshotRow:
     source: str
     spec: str
     created: float
+    size: int = 0
+    orphaned: float | None = None  # when its sandbox ended: removed once no fork uses it
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What one new sandbox takes from its owner's quotas."""
+
+    memory: int
+    cpus: float
+    pids: int
+    disk: int
 
 
 class Store:
@@ -118,6 +175,15 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a database made by an earlier version lacks."""
+        conn = self._conn()
+        for table, column, declaration in _ADDED:
+            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -149,8 +215,16 @@ class Store:
         admin: bool = False,
         max_sandboxes: int | None = None,
         max_memory: int | None = None,
+        max_cpus: float | None = None,
+        max_pids: int | None = None,
+        max_execs: int | None = None,
+        max_snapshots: int | None = None,
+        max_disk: int | None = None,
+        allow_network: bool = False,
+        unlimited: bool = False,
     ) -> tuple[Token, str]:
-        """A new token and its secret; the secret is shown once and only its hash is kept."""
+        """A new token and its secret; the secret is shown once and only its hash is kept.
+        Limits left None get DEFAULT_LIMITS, unless `unlimited`."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = Token(
             id="tok-" + secrets.token_hex(6),
@@ -159,22 +233,29 @@ class Store:
             max_sandboxes=max_sandboxes,
             max_memory=max_memory,
             created=time.time(),
+            max_cpus=max_cpus,
+            max_pids=max_pids,
+            max_execs=max_execs,
+            max_snapshots=max_snapshots,
+            max_disk=max_disk,
+            allow_network=allow_network,
+            unlimited=unlimited,
         )
+        row = {k: v for k, v in vars(token).items() if k != "revoked"}
+        row |= {"hash": hash_token(secret), "admin": int(admin)}
+        row |= {"allow_network": int(allow_network), "unlimited": int(unlimited)}
         with self._tx() as db:
             db.execute(
-                "INSERT INTO tokens (id, name, hash, admin, max_sandboxes, max_memory, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token.id,
-                    name,
-                    hash_token(secret),
-                    int(admin),
-                    max_sandboxes,
-                    max_memory,
-                    token.created,
-                ),
+                f"INSERT INTO tokens ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
             )
+            _bump_generation(db)
         return token, secret
+
+    def token_generation(self) -> int:
+        """A number that changes whenever a token is created or revoked (by any process)."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'token_generation'")
+        return int(row.fetchone()[0])
 
     def token_for(self, secret: str) -> Token | None:
         """The live token whose secret this is, or None."""
@@ -197,6 +278,7 @@ class Store:
                 "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL",
                 (time.time(), token_id),
             )
+            _bump_generation(db)
         return cur.rowcount > 0
 
     # -- sandboxes -----------------------------------------------------------------------------
@@ -204,7 +286,7 @@ class Store:
         self,
         owner: Token,
         spec_json: str,
-        memory: int,
+        ask: Ask,
         labels_json: str,
         idle_ttl: float | None,
         deadline: float | None,
@@ -215,25 +297,36 @@ class Store:
         now = time.time()
         key = "req-" + secrets.token_hex(8)
         with self._tx() as db:
-            count, used = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(memory), 0) FROM sandboxes"
+            count, memory, cpus, pids, disk = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(memory), 0), COALESCE(SUM(cpus), 0),"
+                " COALESCE(SUM(pids), 0), COALESCE(SUM(disk), 0) FROM sandboxes"
                 " WHERE owner = ? AND status IN (?, ?)",
                 (owner.id, *LIVE),
             ).fetchone()
-            if owner.max_sandboxes is not None and count + 1 > owner.max_sandboxes:
-                raise QuotaExceeded(
-                    f"token {owner.name!r} may have {owner.max_sandboxes} live sandboxes and "
-                    f"has {count}; delete one first"
-                )
-            if owner.max_memory is not None and used + memory > owner.max_memory:
-                raise QuotaExceeded(
-                    f"token {owner.name!r} may hold {owner.max_memory} bytes of sandbox memory "
-                    f"and holds {used}; this sandbox asks for {memory} more"
-                )
+            disk += _snapshot_bytes(db, owner.id)
+            _within(owner, "max_sandboxes", count, 1, "live sandboxes")
+            _within(owner, "max_memory", memory, ask.memory, "bytes of sandbox memory")
+            _within(owner, "max_cpus", cpus, ask.cpus, "CPUs")
+            _within(owner, "max_pids", pids, ask.pids, "processes")
+            _within(owner, "max_disk", disk, ask.disk, "bytes of disk (sandboxes and snapshots)")
             db.execute(
-                "INSERT INTO sandboxes (key, owner, status, spec, memory, labels, created,"
-                " last_active, idle_ttl, deadline) VALUES (?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
-                (key, owner.id, spec_json, memory, labels_json, now, now, idle_ttl, deadline),
+                "INSERT INTO sandboxes (key, owner, status, spec, memory, cpus, pids, disk, labels,"
+                " created, last_active, idle_ttl, deadline)"
+                " VALUES (?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    owner.id,
+                    spec_json,
+                    ask.memory,
+                    ask.cpus,
+                    ask.pids,
+                    ask.disk,
+                    labels_json,
+                    now,
+                    now,
+                    idle_ttl,
+                    deadline,
+                ),
             )
         return key
 
@@ -276,12 +369,56 @@ class Store:
         return [SandboxRow(**dict(r)) for r in rows]
 
     # -- snapshots -----------------------------------------------------------------------------
-    def add_snapshot(self, snapshot_id: str, owner: str, source: str, spec_json: str) -> None:
+    def check_snapshot_room(self, owner: Token) -> None:
+        """Refuse (QuotaExceeded) a snapshot the owner has no room for by count."""
+        count = (
+            self._conn()
+            .execute("SELECT COUNT(*) FROM snapshots WHERE owner = ?", (owner.id,))
+            .fetchone()[0]
+        )
+        _within(owner, "max_snapshots", count, 1, "snapshots")
+
+    def add_snapshot(
+        self, snapshot_id: str, owner: Token, source: str, spec_json: str, size: int
+    ) -> None:
+        """Record a snapshot of `size` bytes, checking the owner's count and disk quotas in the
+        same transaction; QuotaExceeded leaves nothing recorded."""
         with self._tx() as db:
+            count = db.execute(
+                "SELECT COUNT(*) FROM snapshots WHERE owner = ?", (owner.id,)
+            ).fetchone()[0]
+            _within(owner, "max_snapshots", count, 1, "snapshots")
+            disk = db.execute(
+                "SELECT COALESCE(SUM(disk), 0) FROM sandboxes WHERE owner = ? AND status IN (?, ?)",
+                (owner.id, *LIVE),
+            ).fetchone()[0] + _snapshot_bytes(db, owner.id)
+            _within(owner, "max_disk", disk, size, "bytes of disk (sandboxes and snapshots)")
             db.execute(
-                "INSERT INTO snapshots (id, owner, source, spec, created) VALUES (?, ?, ?, ?, ?)",
-                (snapshot_id, owner, source, spec_json, time.time()),
+                "INSERT INTO snapshots (id, owner, source, spec, created, size)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (snapshot_id, owner.id, source, spec_json, time.time(), size),
             )
+
+    def orphan_snapshots(self, source: str) -> list[str]:
+        """Mark the snapshots of a sandbox that ended; their ids."""
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM snapshots WHERE source = ? AND orphaned IS NULL", (source,)
+                )
+            ]
+            db.execute(
+                "UPDATE snapshots SET orphaned = ? WHERE source = ? AND orphaned IS NULL",
+                (time.time(), source),
+            )
+        return ids
+
+    def snapshots(self, *, orphaned: bool | None = None) -> list[SnapshotRow]:
+        query = "SELECT * FROM snapshots"
+        if orphaned is not None:
+            query += " WHERE orphaned IS " + ("NOT NULL" if orphaned else "NULL")
+        return [SnapshotRow(**dict(r)) for r in self._conn().execute(query + " ORDER BY created")]
 
     def snapshot(self, snapshot_id: str) -> SnapshotRow | None:
         row = (
@@ -295,12 +432,31 @@ class Store:
 
 
 def _token(row: sqlite3.Row) -> Token:
-    return Token(
-        id=row["id"],
-        name=row["name"],
-        admin=bool(row["admin"]),
-        max_sandboxes=row["max_sandboxes"],
-        max_memory=row["max_memory"],
-        created=row["created"],
-        revoked=row["revoked"],
-    )
+    fields = dict(row)
+    fields.pop("hash")
+    for flag in ("admin", "allow_network", "unlimited"):
+        fields[flag] = bool(fields[flag])
+    return Token(**fields)
+
+
+def _bump_generation(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'token_generation'")
+
+
+def _snapshot_bytes(db: sqlite3.Connection, owner: str) -> int:
+    row = db.execute("SELECT COALESCE(SUM(size), 0) FROM snapshots WHERE owner = ?", (owner,))
+    return int(row.fetchone()[0])
+
+
+def _within(owner: Token, limit: str, used: float, more: float, what: str) -> None:
+    cap = owner.limit(limit)
+    if cap is not None and used + more > cap:
+        raise QuotaExceeded(
+            f"token {owner.name!r} may hold {_num(cap)} {what} and holds {_num(used)}; this "
+            f"asks for {_num(more)} more (delete something first, or use a token with a larger "
+            f"{limit})"
+        )
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

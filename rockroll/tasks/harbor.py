@@ -2,7 +2,8 @@
 
 instruction.md            what the agent is told
 task.toml                 [metadata], [agent] timeout_sec, [verifier] timeout_sec,
-                          [environment] cpus, memory, network
+                          [environment] cpus, memory_mb (or memory), storage_mb (the
+                          disk limit), allow_internet
 environment/Dockerfile    the environment (build context: environment/)
 solution/solve.sh         the reference solution
 tests/test.sh             writes /logs/verifier/reward.txt (or reward.json)
@@ -55,8 +56,9 @@ def load_harbor(path: Path) -> Task:
         instruction=instruction_file.read_text(),
         environment=environment,
         resources=Resources(
-            memory=str(env_table.get("memory", "2g")),
+            memory=_memory(env_table),
             cpus=float(env_table.get("cpus", 1.0)),
+            disk=f"{int(env_table['storage_mb'])}m" if "storage_mb" in env_table else "10g",
         ),
         network="full" if env_table.get("allow_internet") else "none",
         agent_timeout=float(meta.get("agent", {}).get("timeout_sec", 600.0)),
@@ -73,6 +75,13 @@ def load_harbor(path: Path) -> Task:
             tags=list(info.get("tags", [])),
         ),
     )
+
+
+def _memory(env: dict) -> str:
+    """Harbor's `memory_mb`, or an older `memory` like "2G"."""
+    if "memory_mb" in env:
+        return f"{int(env['memory_mb'])}m"
+    return str(env.get("memory", "2g"))
 
 
 def _toml(path: Path, task_id: str) -> dict:

@@ -30,6 +30,7 @@ class Resources(BaseModel):
     memory: str = "2g"
     cpus: float = 1.0
     pids: int = 1024
+    disk: str = Field("10g", description="what the sandbox may write (Harbor's storage_mb)")
 
 
 class Verifier(BaseModel):

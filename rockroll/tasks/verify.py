@@ -9,6 +9,7 @@ import time
 
 from pydantic import BaseModel, Field
 
+from rockroll.sandbox.errors import SandboxError
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.model import Task
 from rockroll.tasks.offline import Probe, make_offline
@@ -31,9 +32,23 @@ class VerifyResult(BaseModel):
 
 
 def verify(task: Task, sb: Sandbox) -> VerifyResult:
-    """Copy the tests in (only now, as the formats require), run them, read the reward."""
+    """Copy the tests in (only now, as the formats require), run them, read the reward.
+
+    Nothing the agent left behind can touch the verdict: first every process of the sandbox is
+    killed (a daemon that would rewrite the tests or the reward file once they appear, say; the
+    command channel lives outside the sandbox, where no process of it can reach), then any
+    reward file the agent wrote in advance is removed, and only then are the tests copied in.
+    """
     started = time.monotonic()
     v = task.verifier
+    left = sb.kill_all()
+    if left:
+        raise SandboxError(
+            f"{left} process(es) of the agent could not be killed before the tests ran "
+            "(stuck in the kernel); the verdict would not be trustworthy"
+        )
+    for path in v.reward_files:
+        sb.remove(path)  # by the host: the agent may have replaced `rm`
     put_files(sb, v.files)
     if v.kind == "python":
         module, _, name = (v.function or "").partition(":")

@@ -36,6 +36,7 @@ def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
         memory=task.resources.memory,
         cpus=task.resources.cpus,
         pids=task.resources.pids,
+        disk=task.resources.disk,
         network=task.network,
         env=dict(config.get("env", {})) | task.environment.env,
         workdir=task.environment.workdir or config.get("workdir", "/"),

@@ -16,8 +16,9 @@ from rockroll import Sandbox
 from rockroll.cli import main
 from rockroll.sandbox.cgroups import existing_sandbox_ids
 from rockroll.sandbox.mounts import mounts_under
+from rockroll.sandbox.paths import home_subdir, home_tag
 from rockroll.sandbox.runtime import local_runtime
-from rockroll.sandbox.state import load_record, sandboxes_dir
+from rockroll.sandbox.state import load_record, sandboxes_dir, snapshots_dir
 
 OWNER = """
 import sys, time
@@ -53,6 +54,52 @@ def test_gc_removes_what_a_killed_owner_left(base_image: str) -> None:
     ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
     assert "sleep 1000" not in ps and "sleep 2000" not in ps
     assert local_runtime().gc().total == 0
+
+
+SNAPSHOTTER = """
+import time
+from rockroll import Sandbox
+with Sandbox.create("base") as sb:
+    sb.write_text("/f", "1")
+    alone, used = sb.snapshot(), sb.snapshot()
+print(alone.id, used.id, flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.slow
+def test_gc_removes_snapshots_of_dead_processes_unless_something_stands_on_them(
+    base_image: str,
+) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", SNAPSHOTTER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        alone, used = owner.stdout.readline().split()
+        fork = Sandbox.create(used)  # a live sandbox stacked on one of them
+    finally:
+        owner.kill()
+        owner.wait()
+    with fork:
+        report = local_runtime().gc()
+        assert alone in report.snapshots and used not in report.snapshots
+        assert not (snapshots_dir() / alone).exists() and (snapshots_dir() / used).exists()
+        assert fork.read_text("/f") == "1"
+    assert used in local_runtime().gc().snapshots
+    assert not (snapshots_dir() / used).exists()
+
+
+def test_gc_removes_what_a_dead_launcher_left_in_run(base_image: str) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pid = gone.pid  # a launcher's process that is gone
+    stale = [
+        home_subdir("run") / f"{home_tag()}_p{pid}-0123456789ab.{ext}" for ext in ("sock", "log")
+    ]
+    for path in stale:
+        path.write_text("")
+    report = local_runtime().gc()
+    assert f"bwrap:{home_tag()}_p{pid}-0123456789ab" in report.resources
+    assert not any(p.exists() for p in stale)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -8,17 +8,20 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from rockroll import Sandbox
 from rockroll.sandbox import podman
 from rockroll.sandbox.errors import SetupError
+from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.podman import GLOBAL_ARGS, PodmanBackend
 from rockroll.sandbox.runtime import local_runtime
 from rockroll.sandbox.state import sandboxes_dir
 from tests.sandbox.probes import FORK_COUNTER
+from tests.sandbox.test_isolation import sandbox_caps_mask
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,10 +56,11 @@ def test_exec_codes_and_streams(psb: Sandbox) -> None:
     assert containers(psb.id) == [f"rockroll-{psb.id}"]
 
 
-def test_capabilities_are_zero_and_seccomp_applies(psb: Sandbox) -> None:
-    res = psb.exec("grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status")
+def test_root_is_unprivileged_on_the_host_and_seccomp_applies(psb: Sandbox) -> None:
+    res = psb.exec("grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status; cat /proc/self/uid_map")
     lines = res.stdout.split()
-    assert lines[1::2] == ["0000000000000000"] * 5, res.stdout
+    assert lines[1:6:2] == [sandbox_caps_mask()] * 3, res.stdout
+    assert lines[6:9] == ["0", str(id_base()), "65536"], res.stdout
     probe = (
         "import ctypes; libc = ctypes.CDLL(None, use_errno=True)\n"
         "print(libc.mount(b'none', b'/mnt', b'tmpfs', 0, None), ctypes.get_errno())\n"
@@ -106,8 +110,9 @@ def test_files_land_in_the_overlay(psb: Sandbox) -> None:
     assert psb.exec("od -An -tu1 -N3 /data/bin.dat").stdout.split() == ["0", "1", "2"]
     assert psb.exec("echo inside > /made-inside").exit_code == 0
     assert psb.read_text("/made-inside") == "inside\n"
-    assert (psb._rec.dir / "upper/made-inside").read_text() == "inside\n"
-    assert not (psb._rec.dir / "upper/.rockroll-init").exists()
+    upper = Path(local_runtime().upper(psb._rec))
+    assert (upper / "made-inside").read_text() == "inside\n"
+    assert (upper / "made-inside").stat().st_uid == 0  # stored unshifted
 
 
 def test_snapshot_and_fork(psb: Sandbox) -> None:

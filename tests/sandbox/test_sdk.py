@@ -188,9 +188,10 @@ def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_im
     for _ in range(2):
         Sandbox.create(base_image).close()
     deadline = time.monotonic() + 10
-    while not runtime._warm.ready.get((base_image, "none")) and time.monotonic() < deadline:
+    key = (base_image, "none", 10 << 30, None)
+    while not runtime._warm.ready.get(key) and time.monotonic() < deadline:
         time.sleep(0.05)
-    warm = [rec.id for rec, _ in runtime._warm.ready[(base_image, "none")]]
+    warm = [rec.id for rec, _ in runtime._warm.ready[key]]
     assert warm, "the warm pool did not fill"
     listed = {rec.id for rec in runtime.list()}
     assert not listed & set(warm)

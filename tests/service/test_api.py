@@ -93,7 +93,7 @@ def test_quotas_count_and_memory(server: ServerProc) -> None:
     first = client.post("/v1/sandboxes", json={"memory": "256m"})
     second = client.post("/v1/sandboxes", json={"memory": "256m"})
     assert first.status_code == second.status_code == 201
-    assert "may have 2" in _error(
+    assert "may hold 2 live sandboxes" in _error(
         client.post("/v1/sandboxes", json={"memory": "64m"}), 403, "quota_exceeded"
     )
     client.delete(f"/v1/sandboxes/{second.json()['id']}")
@@ -275,11 +275,19 @@ def test_sessions_snapshots_forks_and_audit_over_http(server: ServerProc) -> Non
         with pytest.raises(SandboxNotFound):
             Sandbox.create(snap.id, server=server.url, token=server.token("other"))
         assert [e["command"] for e in sb.audit_log()][-1].startswith("echo")
-    snap.remove()
+        kept = sb.snapshot()
+        kept.remove()
+        with pytest.raises(SandboxNotFound):
+            kept.remove()
+    # the sandbox is gone, and with it the snapshot nothing stands on any more
+    with pytest.raises(SandboxNotFound):
+        snap.remove()
 
 
 def test_openapi_health_and_metrics(server: ServerProc, alice: httpx.Client, box: str) -> None:
-    spec = httpx.get(f"{server.url}/openapi.json").json()
+    for route in ("/openapi.json", "/docs", "/metrics"):
+        _error(httpx.get(f"{server.url}{route}"), 401, "unauthorized")
+    spec = alice.get("/openapi.json").json()
     paths = spec["paths"]
     for route in (
         "/v1/sandboxes",
@@ -300,7 +308,8 @@ def test_openapi_health_and_metrics(server: ServerProc, alice: httpx.Client, box
     health = httpx.get(f"{server.url}/v1/health").json()
     assert health["status"] == "ok" and health["sandboxes"] >= 1
     alice.post(f"/v1/sandboxes/{box}/exec", json={"cmd": "true"})
-    text = httpx.get(f"{server.url}/metrics").text
+    assert "swagger" in alice.get("/docs").text.lower()
+    text = alice.get("/metrics").text
     assert "rockroll_sandboxes_live" in text and "rockroll_exec_commands_total" in text
     assert 'route="/v1/sandboxes/{sandbox_id}/exec"' in text
 

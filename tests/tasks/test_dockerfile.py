@@ -175,14 +175,16 @@ def test_image_config_records_env_workdir_and_cmd(built: Built) -> None:
     assert config["args"]["GREETING"] == f"hello-{built.marker}"
 
 
-def test_read_only_copied_file_is_owner_writable_and_agent_can_overwrite_it(
+def test_copied_file_keeps_its_mode_and_root_inside_may_still_overwrite_it(
     built: Built,
 ) -> None:
     assert (built.context / "data" / "ro.txt").stat().st_mode & 0o777 == 0o444
-    mode = (built.image.rootfs / "data" / "ro.txt").stat().st_mode
-    assert mode & 0o200, oct(mode)
-    with Sandbox.create(built.image.name) as sb:  # profile "agent": root without capabilities
-        res = sb.exec("echo changed > /data/ro.txt && cat /data/ro.txt")
+    stored = (built.image.rootfs / "data" / "ro.txt").stat()
+    assert stored.st_mode & 0o777 == 0o444 and stored.st_uid == 0  # as `docker build` leaves it
+    with Sandbox.create(built.image.name) as sb:
+        nobody = sb.exec("echo changed > /data/ro.txt", user="nobody")
+        assert nobody.exit_code != 0 and "Permission denied" in nobody.stderr
+        res = sb.exec("echo changed > /data/ro.txt && cat /data/ro.txt")  # root's DAC override
         assert res.ok, res.output
         assert res.stdout == "changed\n"
 
