@@ -187,7 +187,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rockroll-service-bench-") as tmp:
         db = Path(tmp) / "service.db"
         proc, url = start_server(db)
-        token = Store(db).create_token("bench")[1]
+        token = Store(db).create_token("bench", unlimited=True)[1]  # 500 sandboxes, 200 clients
         remote = {"server": url, "token": token}
         try:
             figures |= measure(args, remote, proc.pid)

@@ -96,9 +96,9 @@ class _Parked:
             self.cgroups.destroy()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2)
-        for path in (self.sock_path, self.log_path, self.image):
-            with contextlib.suppress(FileNotFoundError, TypeError):
-                os.unlink(path)  # type: ignore[arg-type]
+        for path in filter(None, (self.sock_path, self.log_path, self.image)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _park() -> _Parked:
@@ -106,8 +106,11 @@ def _park() -> _Parked:
     namespace made and the default disk mounted."""
     run_dir = home_subdir("run")
     name = f"{home_tag()}_p{os.getpid()}-{new_id()}"
-    image = run_dir / f"{name}.img"
-    new_disk(image, DEFAULT_DISK, None)
+    image: Path | None = run_dir / f"{name}.img"
+    try:
+        new_disk(image, DEFAULT_DISK, None)
+    except SetupError:  # no mkfs.ext4: sandboxes with disk=None still start; others will say so
+        image = None
     cgroups = CgroupSet.create(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock_path = str(run_dir / f"{name}.sock")
@@ -124,7 +127,8 @@ def _park() -> _Parked:
         os.lseek(bpf_fd, 0, os.SEEK_SET)
         argv = [str(init_binary()), "launch", "--wait-fd", str(go_r), "--joined-fd", str(ready_w)]
         argv += ["--userns", str(id_base()), str(ID_COUNT)]
-        argv += ["--park-disk", str(image), _mount_point(LAYERS_MOUNT)]
+        if image is not None:
+            argv += ["--park-disk", str(image), _mount_point(LAYERS_MOUNT)]
         for procs in cgroups.procs_files():
             argv += ["--cgroup-procs", procs]
         log_path = str(run_dir / f"{name}.log")
@@ -142,15 +146,16 @@ def _park() -> _Parked:
         os.close(go_w)
         os.close(ready_r)
         cgroups.destroy()
-        with contextlib.suppress(FileNotFoundError):
-            image.unlink()
+        if image is not None:
+            image.unlink(missing_ok=True)
         raise
     finally:
         for fd in (go_r, ready_w, bpf_fd):
             os.close(fd)
         listener.close()
     parked = _Parked(cgroups, proc, sock_path, log_path, go_w, ready_r, fds)
-    parked.disk, parked.image = (DEFAULT_DISK, None), str(image)
+    if image is not None:
+        parked.disk, parked.image = (DEFAULT_DISK, None), str(image)
     if _read_byte(ready_r, READY_TIMEOUT) != b"J":
         parked.cancel()
         raise SetupError(f"the sandbox launcher did not start: {_tail(log_path)}")
