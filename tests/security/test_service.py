@@ -182,3 +182,24 @@ def test_a_streamed_command_nobody_reads_is_held_back(server: ServerProc) -> Non
         assert time.monotonic() < deadline, "the command outlived its reader"
         time.sleep(0.2)
     c.delete(f"/v1/sandboxes/{box}")
+
+
+def test_the_escapes_fail_through_the_api_too(server: ServerProc) -> None:
+    from tests.security.test_host_root import CORE_PATTERN_ATTACK
+
+    c = client(server, server.token("attacker"))
+    box = c.post("/v1/sandboxes", json={"memory": "128m"}).json()["id"]
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+
+    def run(cmd: str) -> dict:
+        reply = c.post(f"/v1/sandboxes/{box}/exec", json={"cmd": cmd})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    assert "Read-only file system" in run(CORE_PATTERN_ATTACK)["stderr"]
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == before
+    assert run("cat /proc/self/uid_map")["stdout"].split()[1] != "0"
+    for attack in ("chmod 4755 /proc/1/exe", "cat /proc/1/mem", "ls -l /proc/1/fd/"):
+        assert "Permission denied" in run(attack)["stderr"], attack
+    assert "No space left" in run("fallocate -l 60G /big")["stderr"]
+    c.delete(f"/v1/sandboxes/{box}")
