@@ -33,7 +33,7 @@ from rockroll.sandbox.errors import SandboxNotFound, SetupError
 from rockroll.sandbox.idmap import COUNT as ID_COUNT
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.initbin import init_binary, init_memfd
-from rockroll.sandbox.paths import home_subdir, home_tag
+from rockroll.sandbox.paths import home_subdir, home_tag, searchable_dir
 from rockroll.sandbox.seccomp import bpf_program
 from rockroll.sandbox.spec import DEFAULT_PATH
 from rockroll.sandbox.state import SandboxRecord, list_records, new_id
@@ -66,7 +66,7 @@ POOL_SIZE = int(os.environ.get("ROCKROLL_POOL", "2"))
 @dataclass
 class _Parked:
     """A launcher waiting inside fresh cgroups, with the fds its bwrap will inherit and, when
-    `disk` is set, that disk (size, inodes) already mounted."""
+    `image` is set, that disk (DEFAULT_DISK bytes, default inodes) already mounted."""
 
     cgroups: CgroupSet
     proc: subprocess.Popen
@@ -75,8 +75,7 @@ class _Parked:
     go_fd: int
     ready_fd: int
     fds: dict[str, int]  # numbers as seen by the launcher
-    disk: tuple[int, None] | None = None
-    image: str | None = None  # the file of `disk`
+    image: str | None = None  # the file of the mounted disk
 
     def close_go(self) -> None:
         """Close the command pipe once (a stale fd number may belong to someone else later)."""
@@ -154,8 +153,7 @@ def _park() -> _Parked:
             os.close(fd)
         listener.close()
     parked = _Parked(cgroups, proc, sock_path, log_path, go_w, ready_r, fds)
-    if image is not None:
-        parked.disk, parked.image = (DEFAULT_DISK, None), str(image)
+    parked.image = str(image) if image is not None else None
     if _read_byte(ready_r, READY_TIMEOUT) != b"J":
         parked.cancel()
         raise SetupError(f"the sandbox launcher did not start: {_tail(log_path)}")
@@ -254,7 +252,7 @@ class BwrapBackend(Backend):
             os.rename(parked.log_path, rec.dir / "backend.log")
             parked.log_path = str(rec.dir / "backend.log")
             rec.id_base = id_base()
-            ready = parked.disk is not None and parked.disk == (spec.disk, spec.inodes)
+            ready = parked.image is not None and (spec.disk, spec.inodes) == (DEFAULT_DISK, None)
             if ready and parked.image:  # the sandbox's directory owns the image from now on
                 os.rename(parked.image, rec.disk_image)
                 parked.image = str(rec.disk_image)
@@ -396,10 +394,7 @@ class BwrapBackend(Backend):
 @functools.cache
 def _mount_point(path: Path) -> str:
     """An empty host directory every launcher mounts over in its own mount namespace."""
-    path.mkdir(parents=True, exist_ok=True)
-    for each in (path.parent, path):
-        os.chmod(each, 0o711)
-    return str(path)
+    return str(searchable_dir(path))
 
 
 @functools.cache

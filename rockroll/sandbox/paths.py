@@ -32,6 +32,15 @@ def _subdir(env: str, name: str) -> Path:
     return path
 
 
+def searchable_dir(path: Path) -> Path:
+    """`path`, created, it and its parent mode 0711: a directory the sandboxes' unprivileged
+    ids can pass through (to a root mounted there) but not list."""
+    path.mkdir(parents=True, exist_ok=True)
+    for each in (path.parent, path):
+        os.chmod(each, 0o711)
+    return path
+
+
 def home_tag() -> str:
     """A short hash of the home, in names shared between homes (cgroups, the disk pool), so
     that gc under one home never touches another's."""

@@ -40,7 +40,7 @@ from rockroll.sandbox.idmap import COUNT as ID_COUNT
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.initbin import init_binary, init_memfd
 from rockroll.sandbox.mounts import mounts_under, unmount
-from rockroll.sandbox.paths import rockroll_home
+from rockroll.sandbox.paths import rockroll_home, searchable_dir
 from rockroll.sandbox.seccomp import oci_profile
 from rockroll.sandbox.state import SandboxRecord, sandboxes_dir
 
@@ -77,6 +77,7 @@ class PodmanBackend(Backend):
             new_disk(rec.disk_image, rec.spec.disk, rec.spec.inodes)
         mount = [str(init_binary()), "mount", "--userns", str(rec.id_base), str(ID_COUNT)]
         root = _root_dir(rec, create=True)
+        rec.mnt.mkdir(exist_ok=True)
         done = subprocess.run(
             [*mount, *rec.root_args(str(root))], capture_output=True, text=True, check=False
         )
@@ -231,9 +232,8 @@ class PodmanBackend(Backend):
 def _root_dir(rec: SandboxRecord, create: bool = False) -> Path:
     root = ROOTS / rec.id
     if create:
-        root.mkdir(parents=True, exist_ok=True)
-        for path in (ROOTS.parent, ROOTS):
-            os.chmod(path, 0o711)
+        searchable_dir(ROOTS)
+        root.mkdir(exist_ok=True)
     return root
 
 

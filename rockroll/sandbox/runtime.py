@@ -129,8 +129,6 @@ class LocalRuntime:
         rec.dir.mkdir(parents=True)
         lock_fd = take_owner_lock(rec.dir)
         try:
-            for mount_point in (rec.merged, rec.mnt):
-                mount_point.mkdir()  # podman's (bwrap's mount points are in its namespace)
             if not spec.disk:  # a disk is the backend's to make (bwrap may have one ready)
                 for sub in ("upper", "work"):
                     (rec.fsdir / sub).mkdir(parents=True)
@@ -212,9 +210,7 @@ class LocalRuntime:
         if owner.startswith("sandbox:"):
             with self._lock:
                 self._given.add(owner.removeprefix("sandbox:"))
-        tmp = snap.dir / "meta.json.tmp"
-        tmp.write_text(snap.model_dump_json(indent=1))
-        os.replace(tmp, snap.dir / "meta.json")
+        snap.save()
 
     def _teardown(self, rec: SandboxRecord, backend: Backend) -> None:
         errors = []
@@ -337,7 +333,7 @@ class LocalRuntime:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SandboxError(f"snapshot of {rec.id} failed: {done.stderr.strip()}")
         snap.layers = [str(snap.dir / "layer"), *rec.layers]
-        (tmp / "meta.json").write_text(snap.model_dump_json(indent=1))
+        snap.save(tmp)
         os.rename(tmp, snap.dir)
         return snap
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from rockroll.sandbox import accounts
+from rockroll.sandbox import accounts, protocol
 from rockroll.sandbox.checks import check_cap, check_env, check_timeout
 from rockroll.sandbox.errors import AccessDenied, InvalidArgument, SandboxClosed
 from rockroll.sandbox.files import MAX_READ, sandbox_path
@@ -206,11 +206,7 @@ class Sandbox:
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and not isinstance(data, bytes):
             raise InvalidArgument(f"stdin must be bytes or str, got {type(stdin).__name__}")
-        env_all = self.spec.base_env()
-        ids = None
-        if user is not None:
-            account = accounts.resolve(self._fs, user)
-            ids, env_all = account.user, env_all | {"HOME": account.home}
+        ids, env_all = self._identity(user)
         return self._runtime.exec(
             self._rec,
             argv,
@@ -222,6 +218,14 @@ class Sandbox:
             on_output=on_output,
             user=ids,
         )
+
+    def _identity(self, user: str | int | None) -> tuple[protocol.User | None, dict[str, str]]:
+        """The ids a command of `user` runs as (None: root) and its base environment (HOME from
+        the user's passwd entry)."""
+        if user is None:
+            return None, self.spec.base_env()
+        account = accounts.resolve(self._fs, user)
+        return account.user, self.spec.base_env() | {"HOME": account.home}
 
     def kill_all(self) -> int:
         """SIGKILL every process of the sandbox (background jobs, daemons, sessions' shells):
@@ -270,10 +274,7 @@ class Sandbox:
         """A persistent bash: `cd`, exports and background jobs survive between commands.
         `user` runs it as that user of the sandbox (see `exec`)."""
         self._check_open()
-        env_all, ids = self.spec.base_env(), None
-        if user is not None:
-            account = accounts.resolve(self._fs, user)
-            ids, env_all = account.user, env_all | {"HOME": account.home}
+        ids, env_all = self._identity(user)
         return Session(
             self._runtime,
             self._rec,

@@ -2,10 +2,8 @@
 
 Layout under `$ROCKROLL_HOME`:
   sandboxes/<id>/  meta.json, owner.lock (flock held by the owning process), ctl.sock (the
-                   init's socket), backend.log, mnt/ (where its layers are mounted, in the
-                   sandbox's own mount namespace), merged/ (the podman backend's root); disk.img
-                   (its disk, unlinked once attached) or, without a disk limit, fs/upper and
-                   fs/work
+                   init's socket), backend.log; disk.img (its disk) or, without a disk limit,
+                   fs/upper and fs/work; mnt/ (where the podman backend mounts its layers)
   snapshots/<id>/  meta.json, layer/ (a frozen copy of a sandbox's upper directory)
   audit/<id>.jsonl one line per command, kept after the sandbox is gone
 """
@@ -48,10 +46,6 @@ class SandboxRecord(BaseModel):
     @property
     def sock(self) -> str:
         return str(self.dir / "ctl.sock")
-
-    @property
-    def merged(self) -> Path:
-        return self.dir / "merged"
 
     @property
     def mnt(self) -> Path:
@@ -117,6 +111,13 @@ class SnapshotRecord(BaseModel):
     @property
     def dir(self) -> Path:
         return snapshots_dir() / self.id
+
+    def save(self, where: Path | None = None) -> None:
+        """Write meta.json (atomically) into `where`, by default the snapshot's directory."""
+        folder = where or self.dir
+        tmp = folder / "meta.json.tmp"
+        tmp.write_text(self.model_dump_json(indent=1))
+        os.replace(tmp, folder / "meta.json")
 
 
 def sandboxes_dir() -> Path:

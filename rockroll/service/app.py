@@ -193,11 +193,12 @@ class Slots:
         self.threads = anyio.CapacityLimiter(THREADS)
 
     async def control(self, token: Token, func: Callable[..., T], *args: Any) -> T:
+        """`func(*args)` on a worker thread, within the token's control slots."""
         with self._lock:
-            limiter = self._control.setdefault(token.id, anyio.CapacityLimiter(self.CONTROL))
-        async with limiter:
-            call = functools.partial(func, *args)
-            return await anyio.to_thread.run_sync(call, limiter=self.threads)
+            limiter = self._control.get(token.id)
+            if limiter is None:
+                limiter = self._control[token.id] = anyio.CapacityLimiter(self.CONTROL)
+        return await self._within(limiter, func, *args)
 
     def of(self, token: Token) -> anyio.CapacityLimiter:
         size = token.limit("max_execs")
@@ -212,7 +213,12 @@ class Slots:
 
     async def run(self, token: Token, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`func(*args, **kwargs)` on a worker thread, within the token's share."""
-        async with self.of(token):
+        return await self._within(self.of(token), func, *args, **kwargs)
+
+    async def _within(
+        self, limiter: anyio.CapacityLimiter, func: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        async with limiter:
             call = functools.partial(func, *args, **kwargs)
             return await anyio.to_thread.run_sync(call, limiter=self.threads)
 

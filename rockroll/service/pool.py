@@ -228,8 +228,8 @@ class Pool:
         if snap is None or (snap.owner != owner.id and not owner.admin):
             raise SandboxNotFound(f"no snapshot {snapshot_id!r} of yours")
         base = json.loads(snap.spec)
-        keep = ("memory", "cpus", "pids", "network", "env", "workdir", "max_output", "disk")
-        keep += ("inodes",)
+        keep = ("memory", "cpus", "pids", "network", "env", "workdir", "max_output")
+        keep += ("disk", "inodes")
         settings = {k: base[k] for k in keep} | {
             k: v for k, v in req.model_dump().items() if v is not None
         }
