@@ -185,8 +185,10 @@ def make_batch(shape: Shape, vocab: int) -> tuple[list[ChunkedSequence], list[in
     for task in range(shape.tasks):
         prompt = ids(about(shape.prompt, 0.1))
         for episode in range(shape.group):
+            passed = rng.random() < 0.5
             s = ChunkedSequence(
-                reward=float(rng.random() < 0.5),
+                reward=float(passed),
+                passed=passed,
                 num_chunks=shape.turns,
                 episode_id=f"{task}-{episode}",
             )

@@ -33,10 +33,15 @@ def group_advantages(
     return centered / (std[index] + eps)
 
 
-def outcome_rewards(rewards: torch.Tensor, fail_reward: float) -> torch.Tensor:
-    """`R` if `R > 0` else `R_fail` (ipa.md, [ours]): with the verifier's R = 0 for a failure,
-    the failure branch of eq. 9 would be identically zero."""
-    return torch.where(rewards > 0, rewards, torch.full_like(rewards, fail_reward))
+def outcome_rewards(
+    rewards: torch.Tensor, success: torch.Tensor, fail_reward: float
+) -> torch.Tensor:
+    """`R` where the verifier said passed, else `R_fail` (ipa.md, [ours]): a failed episode's
+    partial credit (a fractional reward without a pass) is not a success, and with the
+    verifier's R = 0 for a failure the failure branch of eq. 9 would be identically zero."""
+    if rewards.shape != success.shape:
+        raise ValueError(f"rewards {rewards.shape} and success {success.shape}: want one shape")
+    return torch.where(success.bool(), rewards, torch.full_like(rewards, fail_reward))
 
 
 def chunk_returns(

@@ -9,8 +9,8 @@ another packed sequence.
   for each one, which is how transformers and flash-attention's varlen kernels keep packed
   sequences from attending to each other, so `attention_mask` is None (see `model_inputs`).
 
-`seq_index` names the sequence of every token (-1 on padding); `rewards` and `num_chunks` are
-per sequence, in the order given.
+`seq_index` names the sequence of every token (-1 on padding); `rewards`, `success` and
+`num_chunks` are per sequence, in the order given.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ Mode = Literal["pad", "pack"]
 
 @dataclass
 class Batch:
-    """Collated sequences: per-token tensors of one shape, then `rewards` and `num_chunks` per
-    sequence."""
+    """Collated sequences: per-token tensors of one shape, then `rewards`, `success` (passed)
+    and `num_chunks` per sequence."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
@@ -40,6 +40,7 @@ class Batch:
     chunk_ids: torch.Tensor
     mu_logprobs: torch.Tensor
     rewards: torch.Tensor
+    success: torch.Tensor
     num_chunks: torch.Tensor
 
     def model_inputs(self) -> dict[str, Any]:
@@ -95,6 +96,7 @@ def collate(sequences: list[ChunkedSequence], pad_id: int, mode: Mode = "pad") -
         **tokens,
         attention_mask=attention_mask,
         rewards=torch.tensor([s.reward for s in sequences], dtype=torch.float32),
+        success=torch.tensor([s.passed for s in sequences], dtype=torch.bool),
         num_chunks=torch.tensor([s.num_chunks for s in sequences], dtype=torch.long),
     )
 

@@ -42,8 +42,10 @@ class ChunkedSequence:
     environment tokens; `response_mask[t]` is 1 exactly where `chunk_ids[t] >= 0`;
     `mu_logprobs[t]` is the logprob token t was sampled with (0 where not generated).
     `num_chunks` is the episode's number of generated model turns K (forced expert turns are
-    not counted), also when the episode was split. `old_is_mu`: the weights that sampled it are
-    gone (asynchronous training), so mu stands in for pi_old (ipa.md point 6).
+    not counted), also when the episode was split. `passed` is the verifier's verdict, the one
+    definition of success (ipa.md): a fractional `reward` without it is a failure. `old_is_mu`:
+    the weights that sampled it are gone (asynchronous training), so mu stands in for pi_old
+    (ipa.md point 6).
     """
 
     input_ids: list[int] = field(default_factory=list)
@@ -51,6 +53,7 @@ class ChunkedSequence:
     chunk_ids: list[int] = field(default_factory=list)
     mu_logprobs: list[float] = field(default_factory=list)
     reward: float = 0.0
+    passed: bool = False
     num_chunks: int = 0
     episode_id: str = ""
     segment: int = 0
@@ -86,9 +89,10 @@ class _Turn:
 
 
 def chunk_trajectory(
-    trajectory: Trajectory, reward: float, *, on_break: OnBreak = "error"
+    trajectory: Trajectory, reward: float, *, passed: bool, on_break: OnBreak = "error"
 ) -> list[ChunkedSequence]:
-    """The episode's token sequences: one, or one per unbroken run of turns with "split"."""
+    """The episode's token sequences: one, or one per unbroken run of turns with "split";
+    `reward` and `passed` are the verifier's."""
     if on_break not in ("error", "split"):
         raise ValueError(f"on_break must be 'error' or 'split', not {on_break!r}")
     if not math.isfinite(reward):
@@ -110,6 +114,7 @@ def chunk_trajectory(
         if current is None:
             current = ChunkedSequence(
                 reward=reward,
+                passed=passed,
                 num_chunks=generated,
                 episode_id=trajectory.session_id,
                 segment=len(sequences),

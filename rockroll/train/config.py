@@ -127,8 +127,9 @@ class ResampleConfig(_Strict):
         0.5,
         gt=0,
         le=1,
-        description="turn f is crucial when success from after it beats success from before it "
-        "by at least this",
+        description="a crucial turn lies between two sampled starts when success from the later "
+        "one beats success from the earlier one by at least this (the gap between them is then "
+        "sampled to narrow it down)",
     )
     il_coef: float = Field(
         0.1,
@@ -136,7 +137,14 @@ class ResampleConfig(_Strict):
         description="lambda_IL of eq. 10: imitation of the expert's turns up to a crucial one "
         "whose fork still yields no success (0: off)",
     )
-    rl_coef: float = Field(1.0, gt=0, description="lambda_RL of eq. 10")
+    il_weighting: Literal["return", "uniform"] = Field(
+        "return",
+        description="weight of each imitated expert turn k: its chunk return "
+        "gamma^(K*-k) R* (eq. 10 as the paper writes it, gamma = ipa.gamma), or 1 (uniform)",
+    )
+    rl_coef: float = Field(
+        1.0, gt=0, description="lambda_RL of eq. 10, scaling the RL loss on every step"
+    )
     init: Literal["fork", "replay"] = Field(
         "fork",
         description="how an anchor's state is made: fork a snapshot taken while replaying the "

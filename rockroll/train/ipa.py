@@ -74,15 +74,18 @@ def ipa_loss(
     rewards: torch.Tensor,
     num_chunks: torch.Tensor,
     *,
+    success: torch.Tensor,
     mu_logp: torch.Tensor | None = None,
     config: IPAConfig | None = None,
 ) -> IPAOutput:
     """Eq. 9 per token t of chunk k, then aggregated over the tokens of kept chunks:
-    success (R > 0): `-m_k G_k log pi_theta`; failure: `-m_k sg(clip(rho_k, 0, 1)) G_k log pi_theta`
-    with `G_k` from eq. 7 on `fail_reward` and `rho_k` from eq. 8.
+    success (the verifier passed it): `-m_k G_k log pi_theta`; failure (everything else, partial
+    credit included): `-m_k sg(clip(rho_k, 0, 1)) G_k log pi_theta`, with `G_k` from eq. 7 on
+    `fail_reward` and `rho_k` from eq. 8.
 
-    `rewards` and `num_chunks` have one entry per sequence. Pass `mu_logp` to apply the mismatch
-    mask; leave it out when `old_logp` already is mu (asynchronous training, spec step 6).
+    `rewards`, `success` and `num_chunks` have one entry per sequence. Pass `mu_logp` to apply
+    the mismatch mask; leave it out when `old_logp` already is mu (asynchronous training, spec
+    step 6).
     """
     cfg = config or IPAConfig()
     num_seqs, max_chunks = rewards.numel(), max(int(num_chunks.max()), 1)
@@ -95,9 +98,9 @@ def ipa_loss(
     kept = torch.ones(num_keys, dtype=torch.bool, device=logp.device)
     if mu_logp is not None:
         kept = chunk_mismatch_mask(old_logp, mu_logp, keys, num_keys, cfg.mismatch_threshold)
-    returns, seq = _flat_returns(rewards, num_chunks, max_chunks, cfg)
+    returns, seq = _flat_returns(rewards, success, num_chunks, max_chunks, cfg)
     at = keys.clamp(min=0)
-    token_loss = split_reinforce(logp, returns[at], ratio[at], (rewards > 0)[seq[at]])
+    token_loss = split_reinforce(logp, returns[at], ratio[at], success.bool()[seq[at]])
     loss = aggregate(token_loss, (keys >= 0) & kept[at], seq_index, cfg.aggregation)
     _, sizes = segment_sum_count(torch.ones_like(old_logp), keys, num_keys)
     present = sizes > 0
@@ -105,11 +108,15 @@ def ipa_loss(
 
 
 def _flat_returns(
-    rewards: torch.Tensor, num_chunks: torch.Tensor, max_chunks: int, cfg: IPAConfig
+    rewards: torch.Tensor,
+    success: torch.Tensor,
+    num_chunks: torch.Tensor,
+    max_chunks: int,
+    cfg: IPAConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 7 for every chunk key, and the sequence of each key."""
     key = torch.arange(rewards.numel() * max_chunks, device=rewards.device)
     seq, turn = key // max_chunks, key % max_chunks
     turn = torch.where(turn < num_chunks[seq], turn, -1)  # keys past an episode's K are unused
-    reward = outcome_rewards(rewards, cfg.fail_reward)[seq]
+    reward = outcome_rewards(rewards, success, cfg.fail_reward)[seq]
     return chunk_returns(turn, num_chunks[seq], reward, cfg.gamma), seq

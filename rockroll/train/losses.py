@@ -49,6 +49,7 @@ def topr_loss(
     seq_index: torch.Tensor,
     rewards: torch.Tensor,
     *,
+    success: torch.Tensor,
     mu_logp: torch.Tensor | None = None,
     threshold: float = 5.0,
     fail_reward: float = -1.0,
@@ -56,14 +57,15 @@ def topr_loss(
 ) -> torch.Tensor:
     """TOPR, the baseline of eq. 3-6: one ratio per trajectory,
     `rho = exp(mean_t (logp_t - old_t))` over its generated tokens, used by `split_reinforce`
-    with the trajectory's reward (`fail_reward` when R <= 0), and the token mask
-    `1[pi_old / mu <= H]` when `mu_logp` is given. `rewards` has one entry per sequence.
+    with the trajectory's reward (`fail_reward` where it did not pass), and the token mask
+    `1[pi_old / mu <= H]` when `mu_logp` is given. `rewards` and `success` have one entry per
+    sequence.
     """
     loss_index = torch.where(mask.bool(), seq_index, -1)
     ratio = torch.exp(segment_mean(logp.detach() - old_logp, loss_index, rewards.numel()))
     at = seq_index.clamp(min=0)
-    returns = outcome_rewards(rewards, fail_reward)[at]
-    token_loss = split_reinforce(logp, returns, ratio[at], (rewards > 0)[at])
+    returns = outcome_rewards(rewards, success, fail_reward)[at]
+    token_loss = split_reinforce(logp, returns, ratio[at], success.bool()[at])
     keep = mask.bool()
     if mu_logp is not None:
         keep = keep & (torch.exp(old_logp - mu_logp) <= threshold)

@@ -9,19 +9,23 @@ the policy generating from turn k):
 - **sequential**: all of them start at one anchor, first the last turn, moved one turn earlier
   each time success there reaches `rollback_at` (a chunk-level curriculum).
 
-Success is tracked per (task, start turn) over the last `window` episodes. Turn f is *crucial*
-when success from after it (start f+1) beats success from before it (start f) by at least
-`crucial_gap`; when the fork before a crucial turn still yields no success, the expert's turns
-up to and including it are imitated beside the RL loss (eq. 10). Experts come from the tasks'
-oracles, a teacher, and the policy's own successes from the start (the newest replaces the
-expert); each is appended to `experts.jsonl` as it is found, and the resampler's state is part
-of a checkpoint.
+Success is tracked per (task, start turn) over the last `window` episodes. Anchors need not be
+adjacent: when success from one sampled start `after` beats success from the sampled start
+`before` it by at least `crucial_gap`, a crucial turn lies somewhere in `before..after-1` (a
+`Fork`); parallel mode then also samples the middle of the gap, which narrows it down until
+the two starts are adjacent and the crucial turn is known. When the fork still yields no
+success (success from `before` is 0), the expert's turns up to `after - 1`, which include the
+crucial one wherever it lies, are imitated beside the RL loss (eq. 10). Experts come from the
+tasks' oracles, a teacher, and the policy's own successes from the start (the newest replaces
+the expert); each is appended to `experts.jsonl` as it is found, and the resampler's state is
+part of a checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import threading
 from collections import deque
@@ -38,6 +42,19 @@ from rockroll.train.expert import _agent_cfg, expert_episode, oracle_expert, suc
 from rockroll.train.forced import Expert
 from rockroll.train.rollout import Episode, Job
 from rockroll.train.states import ExpertStates
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Success jumps between two sampled start turns: a crucial turn lies in `before..after-1`.
+    `turn` is the last turn it can be, so imitating the expert's turns up to it covers it."""
+
+    before: int
+    after: int
+
+    @property
+    def turn(self) -> int:
+        return self.after - 1
 
 
 @dataclass
@@ -127,13 +144,17 @@ class Resampler:
         return rate is None or rate <= self.cfg.hard_below
 
     def starts(self, task_id: str, expert: Expert) -> list[int]:
+        """Sequential: the current anchor. Parallel: `anchors` turns spread from the start to
+        the last turn, and the middle of a crucial fork's gap while it spans several turns."""
         last = expert.turns - 1
         if self.cfg.mode == "sequential":
             return [self.anchor.setdefault(task_id, last)]
         n = min(self.cfg.anchors, last + 1)
-        if n == 1:
-            return [last]
-        return sorted({round(i * last / (n - 1)) for i in range(n)})
+        starts = {last} if n == 1 else {round(i * last / (n - 1)) for i in range(n)}
+        fork = self._fork(task_id, expert)
+        if fork is not None and fork.after - fork.before > 1:
+            starts.add((fork.before + fork.after) // 2)
+        return sorted(starts)
 
     def _record_states(self, task: Task, expert: Expert, policy: LocalModel) -> None:
         if expert.states is not None:
@@ -192,27 +213,33 @@ class Resampler:
         return max(1, self.cfg.window // 4)
 
     @_locked
-    def crucial_forks(self) -> dict[str, int]:
-        """Per task, the start turn f before its crucial turn (the largest rise in success from
-        start f to start f+1, if at least `crucial_gap`)."""
+    def crucial_forks(self) -> dict[str, Fork]:
+        """Per task, where its crucial turn lies: the largest rise in success, of at least
+        `crucial_gap`, between two starts with known rates and none known between them."""
         forks = {}
         for task_id, expert in self.experts.items():
-            best, fork = self.cfg.crucial_gap, None
-            for f in range(expert.turns - 1):
-                before, after = self.rate(task_id, f), self.rate(task_id, f + 1)
-                if before is not None and after is not None and after - before >= best:
-                    best, fork = after - before, f
+            fork = self._fork(task_id, expert)
             if fork is not None:
                 forks[task_id] = fork
         return forks
 
-    def stuck(self, task_id: str, fork: int) -> bool:
-        return self.rate(task_id, fork) == 0.0
+    def _fork(self, task_id: str, expert: Expert) -> Fork | None:
+        rates = [(s, r) for s in range(expert.turns) if (r := self.rate(task_id, s)) is not None]
+        best, fork = self.cfg.crucial_gap, None
+        for (before, low), (after, high) in itertools.pairwise(rates):
+            if high - low >= best:
+                best, fork = high - low, Fork(before, after)
+        return fork
+
+    def stuck(self, task_id: str, fork: Fork) -> bool:
+        """The fork still yields no success: none from the start before the crucial turn."""
+        return self.rate(task_id, fork.before) == 0.0
 
     @_locked
     def imitations(self, policy: LocalModel) -> list[Imitation]:
         """Eq. 10's imitation part: for each crucial fork that still yields no success, the
-        expert's sequence with only its turns up to and including the crucial one unmasked."""
+        expert's sequence with only its turns up to and including the crucial one (the last
+        turn it can be, `Fork.turn`) unmasked."""
         if self.cfg.il_coef == 0:
             return []
         out = []
@@ -220,16 +247,16 @@ class Resampler:
             if not self.stuck(task_id, fork):
                 continue
             expert = self.experts[task_id]
-            key = (task_id, id(expert), fork)
+            key = (task_id, id(expert), fork.turn)
             if key not in self._imitations:
-                made = self._imitation(expert, fork, policy)
+                made = self._imitation(expert, fork.turn, policy)
                 if made is None:
                     continue
                 self._imitations[key] = made
             out.append(self._imitations[key])
         return out
 
-    def _imitation(self, expert: Expert, fork: int, policy: LocalModel) -> Imitation | None:
+    def _imitation(self, expert: Expert, upto: int, policy: LocalModel) -> Imitation | None:
         task = self.tasks.get(expert.task_id)
         if task is None:
             return None
@@ -237,8 +264,8 @@ class Resampler:
         if not episode.passed or episode.trajectory is None:
             self.log(f"resample: {task.id}'s expert no longer passes; no imitation")
             return None
-        [seq] = chunk_trajectory(episode.trajectory, 1.0)
-        return Imitation(task.id, fork, seq, set(range(fork + 1, seq.num_chunks)))
+        [seq] = chunk_trajectory(episode.trajectory, episode.reward, passed=True)
+        return Imitation(task.id, upto, seq, set(range(upto + 1, seq.num_chunks)))
 
     # -- state -----------------------------------------------------------------------------------
     @_locked

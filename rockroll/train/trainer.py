@@ -39,6 +39,9 @@ from rockroll.train.update import (
     Tokens,
     backward_through_model,
     forward_tokens,
+    imitation_grad,
+    imitation_loss,
+    imitation_weights,
     rl_loss,
     score_tokens,
     sft_grad,
@@ -306,7 +309,7 @@ class Trainer:
             if e.trajectory is None:
                 continue
             group = ids.setdefault((i // group_size, e.start), len(ids))
-            for s in chunk_trajectory(e.trajectory, e.reward, on_break="split"):
+            for s in chunk_trajectory(e.trajectory, e.reward, passed=e.passed, on_break="split"):
                 if any(s.response_mask):
                     seqs.append(s)
                     groups.append(group)
@@ -314,6 +317,7 @@ class Trainer:
 
     def _update(self, seqs: list[ChunkedSequence], groups: list[int]) -> dict:
         cfg, amp = self.cfg, self.cfg.autocast
+        temperature = cfg.rollout.temperature  # mu's distribution: pi_old and pi_theta use it too
         tokens = Tokens.of(seqs, groups).to(self.device)
         self.model.eval()
         old = score_tokens(
@@ -322,6 +326,7 @@ class Trainer:
             self.pad_id,
             amp=amp,
             micro_tokens=self.micro_tokens,
+            temperature=temperature,
         )
         ref = None
         if self.ref is not None:
@@ -331,6 +336,7 @@ class Trainer:
                 self.pad_id,
                 amp=amp,
                 micro_tokens=self.micro_tokens,
+                temperature=temperature,
             )
         current = old.clone().requires_grad_(True)  # the weights have not moved since `old`
         entropy = None
@@ -338,14 +344,19 @@ class Trainer:
             with torch.no_grad():
                 entropy = torch.cat(
                     [
-                        forward_tokens(self.model, [s], self.pad_id, entropy=True, amp=amp)[1]
+                        forward_tokens(
+                            self.model,
+                            [s],
+                            self.pad_id,
+                            entropy=True,
+                            amp=amp,
+                            temperature=temperature,
+                        )[1]
                         for s in seqs
                     ]
                 ).requires_grad_(True)
         loss, stats = rl_loss(cfg, current, old, tokens, entropy=entropy, ref=ref)
         imitations = self.resampler.imitations(self.policy) if self.resampler else []
-        if imitations:
-            loss = cfg.resample.rl_coef * loss
         loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
         backward_through_model(
@@ -356,6 +367,7 @@ class Trainer:
             entropy.grad if entropy is not None else None,
             amp=amp,
             micro_tokens=self.micro_tokens,
+            temperature=temperature,
         )
         if imitations:
             stats |= self._imitate(imitations)
@@ -372,19 +384,21 @@ class Trainer:
         }
 
     def _imitate(self, imitations: list[Imitation]) -> dict:
-        """Eq. 10's IL term: lambda_IL times the expert turns' NLL, added to the RL gradient."""
+        """Eq. 10's IL term: lambda_IL times the expert turns' NLL, each turn weighted by its
+        chunk return (`resample.il_weighting`), added to the RL gradient."""
         batch = [i.seq for i in imitations]
         tokens = Tokens.of(batch, [0] * len(batch), [i.masked for i in imitations])
+        weights = imitation_weights(tokens, self.cfg.ipa.gamma, self.cfg.resample.il_weighting)
         logp = backward_through_model(
             self.model,
             batch,
             self.pad_id,
-            self.cfg.resample.il_coef * sft_grad(tokens).to(self.device),
+            self.cfg.resample.il_coef * imitation_grad(tokens, weights).to(self.device),
             None,
             amp=self.cfg.autocast,
             micro_tokens=self.micro_tokens,
         )
-        il = float(sft_loss(logp, tokens.to(logp.device)).detach())
+        il = float(imitation_loss(logp, tokens.to(logp.device), weights.to(logp.device)))
         return {"il_loss": il, "il_sequences": len(batch)}
 
     # -- SFT warm-up ------------------------------------------------------------------------------
@@ -400,7 +414,7 @@ class Trainer:
         seqs, failed = [], []
         for e in good:
             assert e.trajectory is not None
-            for s in chunk_trajectory(e.trajectory, 1.0, on_break="split"):
+            for s in chunk_trajectory(e.trajectory, e.reward, passed=True, on_break="split"):
                 seqs.append(s)
                 failed.append(_failed_turns(e))
         optimizer = adamw(self.model.parameters(), lr=cfg.sft.lr)

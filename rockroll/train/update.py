@@ -6,6 +6,11 @@ on the per-token logprobs as leaves, so every aggregation mode normalises over t
 its gradient with respect to each token's logprob is then pushed through the model one
 micro-batch at a time (`sum(g_t * logp_t)` has the same parameter gradient). `pi_old` comes from
 its own no-grad pass over the pre-update weights.
+
+Every logprob of the RL update is of the *sampling* distribution, `log softmax(logits / T)` at the
+rollouts' temperature T, as mu was (ipa.md): pi_old, pi_theta, the reference and the entropy
+alike, so that at zero staleness pi_old / mu is 1. SFT and imitation are likelihood training of
+the model itself, at T = 1.
 """
 
 from __future__ import annotations
@@ -14,12 +19,12 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from rockroll.agent.generation import forward_options
-from rockroll.train.advantages import group_advantages
+from rockroll.train.advantages import chunk_returns, group_advantages
 from rockroll.train.batch import Batch, collate
 from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.config import TrainConfig
@@ -32,13 +37,14 @@ MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth a forward call of
 
 @dataclass
 class Tokens:
-    """Per generated token of a step, in sequence order; `rewards`/`num_chunks`/`groups` per
-    sequence."""
+    """Per generated token of a step, in sequence order; `rewards`/`success`/`num_chunks`/
+    `groups` per sequence (`success`: the verifier passed it, the one definition of success)."""
 
     chunk_ids: torch.Tensor
     seq_index: torch.Tensor
     mu: torch.Tensor
     rewards: torch.Tensor
+    success: torch.Tensor
     num_chunks: torch.Tensor
     groups: torch.Tensor
     failed: torch.Tensor  # 1 where the token's turn is masked out of SFT (its tool call failed)
@@ -66,6 +72,7 @@ class Tokens:
             seq_index=torch.tensor(seq, dtype=torch.long),
             mu=torch.tensor(mu, dtype=torch.float32),
             rewards=torch.tensor([s.reward for s in seqs], dtype=torch.float32),
+            success=torch.tensor([s.passed for s in seqs], dtype=torch.bool),
             num_chunks=torch.tensor([s.num_chunks for s in seqs], dtype=torch.long),
             groups=torch.tensor(groups, dtype=torch.long),
             failed=torch.tensor(failed, dtype=torch.bool),
@@ -89,9 +96,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 
 def forward_tokens(
-    model: Any, seqs: list[ChunkedSequence], pad_id: int, *, entropy: bool, amp: bool
+    model: Any,
+    seqs: list[ChunkedSequence],
+    pad_id: int,
+    *,
+    entropy: bool,
+    amp: bool,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logprob (and entropy) of every generated token of `seqs`, in sequence order.
+    """Logprob (and entropy) of every generated token of `seqs`, in sequence order, under
+    `log softmax(logits / temperature)`: the distribution the tokens were sampled from.
 
     The tokens all sequences begin with (the system prompt; a group's whole task prompt) go
     through the model once and every row attends to their keys and values, so a group of 8
@@ -109,10 +123,16 @@ def forward_tokens(
             hidden = body(**batch.model_inputs()).last_hidden_state
         targets = batch.response_mask[:, 1:].bool()
         logits = model.get_output_embeddings()(hidden[:, :-1][targets])
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp_all = torch.log_softmax(_tempered(logits.float(), temperature), dim=-1)
     logp = logp_all.gather(1, batch.input_ids[:, 1:][targets].unsqueeze(1)).squeeze(1)
     ent = -(logp_all.exp() * logp_all).sum(-1) if entropy else None
     return logp, ent
+
+
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    if not temperature > 0:
+        raise ValueError(f"the temperature must be > 0 to score sampled tokens, not {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def shared_prefix(seqs: list[ChunkedSequence]) -> int:
@@ -185,11 +205,18 @@ def cost(seqs: list[ChunkedSequence]) -> int:
 
 @torch.no_grad()
 def score_tokens(
-    model: Any, seqs: list[ChunkedSequence], pad_id: int, *, amp: bool, micro_tokens: int
+    model: Any,
+    seqs: list[ChunkedSequence],
+    pad_id: int,
+    *,
+    amp: bool,
+    micro_tokens: int,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Logprobs of the generated tokens under the current weights, without a graph."""
+    """Logprobs of the generated tokens under the current weights (at `temperature`), without a
+    graph."""
     parts = [
-        forward_tokens(model, mb, pad_id, entropy=False, amp=amp)[0]
+        forward_tokens(model, mb, pad_id, entropy=False, amp=amp, temperature=temperature)[0]
         for mb in micro_batches(seqs, micro_tokens)
     ]
     return torch.cat(parts) if parts else torch.zeros(0)
@@ -204,7 +231,9 @@ def rl_loss(
     entropy: torch.Tensor | None = None,
     ref: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The configured algorithm's loss over one step's tokens, and its diagnostics."""
+    """The configured algorithm's loss over one step's tokens, and its diagnostics. With
+    resampling on, the policy loss is scaled by lambda_RL on every step (eq. 10), whether or not
+    the step also imitates."""
     old = pi_old(old, t)
     mask = torch.ones_like(logp, dtype=torch.bool)
     stats: dict[str, float] = {}
@@ -217,6 +246,7 @@ def rl_loss(
             t.seq_index,
             t.rewards,
             t.num_chunks,
+            success=t.success,
             mu_logp=t.mu,
             config=IPAConfig(
                 gamma=cfg.ipa.gamma,
@@ -237,6 +267,7 @@ def rl_loss(
             mask,
             t.seq_index,
             t.rewards,
+            success=t.success,
             mu_logp=t.mu,
             threshold=cfg.ipa.mismatch_threshold,
             fail_reward=cfg.ipa.fail_reward,
@@ -255,6 +286,8 @@ def rl_loss(
             aggregation=cfg.aggregation,
         )
         stats["token_ratio_mean"] = float(torch.exp(logp.detach() - old).mean())
+    if cfg.resample.enabled:
+        loss = cfg.resample.rl_coef * loss
     loss = loss + regularization(
         mask,
         t.seq_index,
@@ -289,6 +322,38 @@ def sft_grad(t: Tokens) -> torch.Tensor:
     return -keep / keep.sum().clamp(min=1)
 
 
+ImitationWeighting = Literal["return", "uniform"]
+
+
+def imitation_weights(t: Tokens, gamma: float, weighting: ImitationWeighting) -> torch.Tensor:
+    """Per token of expert sequences, eq. 10's weight: the chunk return of its expert turn,
+    `G*_k = gamma^(K*-k) R*` (eq. 7 on the expert trajectory: K* its turns, R* its reward), or 1
+    with "uniform"; 0 where the token is masked out (a turn after the crucial one, or an errored
+    tool call)."""
+    if weighting == "uniform":
+        weight = torch.ones_like(t.mu)
+    elif weighting == "return":
+        weight = chunk_returns(
+            t.chunk_ids, t.num_chunks[t.seq_index], t.rewards[t.seq_index], gamma
+        )
+    else:
+        raise ValueError(f"imitation weighting must be 'return' or 'uniform', not {weighting!r}")
+    return torch.where(t.failed, torch.zeros_like(weight), weight)
+
+
+def imitation_loss(logp: torch.Tensor, t: Tokens, weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 10's imitation term before lambda_IL: the weighted NLL of the expert turns kept,
+    `sum_t w_t (-log pi_theta(a_t))` over the number of kept tokens."""
+    keep = ~t.failed
+    return (weights * -logp)[keep].sum() / keep.sum().clamp(min=1)
+
+
+def imitation_grad(t: Tokens, weights: torch.Tensor) -> torch.Tensor:
+    """d(imitation_loss)/d(logp_t), linear in the logprobs like `sft_grad`."""
+    keep = (~t.failed).float()
+    return -weights * keep / keep.sum().clamp(min=1)
+
+
 def backward_through_model(
     model: Any,
     seqs: list[ChunkedSequence],
@@ -298,13 +363,22 @@ def backward_through_model(
     *,
     amp: bool,
     micro_tokens: int,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Accumulate d(loss)/d(params) = sum_t g_t d(logp_t)/d(params), one micro-batch at once;
-    returns the logprobs this pass computed (detached)."""
+    """Accumulate d(loss)/d(params) = sum_t g_t d(logp_t)/d(params), one micro-batch at once,
+    with the logprobs (and entropies) at `temperature`; returns the logprobs this pass computed
+    (detached)."""
     start = 0
     seen = []
     for mb in micro_batches(seqs, micro_tokens):
-        logp, ent = forward_tokens(model, mb, pad_id, entropy=grad_entropy is not None, amp=amp)
+        logp, ent = forward_tokens(
+            model,
+            mb,
+            pad_id,
+            entropy=grad_entropy is not None,
+            amp=amp,
+            temperature=temperature,
+        )
         end = start + logp.numel()
         surrogate = (logp * grad_logp[start:end].to(logp.device)).sum()
         if ent is not None and grad_entropy is not None:

@@ -68,7 +68,11 @@ def test_group_advantages_reject_mismatched_shapes() -> None:
 
 
 def test_failures_get_the_failure_reward() -> None:
-    close(outcome_rewards(t([1.0, 0.0, -0.5, 0.5]), -1.0), [1.0, -1.0, -1.0, 0.5])
+    # Success is the verifier's pass, not R > 0: 0.5 without a pass is a failure.
+    passed = t([True, False, False, False])
+    close(outcome_rewards(t([1.0, 0.0, -0.5, 0.5]), passed, -1.0), [1.0, -1.0, -1.0, -1.0])
+    with pytest.raises(ValueError, match="one shape"):
+        outcome_rewards(t([1.0, 0.0]), t([True]), -1.0)
 
 
 def test_chunk_returns_discount_from_the_outcome_chunk() -> None:
@@ -157,6 +161,7 @@ def _topr_inputs() -> dict:
         "mask": torch.ones(4, dtype=torch.bool),
         "seq_index": t([0, 0, 1, 1]),
         "rewards": t([1.0, 0.0]),
+        "success": t([True, False]),
     }
 
 
@@ -175,7 +180,7 @@ def test_topr_splits_successes_from_failures() -> None:
 def test_topr_truncates_the_ratio_at_one() -> None:
     # A failure whose policy already gained probability (ratio 2) is pushed down at weight 1.
     logp = t([LN(0.8)], requires_grad=True)
-    loss = topr_loss(logp, t([LN(0.4)]), t([True]), t([0]), t([0.0]))
+    loss = topr_loss(logp, t([LN(0.4)]), t([True]), t([0]), t([0.0]), success=t([False]))
     close(loss, LN(0.8))
 
 
@@ -226,6 +231,7 @@ CHUNKS = t([[-1, 0, 0, -1, 1, -1, -1], [-1, 0, -1, 1, 1, -1, 2]])
 SEQS = t([[0, 0, 0, 0, 0, -1, -1], [1, 1, 1, 1, 1, 1, 1]])
 MASK_IPA = CHUNKS >= 0
 REWARDS, NUM_CHUNKS = t([1.0, 0.0]), t([2, 3])
+PASSED = t([True, False])
 DELTA = t([[0.0] * 7, [0.0, LN(2), 0.0, LN(0.25), 0.0, 0.0, LN(0.8)]])
 CONFIG = IPAConfig(gamma=0.5, fail_reward=-1.0)
 
@@ -234,6 +240,7 @@ def _ipa(logp: torch.Tensor | None = None, **kwargs):
     logp = logp if logp is not None else torch.full((2, 7), -1.0, requires_grad=True)
     old = logp.detach() - DELTA
     kwargs.setdefault("config", CONFIG)
+    kwargs.setdefault("success", PASSED)
     out = ipa_loss(logp, old, MASK_IPA, CHUNKS, SEQS, REWARDS, NUM_CHUNKS, **kwargs)
     return logp, out
 
@@ -289,7 +296,9 @@ def test_chunk_ratio_is_the_geometric_mean() -> None:
 
 def test_ipa_ratio_is_exactly_one_at_staleness_zero() -> None:
     logp = torch.randn(2, 7).clamp(max=-0.1).requires_grad_()
-    out = ipa_loss(logp, logp.detach().clone(), MASK_IPA, CHUNKS, SEQS, REWARDS, NUM_CHUNKS)
+    out = ipa_loss(
+        logp, logp.detach().clone(), MASK_IPA, CHUNKS, SEQS, REWARDS, NUM_CHUNKS, success=PASSED
+    )
     assert torch.equal(out.chunk_ratio, torch.ones(5))
 
 
@@ -308,9 +317,10 @@ def test_ipa_single_chunk_episodes_in_all_success_and_all_failure_groups() -> No
     mask, counts = chunks >= 0, t([1, 1, 1])
     logp = torch.full((3, 2), -1.0)
     old = logp - LN(2)  # every ratio 2: clipped to 1 on failures, unused on successes
-    success = ipa_loss(logp, old, mask, chunks, seqs, t([1.0, 0.5, 1.0]), counts)
-    close(success.loss, (1 + 1 + 0.5 + 0.5 + 1 + 1) / 6)
-    failure = ipa_loss(logp, old, mask, chunks, seqs, t([0.0, 0.0, 0.0]), counts)
+    passed = t([True, True, True])
+    success = ipa_loss(logp, old, mask, chunks, seqs, t([1.0, 2.0, 1.0]), counts, success=passed)
+    close(success.loss, (1 + 1 + 2 + 2 + 1 + 1) / 6)
+    failure = ipa_loss(logp, old, mask, chunks, seqs, t([0.0, 0.0, 0.0]), counts, success=~passed)
     close(failure.loss, -1.0)
     close(failure.chunk_return, [-1.0, -1.0, -1.0])
 
@@ -326,5 +336,5 @@ def test_ipa_refuses_chunk_ids_beyond_the_episode() -> None:
     with pytest.raises(ValueError, match="number of chunks"):
         ipa_loss(
             torch.zeros(1, 2), torch.zeros(1, 2), t([[False, True]]), t([[-1, 1]]), t([[0, 0]]),
-            t([1.0]), t([1]),
+            t([1.0]), t([1]), success=t([True]),
         )  # fmt: skip

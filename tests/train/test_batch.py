@@ -27,6 +27,7 @@ def _sequence(ids: list[int], chunks: list[int], reward: float, num_chunks: int)
         chunk_ids=chunks,
         mu_logprobs=[-0.5 if c >= 0 else 0.0 for c in chunks],
         reward=reward,
+        passed=reward >= 1.0,
         num_chunks=num_chunks,
     )
 
@@ -112,6 +113,7 @@ def test_ipa_loss_is_the_same_on_padded_and_packed_batches() -> None:
             batch.seq_index,
             batch.rewards,
             batch.num_chunks,
+            success=batch.success,
             mu_logp=batch.mu_logprobs,
             config=IPAConfig(gamma=0.9, aggregation="seq-mean-token-mean"),
         )

@@ -91,7 +91,7 @@ def _check_sequence(sequence: ChunkedSequence, turns: list[AtifMetrics]) -> None
 def test_sequences_reproduce_what_the_model_saw_at_every_turn(recorded: list[Recorded]) -> None:
     for run in recorded:
         turns = _turns(run.trajectory)
-        sequences = chunk_trajectory(run.trajectory, 1.0, on_break="split")
+        sequences = chunk_trajectory(run.trajectory, 1.0, passed=True, on_break="split")
         for sequence in sequences:
             _check_sequence(sequence, turns)
             assert sequence.num_chunks == len(turns) and sequence.reward == 1.0
@@ -105,7 +105,7 @@ def test_mu_is_what_the_model_assigns_the_sequence(recorded: list[Recorded]) -> 
     """One teacher-forced forward over a whole sequence gives, at every masked position, the
     logprob the token was sampled with: the sequence is the model's own context, token for token."""
     for run in recorded:
-        for sequence in chunk_trajectory(run.trajectory, 0.0, on_break="split"):
+        for sequence in chunk_trajectory(run.trajectory, 0.0, passed=False, on_break="split"):
             at = torch.tensor([i for i, m in enumerate(sequence.response_mask) if m])
             with torch.no_grad():
                 body = run.model.model.model(input_ids=torch.tensor([sequence.input_ids]))
@@ -123,7 +123,7 @@ def test_harness_runs_are_one_unbroken_sequence(recorded: list[Recorded]) -> Non
     model's odd token strings (which a decode and re-encode would split differently) stay one
     sequence; breaks are covered by the hand-built trajectories below."""
     for run in recorded:
-        assert len(chunk_trajectory(run.trajectory, 1.0)) == 1, run.name
+        assert len(chunk_trajectory(run.trajectory, 1.0, passed=True)) == 1, run.name
 
 
 @pytest.mark.slow
@@ -135,7 +135,7 @@ def test_template_glue_after_a_completion_is_not_generated(recorded: list[Record
     im_end, newline = tokenizer.convert_tokens_to_ids(IM_END), tokenizer.encode("\n")[0]
     seen = set()
     for run in recorded:
-        for sequence in chunk_trajectory(run.trajectory, 1.0, on_break="split"):
+        for sequence in chunk_trajectory(run.trajectory, 1.0, passed=True, on_break="split"):
             ends = [i for i in range(len(sequence) - 1) if sequence.chunk_ids[i] >= 0]
             ends = [i for i in ends if sequence.chunk_ids[i + 1] != sequence.chunk_ids[i]]
             for i in ends:
@@ -170,7 +170,7 @@ def _trajectory(*steps: tuple) -> Trajectory:
 
 def test_a_linear_trajectory_is_one_sequence() -> None:
     traj = _trajectory(([1, 2], [3, 4]), ([1, 2, 3, 4, 5], []), ([1, 2, 3, 4, 5, 6], [7]))
-    [sequence] = chunk_trajectory(traj, 0.5)
+    [sequence] = chunk_trajectory(traj, 0.5, passed=False)
     assert sequence.input_ids == [1, 2, 3, 4, 5, 6, 7]
     assert sequence.response_mask == [0, 0, 1, 1, 0, 0, 1]
     assert sequence.chunk_ids == [-1, -1, 0, 0, -1, -1, 2]  # turn 1 generated nothing
@@ -182,8 +182,8 @@ def test_compaction_is_named_or_split_at() -> None:
     tier2 = {"type": "tier2", "tokens_before": 100}
     traj = _trajectory(([1, 2], [3]), tier2, ([1, 9], [4, 5]), ([1, 9, 4, 5, 6], [7]))
     with pytest.raises(ChunkError, match=r"step 5: .*context management \(tier2\) at step 4"):
-        chunk_trajectory(traj, 1.0)
-    first, second = chunk_trajectory(traj, 1.0, on_break="split")
+        chunk_trajectory(traj, 1.0, passed=True)
+    first, second = chunk_trajectory(traj, 1.0, passed=True, on_break="split")
     assert (first.input_ids, first.chunk_ids) == ([1, 2, 3], [-1, -1, 0])
     assert second.input_ids == [1, 9, 4, 5, 6, 7]
     assert second.chunk_ids == [-1, -1, 1, 1, -1, 2]
@@ -201,31 +201,31 @@ def test_compaction_is_named_or_split_at() -> None:
 def test_a_break_names_its_cause(next_prompt: list[int], cause: str) -> None:
     traj = _trajectory(([1, 2], [3, 4, 5]), (next_prompt, [9]))
     with pytest.raises(ChunkError, match=f"step 4: .*{cause}"):
-        chunk_trajectory(traj, 1.0)
+        chunk_trajectory(traj, 1.0, passed=True)
 
 
 def test_unusable_trajectories_are_refused_with_the_step() -> None:
     no_ids = _trajectory()
     no_ids.add("agent", "reply", metrics=AtifMetrics(prompt_tokens=3))
     with pytest.raises(ChunkError, match="step 3 has no prompt/completion token ids"):
-        chunk_trajectory(no_ids, 1.0)
+        chunk_trajectory(no_ids, 1.0, passed=True)
     short = _trajectory()
     metrics = AtifMetrics(prompt_token_ids=[1], completion_token_ids=[2, 3], logprobs=[-1.0])
     short.add("agent", "reply", metrics=metrics)
     with pytest.raises(ChunkError, match="step 3 has 2 completion tokens but 1 logprobs"):
-        chunk_trajectory(short, 1.0)
+        chunk_trajectory(short, 1.0, passed=True)
     with pytest.raises(ChunkError, match="no model turns"):
-        chunk_trajectory(_trajectory(), 1.0)
+        chunk_trajectory(_trajectory(), 1.0, passed=True)
     with pytest.raises(ChunkError, match="finite"):
-        chunk_trajectory(_trajectory(([1], [2])), float("nan"))
+        chunk_trajectory(_trajectory(([1], [2])), float("nan"), passed=False)
     with pytest.raises(ValueError, match="on_break"):
-        chunk_trajectory(_trajectory(([1], [2])), 1.0, on_break="retokenize")  # type: ignore[arg-type]
+        chunk_trajectory(_trajectory(([1], [2])), 1.0, passed=True, on_break="retokenize")  # type: ignore[arg-type]
 
 
 def test_forced_expert_turns_are_context_and_chunks_count_from_the_policys_first() -> None:
     traj = _trajectory(([1, 2], [3, 4]), ([1, 2, 3, 4, 5], [6]), ([1, 2, 3, 4, 5, 6, 7], [8]))
     traj.steps[2].metrics.extra = {"forced": True}  # the first agent turn: the expert's
-    [sequence] = chunk_trajectory(traj, 1.0)
+    [sequence] = chunk_trajectory(traj, 1.0, passed=True)
     assert sequence.input_ids == [1, 2, 3, 4, 5, 6, 7, 8]
     assert sequence.response_mask == [0, 0, 0, 0, 0, 1, 0, 1]
     assert sequence.chunk_ids == [-1, -1, -1, -1, -1, 0, -1, 1]
@@ -234,4 +234,4 @@ def test_forced_expert_turns_are_context_and_chunks_count_from_the_policys_first
         if step.source == "agent":
             step.metrics.extra = {"forced": True}
     with pytest.raises(ChunkError, match="only forced"):
-        chunk_trajectory(traj, 1.0)
+        chunk_trajectory(traj, 1.0, passed=True)

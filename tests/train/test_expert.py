@@ -36,7 +36,7 @@ def test_a_resumed_episode_replays_the_expert_prefix_and_trains_only_on_the_rest
     expected = task.metadata.expert_commands[0]
     assert expected in first.message and first.observation.results[0].content.strip()
 
-    [seq] = chunk_trajectory(episode.trajectory, episode.reward)
+    [seq] = chunk_trajectory(episode.trajectory, episode.reward, passed=episode.passed)
     assert seq.num_chunks == len(agent) - 1
     forced_ids = first.metrics.completion_token_ids
     at = len(first.metrics.prompt_token_ids)

@@ -17,7 +17,7 @@ from rockroll.sandbox.state import snapshots_dir
 from rockroll.tasks.suites import load_suite
 from rockroll.train.config import ConfigError, ResampleConfig, RolloutConfig, parse_config
 from rockroll.train.expert import _agent_cfg, oracle_expert, resumed_episode
-from rockroll.train.resample import Resampler
+from rockroll.train.resample import Fork, Resampler
 from rockroll.train.rollout import Episode
 from rockroll.train.states import ExpertStates
 from rockroll.train.trainer import Trainer
@@ -48,7 +48,8 @@ def test_parallel_anchors_spread_a_hard_tasks_group_and_a_crucial_fork_is_found(
     outcomes = {0: False, 1: False, 2: True, 3: True}
     for start, passed in outcomes.items():
         r.observe([_episode(fix_dir, start, passed)] * 2, step=1)
-    assert r.crucial_forks() == {fix_dir.id: 1} and r.stuck(fix_dir.id, 1)
+    assert r.crucial_forks() == {fix_dir.id: Fork(before=1, after=2)}
+    assert r.stuck(fix_dir.id, Fork(before=1, after=2))
     # Solved from the start: plain episodes again, and the policy's success became the expert.
     r.cfg.sources = ["oracle"]
     r.observe([_episode(fix_dir, 0, True)] * 4, step=2)
