@@ -205,8 +205,11 @@ def _env_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def _sb_create(args: argparse.Namespace) -> int:
-    from rockroll.sandbox.sdk import Sandbox
+    from rockroll.sandbox.sdk import Sandbox, server_settings
 
+    # Through a server (ROCKROLL_SERVER) every sandbox outlives the client: detaching is the
+    # server's business, and asking for it there is refused.
+    local = server_settings(None, None) is None
     sb = Sandbox.create(
         args.image,
         memory=args.memory,
@@ -219,7 +222,7 @@ def _sb_create(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         ttl=args.ttl,
         backend=args.backend,
-        detached=True,
+        detached=local,
     )
     out.print(sb.id, highlight=False)
     return 0

@@ -1,11 +1,74 @@
-"""Shared fixtures: real sandboxes on the real base image (built once by `make test`)."""
+"""Shared fixtures: real sandboxes on the real base image (built once by `make test`).
+
+Every run ends with the skipped tests, counted and grouped by reason. Under CI (the `CI`
+environment variable set) a skip for any reason but the lack of a GPU (a reason starting with
+`tests.paths.NO_GPU`) makes the run fail: `pytest_sessionfinish` sets the exit status to 1
+(pytest's "tests failed") and the summary names the skips at fault.
+"""
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import pytest
 
 from rockroll.sandbox.errors import ImageNotFound
 from rockroll.sandbox.images import build_image, get_image
+from tests.paths import NO_GPU, in_ci
+
+# reason -> test (or module) ids; filled as reports arrive, read at the end of the session
+_SKIPS: defaultdict[str, list[str]] = defaultdict(list)
+_SKIPS_KEY = pytest.StashKey[list[str]]()  # the reasons that fail a CI run
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _note_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPS[_skip_reason(report)].append(report.nodeid)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_skip(report)  # a whole module skipped (importorskip, allow_module_level)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_skip(report)
+
+
+def _forbidden() -> list[str]:
+    """The reasons that make a CI run fail: all but "no GPU"."""
+    return sorted(r for r in _SKIPS if not r.startswith(NO_GPU)) if in_ci() else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    forbidden = _forbidden()
+    session.config.stash[_SKIPS_KEY] = forbidden
+    if forbidden and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    total = sum(len(ids) for ids in _SKIPS.values())
+    write = terminalreporter.write_line
+    terminalreporter.section(f"{total} skipped", sep="-")
+    for reason, ids in sorted(_SKIPS.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = ", ".join(ids[:3]) + (f", ... ({len(ids) - 3} more)" if len(ids) > 3 else "")
+        write(f"{len(ids):4d} {reason}")
+        write(f"       {shown}")
+    forbidden = terminalreporter.config.stash.get(_SKIPS_KEY, _forbidden())
+    if forbidden:
+        count = sum(len(_SKIPS[r]) for r in forbidden)
+        write(
+            f"CI: {count} test(s) skipped for a reason other than {NO_GPU!r}; failing the run",
+            red=True,
+            bold=True,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,19 @@ class ServerProc:
         return Store(self.db).create_token(name, **quota)[1]  # type: ignore[arg-type]
 
     def start(self, *extra: str, timeout: float = 60) -> ServerProc:
-        log = open(self.log or self.db.with_suffix(".log"), "ab")  # noqa: SIM115
+        """Start the server and wait for /v1/health. A port taken meanwhile by another process
+        of the host (`free_port()` only found it free) is replaced by a fresh one."""
+        for _ in range(5):
+            if self._start_once(extra, timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"no free port found for the server: {self.logs()}")
+
+    def _start_once(self, extra: tuple[str, ...], timeout: float) -> bool:
+        """True once the server answers; False if its port was taken."""
+        path = self.log or self.db.with_suffix(".log")
+        offset = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -60,10 +72,14 @@ class ServerProc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    if b"address already in use" in fh.read():
+                        return False
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.logs()}")
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return self
+                if httpx.get(f"{self.url}/v1/health", timeout=5).status_code == 200:
+                    return True
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not answer within {timeout} s: {self.logs()}")

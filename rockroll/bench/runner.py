@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -12,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from rockroll.bench.agents import Agent
-from rockroll.sandbox.errors import SandboxError
+from rockroll.sandbox.errors import InvalidArgument, SandboxError
 from rockroll.tasks.model import Task, TaskError
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import open_sandbox, task_image
@@ -64,6 +65,8 @@ def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: No
             result.reason = "agent-timeout"
     except TaskError as exc:
         result.reason, result.error = exc.reason, str(exc)
+    except InvalidArgument as exc:  # a setting of the task the sandbox refuses (memory "lots")
+        result.reason, result.error = "invalid-task", f"{type(exc).__name__}: {exc}"
     except SandboxError as exc:
         result.reason, result.error = "sandbox-error", f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a bad task must not stop the run; the reason says what happened
@@ -97,9 +100,16 @@ class ResultLog:
         return found
 
     def add(self, result: TaskResult) -> None:
-        line = result.model_dump_json() + "\n"
-        with self.lock, open(self.path, "a") as fh:
-            fh.write(line)
+        data = (result.model_dump_json() + "\n").encode()
+        with self.lock, open(self.path, "a+b") as fh:
+            # A run killed mid-write leaves a cut last line: start a new one, or this result
+            # would be glued to the fragment and lost with it.
+            size = fh.seek(0, os.SEEK_END)
+            if size:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data
+            fh.write(data)
             fh.flush()
 
 

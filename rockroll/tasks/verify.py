@@ -6,6 +6,7 @@ import importlib
 import json
 import re
 import time
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -15,7 +16,10 @@ from rockroll.tasks.model import Task
 from rockroll.tasks.offline import Probe, make_offline
 from rockroll.tasks.workspace import put_files
 
+TESTS = "/tests"
 _FAILED = re.compile(r"^(FAILED|ERROR)\b|\s(FAILED|ERROR)(\s|$)", re.MULTILINE)
+# `[SETUP && ]bash SCRIPT`: the script a verifier command runs, after optional set-up steps.
+_SCRIPT_COMMAND = re.compile(r"^(?P<head>(?:.*&&\s*)?)(?P<shell>bash|sh)\s+(?P<path>[^\s;&|]+)\s*$")
 
 
 class VerifyResult(BaseModel):
@@ -37,7 +41,9 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
     Nothing the agent left behind can touch the verdict: first every process of the sandbox is
     killed (a daemon that would rewrite the tests or the reward file once they appear, say; the
     command channel lives outside the sandbox, where no process of it can reach), then any
-    reward file the agent wrote in advance is removed, and only then are the tests copied in.
+    reward file the agent wrote in advance is removed, and so is `/tests` where the tests go
+    there (it is absent while the agent works, so whatever is in it the agent put there: a
+    `conftest.py` that passes every test, say); only then are the tests copied in.
     """
     started = time.monotonic()
     v = task.verifier
@@ -47,7 +53,7 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
             f"{left} process(es) of the agent could not be killed before the tests ran "
             "(stuck in the kernel); the verdict would not be trustworthy"
         )
-    for path in v.reward_files:
+    for path in [*v.reward_files, *_test_roots(v.files)]:
         sb.remove(path)  # by the host: the agent may have replaced `rm`
     put_files(sb, v.files)
     if v.kind == "python":
@@ -89,13 +95,21 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
     return result
 
 
+def _test_roots(files: dict[str, Path | str]) -> set[str]:
+    """`/tests`, where the verifier's files go into it: the formats keep it for the tests."""
+    return {TESTS for target in files if target == TESTS or target.startswith(TESTS + "/")}
+
+
 def _offline_command(task: Task, sb: Sandbox) -> tuple[str, list]:
-    """The verifier command, with its script rewritten when the sandbox has no network."""
+    """The verifier command, with its script rewritten when the sandbox has no network.
+
+    The command runs one script (`bash /tests/run-tests.sh`), possibly after set-up steps
+    joined with `&&` (Harbor's `mkdir -p /logs/verifier && bash /tests/test.sh`)."""
     command = task.verifier.command or "true"
-    words = command.split()
-    if task.network != "none" or len(words) != 2 or words[0] not in ("bash", "sh"):
+    found = _SCRIPT_COMMAND.match(command)
+    if task.network != "none" or found is None:
         return command, []
-    script_path = words[1]
+    script_path = found["path"]
     if not sb.exists(script_path):
         return command, []
     script, rewrites = make_offline(sb.read_text(script_path), _probe(sb))
@@ -103,7 +117,7 @@ def _offline_command(task: Task, sb: Sandbox) -> tuple[str, list]:
         return command, []
     offline_path = script_path + ".offline"
     sb.write_text(offline_path, script)
-    return f"{words[0]} {offline_path}", rewrites
+    return f"{found['head']}{found['shell']} {offline_path}", rewrites
 
 
 def _probe(sb: Sandbox) -> Probe:

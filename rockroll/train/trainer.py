@@ -476,6 +476,7 @@ class Trainer:
         path = checkpoint.latest(self.cfg.out)
         if path is None:
             self.log(f"no checkpoint in {self.cfg.out}; starting from the beginning")
+            self._supersede_metrics(after=-1)
             return
         state = checkpoint.load(path, self.model, self.optimizer)
         self.step = state["step"]
@@ -493,7 +494,29 @@ class Trainer:
             for e in state["evals"]
         ]
         self.policy.sync_decode_copy()
+        self._supersede_metrics(after=self.step)
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _supersede_metrics(self, after: int) -> None:
+        """Rows of steps after the checkpoint a run resumes from will be written again: move
+        them from metrics.jsonl to metrics.superseded.jsonl (kept, not lost), and hide their
+        TensorBoard events, so every step has one row and one point."""
+        if self.metrics_path.exists():
+            keep, moved = [], []
+            for line in self.metrics_path.read_text().splitlines():
+                row = json.loads(line) if line.strip() else {}
+                step = row.get("step", row.get("eval_step", 0 if "sft_step" in row else None))
+                (moved if step is None or step > after else keep).append(line)
+            if moved:
+                with (self.cfg.out / "metrics.superseded.jsonl").open("a") as f:
+                    f.writelines(line + "\n" for line in moved)
+                partial = self.metrics_path.with_suffix(".jsonl.partial")
+                partial.write_text("".join(line + "\n" for line in keep))
+                partial.replace(self.metrics_path)
+                self.log(f"metrics of {len(moved)} rows after step {after} superseded")
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = self._tensorboard(purge_step=after + 1)
 
     def _write(self, metrics: dict) -> None:
         record = {"time": time.time(), **metrics}
@@ -505,7 +528,7 @@ class Trainer:
                     self.writer.add_scalar(key, value, metrics["step"])
             self.writer.flush()
 
-    def _tensorboard(self) -> Any:
+    def _tensorboard(self, purge_step: int | None = None) -> Any:
         if not self.cfg.tensorboard:
             return None
         try:
@@ -513,7 +536,7 @@ class Trainer:
         except ImportError:
             self.log("tensorboard is not installed; metrics go to metrics.jsonl only")
             return None
-        return SummaryWriter(str(self.cfg.out / "tensorboard"))
+        return SummaryWriter(str(self.cfg.out / "tensorboard"), purge_step=purge_step)
 
 
 def adamw(params: Any, **options: Any) -> torch.optim.Optimizer:

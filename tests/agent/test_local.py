@@ -218,16 +218,34 @@ def test_next_prompt_keeps_the_sampled_ids_not_a_re_encoding(
 
 def test_concurrent_calls_are_decoded_together_with_the_same_results(tiny: LocalModel) -> None:
     """Threads calling at once share a batch, and each gets what it would have got alone."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     chats = [[Message(role="user", content="x" * n)] for n in (1, 5, 9, 13)]
     alone = [tiny.complete(c, None, max_tokens=6, temperature=1.0, seed=3) for c in chats]
-    tiny._batcher.batches.clear()
-    with ThreadPoolExecutor(len(chats)) as pool:
-        together = list(
-            pool.map(lambda c: tiny.complete(c, None, max_tokens=6, temperature=1.0, seed=3), chats)
-        )
-    assert max(tiny._batcher.batches) > 1
+    prefills: list[int] = []  # rows of each prefill (a forward over more than one position)
+
+    def count(_module: Any, _args: Any, kwargs: dict) -> None:
+        rows, width = kwargs["input_ids"].shape
+        if width > 1:
+            prefills.append(rows)
+
+    # Each caller announces itself (as a rollout's episodes do) before any of them calls, so
+    # the batch waits for the others' arrivals instead of a 2 ms linger.
+    ready = threading.Barrier(len(chats))
+
+    def call(chat: list[Message]) -> Any:
+        with tiny.joined():
+            ready.wait(10)
+            return tiny.complete(chat, None, max_tokens=6, temperature=1.0, seed=3)
+
+    hook = tiny.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        with ThreadPoolExecutor(len(chats)) as pool:
+            together = list(pool.map(call, chats))
+    finally:
+        hook.remove()
+    assert sum(prefills) == len(chats) and max(prefills) > 1, prefills
     for a, t in zip(alone, together, strict=True):
         assert t.token_ids == a.token_ids
         assert t.logprobs == pytest.approx(a.logprobs, abs=1e-4)

@@ -41,7 +41,10 @@ def test_native_tool_calls_until_submit(sandbox: Sandbox, tmp_path: Path) -> Non
     assert sandbox.read_text("/root/b.txt") == "bee"
     assert validate_atif(data) == []
     agent_steps = [s for s in data["steps"] if s["source"] == "agent"]
-    assert agent_steps[0]["observation"]["results"][0]["content"].startswith("hi")
+    assert agent_steps[0]["observation"]["results"][0]["content"] == "hi\n"
+    assert agent_steps[1]["observation"]["results"][0]["content"] == (
+        "wrote 3 bytes to /root/b.txt"
+    )
     assert agent_steps[0]["tool_calls"][0]["function_name"] == "bash"
     assert data["extra"]["termination"] == "submitted"
 
@@ -49,12 +52,24 @@ def test_native_tool_calls_until_submit(sandbox: Sandbox, tmp_path: Path) -> Non
 def test_text_tool_call_format_and_format_errors(sandbox: Sandbox, tmp_path: Path) -> None:
     good = '<tool_call>{"name": "bash", "arguments": {"command": "echo ok"}}</tool_call>'
     replies = [good, "<tool_call>{not json}</tool_call>", "no call at all", "still nothing"]
-    result, data = run(sandbox, replies, tmp_path, action_format="tool_call")
+    model = ScriptedModel(replies)
+    loop = AgentLoop(model, config=AgentConfig(action_format="tool_call"))
+    result = loop.run("do the thing", sandbox, workdir="/root", trajectory_path=tmp_path / "t.json")
+    data = json.loads((tmp_path / "t.json").read_text())
     assert result.termination == "format_errors" and result.turns == 4
     observations = [s["observation"]["results"][0]["content"] for s in data["steps"][2:]]
-    assert observations[0].startswith("ok")
-    assert "not valid JSON" in observations[1]
-    assert "no tool call" in observations[2] or "error" in observations[2]
+    no_call = "error: no tool call found: call a tool, or submit when done"
+    assert observations == [
+        "ok\n",
+        "error: tool call 1 is not valid JSON: Expecting property name enclosed in double quotes"
+        " (at char 1)",
+        no_call,
+        no_call,  # the third error in a row (max_format_errors) ends the run
+    ]
+    # The model is told the same, as the observation of a format error.
+    assert model.seen[3][-1] == Message(
+        role="user", content=f"Observation (format error):\n{no_call}"
+    )
     assert validate_atif(data) == []
 
 
@@ -76,9 +91,16 @@ def test_unknown_tool_bad_arguments_and_repeats_are_answered(
     ]
     result, data = run(sandbox, replies, tmp_path)
     outputs = [s["observation"]["results"][0]["content"] for s in data["steps"][2:]]
-    assert "unknown tool 'launch_rockets'" in outputs[0] and "bash" in outputs[0]
-    assert "command" in outputs[1]
-    assert "same bash call 3 times" in outputs[4]
+    assert outputs == [
+        "error: unknown tool 'launch_rockets'; the tools are: bash, read_file, write_file, edit,"
+        " glob, grep, list_dir, todo, submit",
+        "error: bash: missing required argument 'command' (string): the shell command to run",
+        "(no output)",
+        "(no output)",
+        "(no output)\n[note: this is the same bash call 3 times in a row with the same arguments;"
+        " try something different]",
+        "submitted",
+    ]
     assert result.termination == "submitted"
 
 
@@ -174,8 +196,10 @@ def test_agent_run_cli_json_and_errors(
 def test_a_models_timeout_is_capped_by_the_runs_budget(sandbox: Sandbox, tmp_path: Path) -> None:
     replies = [call("bash", command="sleep 30", timeout=1000), call("submit")]
     result, data = run(sandbox, replies, tmp_path, command_timeout=1.0)
-    assert result.termination == "submitted" and result.seconds < 10
-    assert "timed out" in data["steps"][2]["observation"]["results"][0]["content"]
+    observation = data["steps"][2]["observation"]["results"][0]["content"]
+    # Killed after the run's 1 s, not the 1000 s asked for (nor the 30 s the sleep would take).
+    assert observation.endswith("[timed out after 1 s; the command was killed]"), observation
+    assert result.termination == "submitted" and result.seconds < 25
 
 
 def test_long_runs_compact_their_context_and_record_it(sandbox: Sandbox, tmp_path: Path) -> None:

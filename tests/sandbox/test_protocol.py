@@ -136,37 +136,44 @@ def test_output_cap_keeps_head_and_tail(init: Init) -> None:
     assert len(res.stdout) < (1 << 20) + 100
 
 
-def test_streaming_callback_sees_chunks_before_exit(init: Init) -> None:
-    seen: list[tuple[float, str, bytes]] = []
-    start = time.monotonic()
-    res = protocol.run(
-        init.sock,
-        ["sh", "-c", "echo a; sleep 0.5; echo b >&2"],
-        on_output=lambda name, chunk: seen.append((time.monotonic() - start, name, chunk)),
-    )
-    assert [(name, chunk) for _, name, chunk in seen] == [("stdout", b"a\n"), ("stderr", b"b\n")]
-    assert seen[0][0] < 0.3 and res.duration >= 0.5
+def test_streaming_callback_sees_chunks_before_exit(init: Init, tmp_path: Path) -> None:
+    """The command waits for a file that only the callback, on seeing its first line, creates:
+    if output were handed over at exit only, the command would never end (until its timeout)."""
+    flag = tmp_path / "seen-a"
+    seen: list[tuple[str, bytes]] = []
+
+    def on_output(name: str, chunk: bytes) -> None:
+        seen.append((name, chunk))
+        if chunk == b"a\n":
+            flag.touch()
+
+    script = f"echo a; until [ -e {flag} ]; do sleep 0.01; done; echo b >&2"
+    res = protocol.run(init.sock, ["sh", "-c", script], timeout=60, on_output=on_output)
+    assert not res.timed_out and res.exit_code == 0, res
+    assert seen == [("stdout", b"a\n"), ("stderr", b"b\n")]
 
 
 def test_timeout_kills_command_ignoring_term(init: Init) -> None:
     start = time.monotonic()
     res = protocol.run(init.sock, ["sh", "-c", 'trap "" TERM; sleep 100'], timeout=0.5)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 30  # not the 100 s of the command (generous: loaded host)
     assert res.timed_out and res.exit_code == 137 and res.signal == 9 and not res.ok
 
 
 def test_timeout_kills_whole_process_group(init: Init) -> None:
     res = protocol.run(init.sock, ["sh", "-c", "sleep 100 & sleep 100; wait"], timeout=0.5)
     assert res.timed_out
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30
     while _descendants(init.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _descendants(init.pid) == []
 
 
 def test_background_job_holding_stdout_does_not_block(init: Init) -> None:
-    res = protocol.run(init.sock, ["sh", "-c", "sleep 30 & echo started"], timeout=10)
-    assert res.stdout == "started\n" and res.exit_code == 0 and res.duration < 1
+    res = protocol.run(init.sock, ["sh", "-c", "sleep 30 & echo started"], timeout=60)
+    assert res.stdout == "started\n" and res.exit_code == 0 and not res.timed_out
+    assert res.duration < 15  # not the 30 s of the job holding stdout (generous: loaded host)
+    assert any(_stat(pid)[0] == "sleep" for pid in _descendants(init.pid))  # type: ignore[index]
 
 
 def test_exec_errors_are_clear(init: Init) -> None:
@@ -185,7 +192,7 @@ def test_closing_process_kills_its_group(init: Init) -> None:
     proc = protocol.spawn(init.sock, ["sh", "-c", "sleep 100 & sleep 100"])
     assert proc.pid in _descendants(init.pid) and proc.poll() is None
     proc.close()
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30
     while _descendants(init.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _descendants(init.pid) == []
@@ -195,7 +202,7 @@ def test_process_kill_and_wait(init: Init) -> None:
     with protocol.spawn(init.sock, ["sleep", "100"]) as proc:
         assert proc.wait(0.1) is None
         proc.kill(signal.SIGTERM)
-        assert proc.wait(2) == (128 + 15, 15)
+        assert proc.wait(30) == (128 + 15, 15)
 
 
 def test_oversized_request_is_rejected(init: Init) -> None:
@@ -205,20 +212,29 @@ def test_oversized_request_is_rejected(init: Init) -> None:
         assert sock.recv(100).startswith(b"E 7 request")
 
 
-def test_200_concurrent_runs(init: Init) -> None:
+def test_200_concurrent_runs(init: Init, tmp_path: Path) -> None:
+    """A barrier: each command says it started, then waits until the test has seen all 200 start.
+    Served one after another, the first would wait for ever (until its timeout)."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    started.mkdir()
+    script = f"touch {started}/$0; until [ -e {go} ]; do sleep 0.1; done; echo $0"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     try:
         with ThreadPoolExecutor(200) as pool:
-            results = list(
-                pool.map(
-                    lambda i: protocol.run(init.sock, ["sh", "-c", "sleep 0.2; echo $0", str(i)]),
-                    range(200),
-                )
-            )
+            runs = [
+                pool.submit(protocol.run, init.sock, ["sh", "-c", script, str(i)], timeout=120)
+                for i in range(200)
+            ]
+            deadline = time.monotonic() + 120
+            while len(os.listdir(started)) < 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(os.listdir(started)) == 200, "the commands did not all run at once"
+            go.touch()
+            results = [run.result() for run in runs]
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert [r.stdout for r in results] == [f"{i}\n" for i in range(200)]
+    assert [(r.stdout, r.timed_out) for r in results] == [(f"{i}\n", False) for i in range(200)]
 
 
 def test_signal_descendants_spares_exempt_groups(init: Init) -> None:
@@ -230,7 +246,7 @@ def test_signal_descendants_spares_exempt_groups(init: Init) -> None:
         assert _stat(spared)[2] == spared and _stat(hit)[2] == hit  # type: ignore[index]
         n = protocol.signal_descendants(init.sock, proc.pid, signal.SIGTERM, [spared])
         assert n == 1
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 30
         while _alive(hit) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not _alive(hit) and _alive(spared) and _alive(proc.pid)
@@ -279,7 +295,10 @@ def test_round_trip_latency(init: Init) -> None:
         times.append(time.monotonic() - start)
     p50 = statistics.median(times)
     print(f"rockroll-init round trip of `true`: p50 {p50 * 1000:.3f} ms")
-    assert p50 < 0.05
+    # About 1 ms on an idle host, 6-12 ms with two busy loops on 2 cores; the figure itself is
+    # benchmarks/sandbox_bench.py's `exec(["true"])`. Here only a bound that a command waiting
+    # on a poll interval or a timer (100 ms or more a round trip) would break.
+    assert p50 < 0.1, p50
 
 
 def test_no_fds_leak_into_or_out_of_the_init(binary: Path, tmp_path: Path) -> None:
@@ -300,8 +319,10 @@ def test_no_fds_leak_into_or_out_of_the_init(binary: Path, tmp_path: Path) -> No
             protocol.run(sock, ["true"])
         with pytest.raises(ExecError):
             protocol.run(sock, ["true"], cwd="/nope")
-        time.sleep(0.1)
-        assert sorted(os.listdir(f"/proc/{proc.pid}/fd")) == before
+        deadline = time.monotonic() + 30  # the init drops the half request when it notices
+        while sorted(os.listdir(f"/proc/{proc.pid}/fd")) != before:
+            assert time.monotonic() < deadline, os.listdir(f"/proc/{proc.pid}/fd")
+            time.sleep(0.05)
     finally:
         _stop_init(proc)
 

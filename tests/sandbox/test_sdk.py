@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -55,13 +56,22 @@ def test_output_is_capped_head_and_tail(base_image: str, via: dict[str, str]) ->
 
 
 def test_streaming_delivers_output_before_exit(sandbox: Sandbox) -> None:
-    seen: list[tuple[float, bytes]] = []
-    start = time.monotonic()
-    sandbox.exec(
-        "echo first; sleep 1; echo second",
-        on_output=lambda s, b: seen.append((time.monotonic() - start, b)),
+    """The command prints, then waits for a file that only the callback, on seeing that first
+    line, writes: if output were handed over at exit only, the command would never end."""
+    seen: list[bytes] = []
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        seen.append(chunk)
+        if chunk.startswith(b"first"):
+            sandbox.write_text("/tmp/go", "")
+
+    res = sandbox.exec(
+        "echo first; until [ -e /tmp/go ]; do sleep 0.01; done; echo second",
+        timeout=60,
+        on_output=on_output,
     )
-    assert seen[0][1].startswith(b"first") and seen[0][0] < 0.8
+    assert not res.timed_out and res.stdout == "first\nsecond\n", res
+    assert b"".join(seen) == b"first\nsecond\n" and seen[0] == b"first\n"
     chunks = list(sandbox.stream("echo a; echo b >&2"))
     assert ("stdout", "a\n") in chunks and ("stderr", "b\n") in chunks
 
@@ -83,21 +93,36 @@ def test_session_keeps_state(sandbox: Sandbox) -> None:
         sh.run("echo after close")
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def test_files_roundtrip(sandbox: Sandbox, tmp_path: Path) -> None:
-    sandbox.write_bytes("/data/bin.dat", bytes(range(256)) * 10)
-    assert sandbox.read_bytes("/data/bin.dat") == bytes(range(256)) * 10
+    """Each way is checked against the other side: what the SDK writes, a program inside reads;
+    what a program inside writes, the SDK reads."""
+    data = bytes(range(256)) * 10
+    sandbox.write_bytes("/data/bin.dat", data)
+    assert sandbox.exec("sha256sum /data/bin.dat").stdout.split()[0] == _sha(data)
+    sandbox.exec("head -c 4096 /dev/urandom > /data/made-inside; echo made >> /data/made-inside")
+    inside = sandbox.exec("sha256sum /data/made-inside").stdout.split()[0]
+    made = sandbox.read_bytes("/data/made-inside")
+    assert len(made) == 4101 and made.endswith(b"made\n") and _sha(made) == inside
     sandbox.write_text("notes.txt", "héllo")
     assert sandbox.exec("cat /notes.txt").stdout == "héllo"
     names = [f.name for f in sandbox.list_dir("/data")]
-    assert names == ["bin.dat"]
+    assert sorted(names) == ["bin.dat", "made-inside"]
     src = tmp_path / "tree"
     (src / "sub/deep").mkdir(parents=True)
-    (src / "sub/deep/blob").write_bytes(os.urandom(300_000))
+    blob = os.urandom(300_000)
+    (src / "sub/deep/blob").write_bytes(blob)
     (src / "a.txt").write_text("a")
     sandbox.upload(src, "/up")
     assert sandbox.exec("cat /up/a.txt").stdout == "a"
+    assert sandbox.exec("sha256sum /up/sub/deep/blob").stdout.split()[0] == _sha(blob)
+    sandbox.exec("echo from-inside > /up/sub/new")
     sandbox.download("/up", tmp_path / "back")
-    assert (tmp_path / "back/sub/deep/blob").read_bytes() == (src / "sub/deep/blob").read_bytes()
+    assert (tmp_path / "back/sub/deep/blob").read_bytes() == blob
+    assert (tmp_path / "back/sub/new").read_text() == "from-inside\n"
 
 
 def test_hostile_input_is_refused(sandbox: Sandbox, base_image: str, via: dict[str, str]) -> None:
@@ -114,13 +139,19 @@ def test_hostile_input_is_refused(sandbox: Sandbox, base_image: str, via: dict[s
 
 
 def test_symlinks_resolve_inside_the_sandbox(sandbox: Sandbox) -> None:
-    Path("/tmp/rockroll-host-only").write_text("host")
-    sandbox.exec("ln -s /tmp/rockroll-host-only /link; ln -s ../../../../etc/hostname /rel")
-    with pytest.raises(FileNotFoundError):
-        sandbox.read_text("/link")
-    assert sandbox.read_text("/rel") == "sandbox\n"
-    sandbox.write_text("/link", "inside")
-    assert Path("/tmp/rockroll-host-only").read_text() == "host"
+    host_only = Path(f"/tmp/rockroll-host-only-{os.getpid()}")
+    host_only.write_text("host")
+    try:
+        sandbox.exec(f"ln -s {host_only} /link; ln -s ../../../../etc/hostname /rel")
+        with pytest.raises(FileNotFoundError):
+            sandbox.read_text("/link")
+        assert sandbox.read_text("/rel") == "sandbox\n"
+        assert Path("/etc/hostname").read_text() != "sandbox\n"  # the control: the host's
+        sandbox.write_text("/link", "inside")
+        assert host_only.read_text() == "host"
+        assert sandbox.exec(f"cat {host_only}").stdout == "inside"  # the link's target inside
+    finally:
+        host_only.unlink()
 
 
 def test_snapshot_and_fork_are_independent(sandbox: Sandbox) -> None:
@@ -140,9 +171,9 @@ def test_snapshot_and_fork_are_independent(sandbox: Sandbox) -> None:
 
 
 def test_idle_ttl_closes_the_sandbox(base_image: str) -> None:
-    sb = Sandbox.create(base_image, ttl=1)
+    sb = Sandbox.create(base_image, ttl=2)
     sb.exec("true")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while sb._rec.dir.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not sb._rec.dir.exists()
@@ -172,11 +203,15 @@ def test_close_is_idempotent_and_final(base_image: str, via: dict[str, str]) -> 
 async def test_async_sandbox_runs_commands_concurrently(
     base_image: str, via: dict[str, str]
 ) -> None:
+    """A barrier inside: each command says it started, then waits until all 32 have. Run one
+    after another, the first would wait until its timeout."""
     async with await AsyncSandbox.create(base_image, **via) as sb:
-        start = time.monotonic()
-        results = await asyncio.gather(*(sb.exec("sleep 1; echo done") for _ in range(32)))
-        assert all(r.stdout == "done\n" for r in results)
-        assert time.monotonic() - start < 3
+        barrier = (
+            "mkdir -p /tmp/started; touch /tmp/started/$$; "
+            "until [ $(ls /tmp/started | wc -l) -ge 32 ]; do sleep 0.1; done; echo done"
+        )
+        results = await asyncio.gather(*(sb.exec(barrier, timeout=120) for _ in range(32)))
+        assert [(r.stdout, r.timed_out) for r in results] == [("done\n", False)] * 32
         await sb.write_text("/x", "y")
         assert await sb.read_text("/x") == "y"
 
@@ -187,7 +222,7 @@ def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_im
     runtime = local_runtime()
     for _ in range(2):
         Sandbox.create(base_image).close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     key = (base_image, "none", 10 << 30, None)
     while not runtime._warm.ready.get(key) and time.monotonic() < deadline:
         time.sleep(0.05)

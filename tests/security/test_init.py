@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
+import time
 
 from rockroll import Sandbox
 from rockroll.sandbox.initbin import init_binary
@@ -69,9 +71,13 @@ while True:
         open("/tmp/tampered", "a").write("chmod\n")
     except OSError:
         pass
+    with open("/tmp/tries", "a") as tries:  # one byte per round of attempts
+        tries.write(".")
     time.sleep(0.01)
 """
 
+
+SEALED = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 SYSCALLS = ("pidfd_getfd", "process_madvise", "process_vm_readv", "ptrace", "io_uring_setup")
 
@@ -114,16 +120,32 @@ def test_init_runs_from_a_sealed_memfd_and_its_binary_is_untouched(
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     host_pid = _init_host_pid(sb)
     assert os.readlink(f"/proc/{host_pid}/exe").startswith("/memfd:rockroll-init")
+    fd = os.open(f"/proc/{host_pid}/exe", os.O_RDONLY)
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    finally:
+        os.close(fd)
+    assert seals & SEALED == SEALED, oct(seals)  # no write, resize or unsealing, ever
     with Sandbox.create(base_image) as later:  # the next sandbox of this home still starts
         assert later.exec("true").exit_code == 0
+
+
+def _tries(sb: Sandbox) -> int:
+    return len(sb.read_bytes("/tmp/tries")) if sb.exists("/tmp/tries") else 0
 
 
 def test_a_tampering_daemon_changes_no_exit_code_or_output(sb: Sandbox) -> None:
     sb.exec(f"nohup python3 -c '{TAMPERER}' >/dev/null 2>&1 &")
     sb.exec("setsid sh -c 'while :; do sleep 0.01; done' >/dev/null 2>&1 &")
+    deadline = time.monotonic() + 60
+    while _tries(sb) == 0:  # the daemon is at work before the first command
+        assert time.monotonic() < deadline, "the tampering daemon never ran"
+        time.sleep(0.05)
+    before = _tries(sb)
     for i in range(40):
         res = sb.exec(f"echo {i}; exit {i % 7}")
         assert (res.exit_code, res.stdout) == (i % 7, f"{i}\n")
+    assert _tries(sb) > before, "the daemon stopped trying while the commands ran"
     assert sb.exec("cat /tmp/tampered 2>/dev/null").stdout == ""
     entries = sb.audit_log()[-41:-1]
     assert [e["exit_code"] for e in entries] == [i % 7 for i in range(40)]

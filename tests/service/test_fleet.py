@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-ray = pytest.importorskip("ray")
+from tests.prereqs import require_module
+
+ray = require_module("ray", install="pip install -e '.[ray]', as `make test` does")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 

@@ -121,6 +121,7 @@ class Built:
     image: Image
     log: list[str]
     marker: str
+    seconds: float  # how long the build took (its steps ran)
 
 
 def _context(root: Path, marker: str, content: str = "first content\n") -> Path:
@@ -140,8 +141,9 @@ def built(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Built:
     marker = uuid.uuid4().hex
     context = _context(tmp_path_factory.mktemp("df") / "ctx", marker)
     log: list[str] = []
+    started = time.monotonic()
     image = build(context / "Dockerfile", log=log.append)
-    return Built(context / "Dockerfile", context, image, log, marker)
+    return Built(context / "Dockerfile", context, image, log, marker, time.monotonic() - started)
 
 
 def _built_names(log: list[str]) -> list[str]:
@@ -194,8 +196,11 @@ def test_building_again_reuses_the_image(built: Built) -> None:
     log: list[str] = []
     started = time.monotonic()
     again = build(built.dockerfile, log=log.append)
-    assert time.monotonic() - started < 2.0
+    seconds = time.monotonic() - started
     assert again.name == built.image.name
+    # Hashing the context and finding the image, not running the steps again: a fraction of
+    # the first build, measured on the same machine under the same load.
+    assert seconds < built.seconds / 2, (seconds, built.seconds)
     assert _built_names(log) == []
     assert (built.image.path / "image.json").stat().st_mtime_ns == stamp
 

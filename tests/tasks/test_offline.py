@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
-
-import pytest
 
 from rockroll import Sandbox
 from rockroll.tasks.offline import make_offline
+from tests.paths import TASKS, needs
 
-TASKS = Path("/work/shared/tasks")
 EVOEVAL = TASKS / "evoeval" / "0" / "run-tests.sh"
 AIDER = TASKS / "aider-polyglot-python" / "polyglot_python_affine-cipher" / "run-tests.sh"
 
-pytestmark = pytest.mark.skipif(not TASKS.is_dir(), reason=f"{TASKS} is not present")
+pytestmark = needs(TASKS)
 
 
 class Probe:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import reasoning_gym
 
 from rockroll import Sandbox
 from rockroll.tasks import procedural
@@ -26,7 +27,10 @@ def _verify(sb: Sandbox, task: Task) -> tuple[float, str]:
     return getattr(importlib.import_module(module), name)(sb, verifier.args)
 
 
-def _run(task: Task, *, oracle: bool = False, answer: str | None = None) -> tuple[float, str]:
+def _run(
+    task: Task, *, oracle: bool = False, answer: str | None = None, written: list | None = None
+) -> tuple[float, str]:
+    """The verdict; `written` gets the answer file's text as the verifier found it."""
     with _sandbox(task) as sb:
         put_files(sb, task.files)
         if oracle:
@@ -35,24 +39,37 @@ def _run(task: Task, *, oracle: bool = False, answer: str | None = None) -> tupl
             assert res.ok, res.output
         if answer is not None:
             sb.write_text("/app/answer.txt", answer)
+        if written is not None and sb.exists("/app/answer.txt"):
+            written.append(sb.read_text("/app/answer.txt"))
         return _verify(sb, task)
+
+
+def _gym(name: str, seed: int, size: int, **config: object) -> list[dict]:
+    """The dataset straight from reasoning-gym, independently of rockroll's loader."""
+    dataset = reasoning_gym.create_dataset(name, seed=seed, size=size, **config)
+    return [dataset[i] for i in range(size)]
 
 
 @pytest.mark.parametrize("name", ["countdown", "basic_arithmetic", "rotate_matrix"])
 def test_oracle_scores_one(base_image: str, name: str) -> None:
     tasks = load_procedural(name, seed=3, size=5)
     procedural._DATASETS.clear()  # scoring must rebuild the dataset from the args alone
-    for task in tasks:
-        reward, detail = _run(task, oracle=True)
+    for task, entry in zip(tasks, _gym(name, 3, 5), strict=True):
+        written: list[str] = []
+        reward, detail = _run(task, oracle=True, written=written)
+        assert written == [str(entry["answer"])], task.id  # the oracle writes the gym's answer
         assert reward == 1.0, (task.id, detail)
 
 
 def test_task_shape() -> None:
     task = load_procedural("basic_arithmetic", seed=7, size=3, config={"min_terms": 2})[2]
+    entry = _gym("basic_arithmetic", 7, 3, min_terms=2)[2]
     assert task.id == "rg/basic_arithmetic/7/2"
+    assert task.instruction == (
+        entry["question"].rstrip() + "\n\nWrite only your final answer to /app/answer.txt."
+    )
     assert task.source == "reasoning-gym"
     assert task.environment.image == "base" and task.environment.workdir == "/app"
-    assert task.instruction.endswith("Write only your final answer to /app/answer.txt.")
     assert task.verifier.function == "rockroll.tasks.procedural:score"
     assert task.verifier.args == {
         "dataset": "basic_arithmetic",
@@ -71,7 +88,7 @@ def test_wrong_answer_scores_below_one(base_image: str) -> None:
     reward, _ = _run(countdown, answer="1 + 1\n")
     assert reward < 1.0
     arithmetic = load_procedural("basic_arithmetic", seed=1, size=1)[0]
-    right = procedural._dataset("basic_arithmetic", 1, 1, None)[0]
+    right = _gym("basic_arithmetic", 1, 1)[0]
     reward, detail = _run(arithmetic, answer=str(int(right["answer"]) + 1))
     assert reward < 1.0, detail
     reward, detail = _run(arithmetic, answer=right["answer"] + "\n")

@@ -104,6 +104,29 @@ def test_same_seed_same_tasks_other_seed_differs(family: str) -> None:
     assert len({str(t.files) for t in first}) > 1  # instances vary within a seed
 
 
+# The expert's commands of instance 2 of seed 3, written out: what the files of that instance
+# say to do (see test_the_answer_is_where_the_agent_must_look_and_nowhere_else).
+SEED_3_INDEX_2 = {
+    "note-mkdir": ["cat note.txt", "mkdir button"],
+    "note-rename": ["cat note.txt", "mv data.txt silver.txt"],
+    "note-touch": ["cat note.txt", "touch button.txt"],
+    "fix-dir": ["sh run.sh", "mkdir rocket", "sh run.sh"],
+    "fix-file": ["sh run.sh", "touch needle.txt", "sh run.sh"],
+    "fix-config": ["sh run.sh", "echo planet > config.txt", "sh run.sh"],
+    "fix-slow": ["sh run.sh", "mkdir river", "sh run.sh"],
+    "find-copy": ["grep -l needle docs/*", "cp docs/feather.txt found.txt"],
+    "find-delete": ["grep -l forest docs/*", "rm docs/candle.txt"],
+    "find-move": ["grep -l saddle docs/*", "mv docs/engine.txt found.txt"],
+    "count-lines": ["wc -l data.txt", "echo 9 > count.txt"],
+    "count-files": ["ls box | wc -l", "echo 9 > count.txt"],
+    "count-words": ["wc -w data.txt", "echo 11 > count.txt"],
+}
+
+
+def test_every_family_has_its_written_out_instance() -> None:
+    assert sorted(SEED_3_INDEX_2) == sorted(NAMES)
+
+
 @pytest.mark.parametrize("family", NAMES)
 def test_task_shape(family: str) -> None:
     task = load_terminal(family, seed=3, size=3)[2]
@@ -118,7 +141,9 @@ def test_task_shape(family: str) -> None:
     assert task.metadata.model_dump()["kind"] == fam.kind
     assert task.metadata.model_dump()["split"] == fam.split
     assert task.solution is not None
-    assert task.solution.script == "cd /app\n" + "\n".join(expert_commands(task)) + "\n"
+    commands = SEED_3_INDEX_2[family]
+    assert expert_commands(task) == commands
+    assert task.solution.script == "cd /app\n" + "\n".join(commands) + "\n"
 
 
 @pytest.mark.parametrize("family", NAMES)
@@ -131,6 +156,16 @@ def test_the_answer_is_where_the_agent_must_look_and_nowhere_else(family: str) -
         shown = " ".join([*task.files, *map(str, task.files.values())])
         # A count must be computed, so it is written nowhere; anything else is there to be read.
         assert (secret in shown) is not counting, (task.id, secret)
+        if counting:  # and it is the count of what the files hold, counted here
+            assert secret == str(_count(family, task)), task.id
+
+
+def _count(family: str, task: Task) -> int:
+    """What `wc -l data.txt`, `wc -w data.txt` or `ls box | wc -l` prints for the task's files."""
+    if family == "count-files":
+        return sum(path.startswith("/app/box/") for path in task.files)
+    text = str(task.files["/app/data.txt"])
+    return text.count("\n") if family == "count-lines" else len(text.split())
 
 
 def test_every_kind_has_a_held_out_family() -> None:

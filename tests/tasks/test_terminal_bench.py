@@ -10,8 +10,8 @@ import yaml
 
 from rockroll.tasks.model import TaskError
 from rockroll.tasks.terminal_bench import is_terminal_bench, load_terminal_bench
+from tests.paths import TASKS, needs
 
-TASKS = Path("/work/shared/tasks")
 SETS = {
     # folder: (number of tasks, category, max_test_timeout_sec, max_agent_timeout_sec)
     "evoeval": (46, "python_programming", 120.0, 600.0),
@@ -19,7 +19,7 @@ SETS = {
 }
 FOLDERS = sorted(p for name in SETS for p in (TASKS / name).glob("*") if p.is_dir())
 
-pytestmark = pytest.mark.skipif(not TASKS.is_dir(), reason=f"{TASKS} is not present")
+pytestmark = needs(TASKS)
 
 
 def test_all_real_task_folders_are_found() -> None:

@@ -66,20 +66,42 @@ def clean() -> Iterator[None]:
 
 
 # -- the pieces ---------------------------------------------------------------------------------
+class _WatchedLock:
+    """A lock that tells when another thread starts waiting for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
 def test_completions_report_the_weights_version_and_wait_for_the_weights_lock() -> None:
     policy = tiny_random_model(seed=3)
     assert policy.complete(CHAT, None, max_tokens=4).weights_version == 0
+    watched = _WatchedLock()
+    policy.weights_lock = watched  # type: ignore[assignment]
+    updated = threading.Event()
+    forwards: list[bool] = []  # per forward pass of the model: had the update finished?
+    policy.model.register_forward_pre_hook(lambda *_: forwards.append(updated.is_set()))
     done: list[int | None] = []
     with policy.weights_lock:  # an update in progress
         worker = threading.Thread(
             target=lambda: done.append(policy.complete(CHAT, None, max_tokens=4).weights_version)
         )
         worker.start()
-        time.sleep(0.3)
-        assert not done, "a batch decoded while the weights were changing"
+        assert watched.waiting.wait(10), "the batch never asked for the weights lock"
         policy.weights_version = 1
+        updated.set()
     worker.join(10)
     assert done == [1]
+    assert forwards and all(forwards), "a batch decoded while the weights were changing"
 
 
 def _tokens(old_is_mu: bool) -> Tokens:

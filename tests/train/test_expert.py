@@ -31,10 +31,16 @@ def test_a_resumed_episode_replays_the_expert_prefix_and_trains_only_on_the_rest
     first = agent[0]
     assert first.message == replies[0] and first.metrics.extra == {"forced": True}
     assert all(not (s.metrics.extra or {}).get("forced") for s in agent[1:])
-    assert len(agent) == 1 + cfg.max_turns or episode.termination != "max_turns"
-    # The expert's command really ran in the episode's sandbox: its output is in the context.
-    expected = task.metadata.expert_commands[0]
-    assert expected in first.message and first.observation.results[0].content.strip()
+    # The forced turn is not one of the policy's max_turns (a random model never submits).
+    assert len(agent) == 1 + cfg.max_turns and episode.termination == "max_turns"
+    # The expert's command really ran in the episode's sandbox: its output, the line count of
+    # the task's data.txt, is the observation and is in the policy's next prompt.
+    assert first.message == "```bash\nwc -l data.txt\n```"
+    lines = str(task.files["/app/data.txt"]).count("\n")
+    output = f"{lines} data.txt\n"
+    assert first.observation.results[0].content == output
+    next_prompt = policy.tokenizer.decode(agent[1].metrics.prompt_token_ids)
+    assert next_prompt.endswith(f"Observation (bash):\n{output}<|im_end|>\n<|im_start|>assistant\n")
 
     [seq] = chunk_trajectory(episode.trajectory, episode.reward, passed=episode.passed)
     assert seq.num_chunks == len(agent) - 1

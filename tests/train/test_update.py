@@ -54,6 +54,17 @@ def _alone(model: torch.nn.Module, seqs: list[ChunkedSequence]) -> torch.Tensor:
     return torch.cat([forward_tokens(model, [s], PAD, entropy=False, amp=False)[0] for s in seqs])
 
 
+def _reference(model: torch.nn.Module, seqs: list[ChunkedSequence]) -> torch.Tensor:
+    """Each generated token's logprob from the plain model call on its whole sequence, with
+    no code of the update's: the logits at position i - 1 predict token i."""
+    out = []
+    for s in seqs:
+        ids = torch.tensor([s.input_ids])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+        out += [logp[i - 1, s.input_ids[i]] for i, m in enumerate(s.response_mask) if m]
+    return torch.stack(out)
+
+
 def test_shared_prefix_stops_before_the_first_generated_token() -> None:
     seqs = _group()
     assert shared_prefix(seqs) == 39  # the logits at 39 predict the first generated token
@@ -73,6 +84,8 @@ def test_logprobs_and_entropy_match_each_sequence_alone() -> None:
     logp, ent = forward_tokens(model, seqs, PAD, entropy=True, amp=False)
     assert logp.numel() == sum(sum(s.response_mask) for s in seqs)
     assert torch.allclose(logp, _alone(model, seqs), atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(logp, _reference(model, seqs), atol=1e-5)
     ent_alone = torch.cat(
         [forward_tokens(model, [s], PAD, entropy=True, amp=False)[1] for s in seqs]  # type: ignore[misc]
     )
@@ -100,6 +113,12 @@ def test_gradients_through_the_shared_prefix_match_whole_sequences() -> None:
     assert shared[embed].abs().sum() > 0  # the prompt's tokens got gradient through the cache
     for name in shared:
         assert torch.allclose(shared[name], whole[name], atol=1e-5, rtol=1e-4), name
+    # And both are the gradient of sum(w_t log p_t) taken by autograd on the plain model call.
+    model = tiny_random_model(seed=0).model
+    (_reference(model, seqs) * weights).sum().backward()
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(shared[name], p.grad, atol=1e-5, rtol=1e-4), name
 
 
 def test_micro_batches_count_the_shared_prefix_once() -> None:
