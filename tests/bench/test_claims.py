@@ -482,7 +482,7 @@ def test_an_interrupted_run_exits_130_and_resumes_from_the_same_out(
     base_image: str, tmp_path: Path
 ) -> None:
     suite, out = tmp_path / "suite", tmp_path / "out"
-    pause = "1.517"  # a number no other test sleeps for
+    pause = "6.517"  # a number no other test sleeps for; long enough to be seen under load
     harbor(suite, "a-slow", solve=f"sleep {pause}\n" + SOLVE)
     harbor(suite, "b")
     harbor(suite, "c")
