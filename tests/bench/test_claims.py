@@ -231,6 +231,7 @@ def test_tests_are_absent_while_the_agent_works_and_run_after(
     assert done.returncode == 0, done.stderr
     found = rows(out)
     for name, row in found.items():
+        assert row["trajectory"], row
         trajectory = json.loads(Path(row["trajectory"]).read_text())
         peeked = trajectory["steps"][2]["observation"]["results"][0]["content"]
         assert "PEEK-DONE" in peeked, peeked  # the command ran to its end
