@@ -501,7 +501,14 @@ def test_an_interrupted_run_exits_130_and_resumes_from_the_same_out(
         str(out),
     ]
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # As a user's terminal has it: a suite started in the background of a script inherits
+        # SIGINT ignored, and Python then keeps ignoring it (no KeyboardInterrupt at all).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not _sleeping(pause):  # the first task's agent is at work
