@@ -173,7 +173,15 @@ def test_background_job_holding_stdout_does_not_block(init: Init) -> None:
     res = protocol.run(init.sock, ["sh", "-c", "sleep 30 & echo started"], timeout=60)
     assert res.stdout == "started\n" and res.exit_code == 0 and not res.timed_out
     assert res.duration < 15  # not the 30 s of the job holding stdout (generous: loaded host)
-    assert any(_stat(pid)[0] == "sleep" for pid in _descendants(init.pid))  # type: ignore[index]
+
+    def sleeping() -> bool:
+        return any((_stat(pid) or ("",))[0] == "sleep" for pid in _descendants(init.pid))
+
+    # The job lives on (its fork may not have exec'd `sleep` yet on a loaded host: wait for it).
+    deadline = time.monotonic() + 20
+    while not sleeping() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleeping()
 
 
 def test_exec_errors_are_clear(init: Init) -> None:
