@@ -30,7 +30,6 @@ from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.config import TrainConfig
 from rockroll.train.ipa import IPAConfig, ipa_loss
 from rockroll.train.losses import ppo_clip_loss, regularization, topr_loss
-from rockroll.train.reduce import aggregate
 
 MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth a forward call of its own
 
@@ -312,14 +311,13 @@ def pi_old(recomputed: torch.Tensor, t: Tokens) -> torch.Tensor:
 
 def sft_loss(logp: torch.Tensor, t: Tokens) -> torch.Tensor:
     """Eq. 1-2: masked negative log-likelihood, normalised by the unmasked tokens; turns whose
-    tool call failed carry no loss (error masking)."""
-    return aggregate(-logp, ~t.failed, t.seq_index, "token-mean")
+    tool call failed carry no loss (error masking). The imitation loss with every weight 1."""
+    return imitation_loss(logp, t, torch.ones_like(logp))
 
 
 def sft_grad(t: Tokens) -> torch.Tensor:
     """d(sft_loss)/d(logp_t): the loss is linear in the logprobs, so no scoring pass is needed."""
-    keep = (~t.failed).float()
-    return -keep / keep.sum().clamp(min=1)
+    return imitation_grad(t, torch.ones_like(t.mu))
 
 
 ImitationWeighting = Literal["return", "uniform"]
@@ -349,7 +347,8 @@ def imitation_loss(logp: torch.Tensor, t: Tokens, weights: torch.Tensor) -> torc
 
 
 def imitation_grad(t: Tokens, weights: torch.Tensor) -> torch.Tensor:
-    """d(imitation_loss)/d(logp_t), linear in the logprobs like `sft_grad`."""
+    """d(imitation_loss)/d(logp_t): the loss is linear in the logprobs, so no scoring pass is
+    needed."""
     keep = (~t.failed).float()
     return -weights * keep / keep.sum().clamp(min=1)
 
