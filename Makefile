@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := bubblewrap debootstrap podman runc uidmap gcc libc6-dev libseccomp2 python3-venv tar e2fsprogs qemu-system-x86 busybox-static
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps image clean
+.PHONY: demo test test-fast lint system-deps image clean
 
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -35,6 +35,12 @@ lint: $(STAMP)
 
 test: system-deps $(STAMP) image lint
 	$(PY) -m pytest -q -ra
+
+# The fast tier: no root, no sandboxes, no VM (algorithms, configs, parsing, the agent loop on a
+# test double); for a quick loop while working. CI runs `make test`, which includes these.
+test-fast:
+	@test -f $(STAMP) || { echo "run 'make test' (as root) once first: it installs the virtualenv"; exit 1; }
+	$(PY) -m pytest -q -ra -m fast
 
 clean:
 	rm -rf $(VENV) build *.egg-info

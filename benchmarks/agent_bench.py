@@ -14,7 +14,7 @@ system prompt and writes the first trajectory).
 
 Generation: SmolLM2-135M-Instruct (`load_local("smollm2")`, float32) completes agent prompts
 (the loop's system prompt with four tools in the `<tool_call>` text format, then a task) with
-`rockroll.agent.generation.generate` and with `model.generate` from transformers, at batch 1
+`rockroll.models.generation.generate` and with `model.generate` from transformers, at batch 1
 and batched. The comparison is fair: the same prompt ids and left padding, greedy on both
 sides, no stop ids here and `eos_token_id=None` there, so every row makes exactly `--tokens`
 tokens; the same torch threads; one warm-up call each, then `--reps` timed calls alternating
@@ -43,11 +43,10 @@ from typing import Any
 
 from common import console, figures_table, headline, machine, pct
 
-from rockroll.agent import textformat
 from rockroll.agent.loop import SYSTEM_PROMPT, AgentConfig, AgentLoop
-from rockroll.agent.messages import Message, ToolCall
-from rockroll.agent.models import ScriptedModel
 from rockroll.agent.tools import Bash, ReadFile, Submit, WriteFile
+from rockroll.models import ScriptedModel, textformat
+from rockroll.models.messages import Message, ToolCall
 from rockroll.sandbox.sdk import Sandbox
 
 OVERHEAD_TARGET_MS = 5.0
@@ -198,7 +197,7 @@ def agent_prompts(local: Any, n: int) -> list[list[int]]:
 
 
 def ours(local: Any, prompts: list[list[int]], tokens: int) -> list[list[int]]:
-    from rockroll.agent.generation import generate
+    from rockroll.models.generation import generate
 
     return [g.token_ids for g in generate(local.model, prompts, max_tokens=tokens)]
 
@@ -268,8 +267,8 @@ def generation_rows(fig: dict[str, Any]) -> list[Row]:
 
 
 def load_smollm2() -> Any:
-    from rockroll.agent.local import load_local
-    from rockroll.agent.models import ModelError
+    from rockroll.errors import ModelError
+    from rockroll.models.local import load_local
 
     try:
         return load_local("smollm2")

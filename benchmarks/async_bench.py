@@ -35,25 +35,10 @@ from pathlib import Path
 from common import console, figures_table, headline, machine, pct
 
 from rockroll.train.config import parse_config
-from rockroll.train.rollout import Episode
+from rockroll.train.episodes import Episode
 from rockroll.train.trainer import Trainer
 
 TARGET_RATIO = 1.5
-
-
-class TimedTrainer(Trainer):
-    """A trainer that keeps, for every episode its steps trained on, its wall time and the time
-    its task's script takes (the sandbox work that makes the long tail)."""
-
-    lengths: list[float]
-    work: list[float]
-
-    def _episodes(self) -> tuple[list[Episode], float, dict]:
-        episodes, waited, extra = super()._episodes()
-        done = [e for e in episodes if e.trajectory is not None]
-        self.lengths = getattr(self, "lengths", []) + [e.seconds for e in done]
-        self.work = getattr(self, "work", []) + [script_seconds(e) for e in done]
-        return episodes, waited, extra
 
 
 def script_seconds(episode: Episode) -> float:
@@ -63,7 +48,7 @@ def script_seconds(episode: Episode) -> float:
 
 
 def config(args: argparse.Namespace, asynchronous: bool) -> dict:
-    """A run's settings: only `asynchronous.enabled` differs between the two modes."""
+    """A run's settings: only `rollout.mode` differs between the two modes."""
     return {
         "model": args.model,
         "tasks": f"term:fix-slow?seed=0&size={args.tasks}",
@@ -76,9 +61,9 @@ def config(args: argparse.Namespace, asynchronous: bool) -> dict:
             "max_turns": 2,
             "max_tokens_per_turn": args.max_tokens,
             "workers": args.workers,
+            "mode": "async" if asynchronous else "sync",
         },
         "asynchronous": {
-            "enabled": asynchronous,
             "max_staleness": args.max_staleness,
             "stale": args.stale,
             "max_in_flight": args.workers,
@@ -92,13 +77,19 @@ def config(args: argparse.Namespace, asynchronous: bool) -> dict:
 def one_run(args: argparse.Namespace, asynchronous: bool) -> dict:
     cfg = parse_config(config(args, asynchronous), "async-bench config")
     shutil.rmtree(cfg.out, ignore_errors=True)
-    trainer = TimedTrainer(cfg, log=lambda line: console.print(f"[dim]{line}[/dim]"))
+    trainer = Trainer(cfg, log=lambda line: console.print(f"[dim]{line}[/dim]"))
     steps: list[dict] = []
     ends: list[float] = []
+    lengths: list[float] = []  # every episode the steps trained on: its wall time,
+    work: list[float] = []  # and the time its task's script takes (what makes the long tail)
 
     def on_step(metrics: dict) -> None:
         steps.append(metrics)
         ends.append(time.monotonic())
+        assert trainer.last is not None  # what the rollouts handed this step
+        done = [e for e in trainer.last.episodes if e.trajectory is not None]
+        lengths.extend(e.seconds for e in done)
+        work.extend(script_seconds(e) for e in done)
 
     trainer.run(on_step=on_step)
     shutil.rmtree(Path(cfg.out) / "checkpoints", ignore_errors=True)
@@ -106,8 +97,8 @@ def one_run(args: argparse.Namespace, asynchronous: bool) -> dict:
         "mode": "async" if asynchronous else "sync",
         "timed_steps": len(steps) - 1,
         "wall_s": ends[-1] - ends[0],
-        "lengths": trainer.lengths,
-        "work": trainer.work,
+        "lengths": lengths,
+        "work": work,
         "metrics": steps,
     }
 

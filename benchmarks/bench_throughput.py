@@ -35,17 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import console, machine, mark, pct
+from common import console, loadavg, machine, mark, pct
 from rich.table import Table
 
 SUITE = "/work/shared/tasks/evoeval"
 PHASES = ("build", "sandbox", "agent", "verify")
 TARGET_TASKS_PER_MIN = 60.0
 PASS_TIMEOUT_S = 3600
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def cpu_busy_s() -> float:
@@ -59,7 +55,7 @@ def cpu_busy_s() -> float:
 def child_bases(suite: str) -> dict[str, Any]:
     """Build the base images the suite's Dockerfiles map to (debootstrap); time each."""
     from rockroll.sandbox.dockerfile import parse, resolve_base
-    from rockroll.tasks.model import Task
+    from rockroll.tasks.schema import Task
     from rockroll.tasks.suites import load_suite
 
     refs: set[str] = set()
@@ -103,11 +99,11 @@ def child_run(suite: str, jobs: int, out: Path) -> dict[str, Any]:
 
 
 def spawn(mode: str, home: Path, args: argparse.Namespace, out: Path | None = None) -> dict:
-    """Run this file in `--_pass mode` with ROCKROLL_HOME=home; return its JSON line."""
-    argv = [sys.executable, __file__, "--_pass", mode, "--suite", args.suite]
+    """Run this file in `--child-pass mode` with ROCKROLL_HOME=home; return its JSON line."""
+    argv = [sys.executable, __file__, "--child-pass", mode, "--suite", args.suite]
     argv += ["--jobs", str(args.jobs)]
     if out is not None:
-        argv += ["--_out", str(out)]
+        argv += ["--child-out", str(out)]
     env = os.environ | {"ROCKROLL_HOME": str(home)}
     load0, busy0 = loadavg(), cpu_busy_s()
     t0 = time.perf_counter()
@@ -345,13 +341,13 @@ def main() -> int:
         "--cold-base", action="store_true", help="also build the debootstrap bases, timed apart"
     )
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary home")
-    parser.add_argument("--_pass", choices=("run", "bases"), help=argparse.SUPPRESS)
-    parser.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-pass", choices=("run", "bases"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._pass == "run":
-        print(json.dumps(child_run(args.suite, args.jobs, args._out)))
+    if args.child_pass == "run":
+        print(json.dumps(child_run(args.suite, args.jobs, args.child_out)))
         return 0
-    if args._pass == "bases":
+    if args.child_pass == "bases":
         print(json.dumps(child_bases(args.suite)))
         return 0
 

@@ -1,4 +1,5 @@
-"""What every benchmark script shares: percentiles, the machine it ran on, PASS/FAIL marks.
+"""What every benchmark script shares: percentiles and medians, the machine it ran on and its
+load, this process's memory and CPU time, saved runs, PASS/FAIL marks.
 
 Benchmarks run as scripts (`python benchmarks/NAME.py`), so this folder is on `sys.path`.
 """
@@ -7,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import math
 import os
 import platform
 import resource
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,66 @@ def pct(samples: list[float], q: float) -> float:
     """Nearest-rank percentile `q` (0-100) of `samples`."""
     s = sorted(samples)
     return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+def median_of(rows: list[dict[str, Any]], key: str) -> float:
+    """The median of `key` over the rows that have a number there (NaN when none has)."""
+    values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+    return statistics.median(values) if values else float("nan")
+
+
+def mean_std(values: list[float]) -> str:
+    """Shares as "mean ± std" in percent (std 0 for a single value)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.0%} ± {std:.0%}"
+
+
+def loadavg() -> list[float]:
+    """The host's 1, 5 and 15 minute load averages."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (VmRSS)."""
+    return _status_bytes("VmRSS:") or 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM)."""
+    peak = _status_bytes("VmHWM:")
+    if peak is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return peak
+
+
+def _status_bytes(field: str) -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def cpu_seconds(pid: int | None = None, *, children: bool = False) -> float:
+    """User + system CPU time of process `pid` (default: this one, with its threads, and with
+    `children` also its waited-for children's, such as the sandboxes' commands)."""
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, *([resource.RUSAGE_CHILDREN] if children else [])):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def saved_runs(path: str | Path | None) -> list[dict]:
+    """The runs an earlier invocation saved to the `--json` file `path` (none without it)."""
+    if not path or not Path(path).exists():
+        return []
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--json {path}: not JSON ({err}); move it away or pick another") from None
 
 
 def meminfo() -> dict[str, int]:

@@ -21,30 +21,30 @@ prompt (~600 random token ids, shared by its group), then 3 model turns of ~100 
 pad). Rewards are 0/1 at random. The sampling logprobs (mu) are the model's own, scored once,
 plus noise; one chunk in 8 is shifted far enough that IPA's mismatch mask drops it.
 
-A step is `Trainer._update` itself, called on a bare Trainer that holds only the model, the
-optimizer (AdamW, lr 1e-6, fused where torch has it, as the trainer builds it), the config
-(algorithm `ipa`, autocast, clip 1.0) and a LocalModel with the bf16 decode copy the trainer
-keeps on CUDA. Where this checkout's trainer cannot be driven that way (the import fails, or
-`_update` needs something a bare Trainer lacks), the same sequence is run from
-rockroll.train.update's public functions instead, and the output says so.
+A step is `Learner.step`, the trainer's own update: a `Learner` built from a TrainConfig
+(algorithm `ipa`, autocast, clip 1.0, lr 1e-6; its AdamW fused where torch has it) on a
+`LocalModel` around the built model, with the bf16 decode copy training keeps
+(`policy.prepare_decoding`). The update never tokenizes, so the LocalModel's tokenizer is a
+stand-in that only names the pad id.
 
-Figures (median over `--steps` steps after `--warmup` uncounted ones; every phase is timed with
-the device synchronised before and after):
+Figures (median over `--steps` steps after `--warmup` uncounted ones; every phase is timed by
+the learner, with the device synchronised before and after, and read from its stats):
 
 - seconds per step: the wall time of one update.
 - training tokens/s: every token of the step's sequences (prompts, tool observations and model
   turns, no padding) over the update time, as the trainer's `train_tokens_per_s`.
 - tokens run per pass: what one pass over the batch feeds the model after micro-batching (a
   shared prefix once, padding included), where this checkout's update reports it.
-- pi_old / gradient / optimizer / decode sync / rest: time inside `score_tokens`, inside
-  `backward_through_model`, inside `optimizer.step`, inside the decode copy's sync, and the
-  rest (the loss, gradient clipping, host transfers).
+- pi_old / gradient / optimizer / decode sync / rest: the learner's `update_seconds` (the
+  pi_old pass, the gradient pass, `optimizer.step`, the decode copy's sync) and the rest (the
+  loss, gradient clipping, host transfers).
 - peak memory: `torch.cuda.max_memory_allocated` during the step (on the CPU, peak RSS).
-- generation tokens/s: `rockroll.agent.generation.generate` on the 32 episodes' first prompts
+- generation tokens/s: `rockroll.models.generation.generate` on the 32 episodes' first prompts
   (8 copies of each of the 4, as a rollout's first turn) or on 32 distinct prompts, 128 new
-  tokens each (temperature 1, no stop ids, so every row runs to the end), with the decode copy
-  under eager attention (the trainer's setting) and under SDPA. The rate counts every generated
-  token over the whole call; "decode" leaves out a timed 1-token call (the prefill).
+  tokens each (temperature 1, no stop ids, so every row runs to the end), on a bfloat16 copy
+  of the weights (as the decode copy holds them) under eager attention and under SDPA. The
+  rate counts every generated token over the whole call; "decode" leaves out a timed 1-token
+  call (the prefill).
 
 The run stops taking steps once `--budget` seconds have passed since the start and reports what
 it has; a full run is meant to take about a minute on an H100 after the imports.
@@ -59,32 +59,32 @@ import functools
 import json
 import random
 import resource
-import statistics
 import sys
 import time
 import traceback
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import console, figures_table, headline, machine
+from common import console, figures_table, headline, machine, median_of
 from rich.table import Table
 
-from rockroll.agent.generation import generate
+from rockroll.models.generation import generate
+from rockroll.models.local import LocalModel
 from rockroll.train import update
 from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.config import TrainConfig
-from rockroll.train.update import Tokens
+from rockroll.train.learner import Learner, micro_tokens
+from rockroll.train.policy import prepare_decoding
 
 SEED = 0
 LR = 1e-6
-MICRO_TOKENS = 4096  # the trainer's own value is used where its module imports
 MU_NOISE = 0.05  # per-token std of log mu around the model's own logprob
 MU_SHIFT = 2.0  # log mu - log pi_old of a planted mismatch: exp(-2) < 1/H for H = 5
 MU_SHIFT_EVERY = 8  # one chunk in this many is shifted
 PHASES = ("pi_old", "gradient", "optimizer", "decode sync")
+LEARNER_PHASES = {"pi_old": "pi_old", "gradient": "gradient", "optimizer": "optimizer"}
+LEARNER_PHASES["decode sync"] = "decode_sync"  # the learner's name of each phase
 FOREIGN = ("fastapi", "uvicorn", "httpx", "pydantic")  # not all in every GPU image
 
 
@@ -104,7 +104,6 @@ class Shape:
 SHAPES = {"0.5b": Shape(4, 8, 3, 600, 100, 150, 128), "tiny": Shape(2, 4, 3, 60, 10, 15, 8)}
 
 Row = tuple[str, str, str, bool | None, str]
-Update = Callable[[list[ChunkedSequence], list[int]], dict[str, Any]]
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -144,30 +143,37 @@ def build_model(size: str, device: torch.device) -> Any:
     return model.to(device)
 
 
-class _NoDecodeCopy:
-    """Stands in for LocalModel where it does not import: nothing to sync."""
+class IdsOnly:
+    """The tokenizer of a model that is only ever given token ids: the update never tokenizes,
+    so all a LocalModel needs of it is a pad id (and something for its template check)."""
 
-    def sync_decode_copy(self) -> None:
-        pass
+    chat_template = "(token ids only)"
+    eos_token_id = None
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def get_vocab(self) -> dict[str, int]:
+        return {}
 
 
-def decode_policy(model: Any) -> tuple[Any, Any, str]:
-    """The policy object the trainer syncs after each step, the model generation runs on, and
-    how it was made: LocalModel's bf16 decode copy where it imports (a LocalModel
-    with no tokenizer: only the copy is used), else a plain bf16 deep copy that is not synced."""
-    try:
-        from rockroll.agent.local import LocalModel
-    except Exception as exc:  # any import failure: fall back, and say so
-        reason = f"rockroll.agent.local does not import ({type(exc).__name__}: {exc})"
-    else:
-        policy = LocalModel.__new__(LocalModel)
-        policy.model = model
-        # The trainer keeps the model's own attention for its CUDA decode copy (SDPA).
-        cuda = next(model.parameters()).device.type == "cuda"
-        policy.use_decode_copy(torch.bfloat16, **({"attention": None} if cuda else {}))
-        return policy, policy._decode_copy, "LocalModel.use_decode_copy(bfloat16)"
-    twin = copy.deepcopy(model).to(torch.bfloat16).eval()
-    return _NoDecodeCopy(), twin, f"bf16 deep copy, not synced ({reason})"
+def learner_for(model: Any, size: str, micro: int) -> Learner:
+    """The trainer's learner on `model`: a LocalModel with training's bf16 decode copy (grouped
+    eager attention on CPU, the model's own on CUDA)."""
+    pad_id = model.config.pad_token_id or 0
+    window = model.config.max_position_embeddings
+    policy = LocalModel(model, IdsOnly(pad_id), f"random-{size}", window)
+    prepare_decoding(policy, "bfloat16")
+    cfg = TrainConfig(
+        model="local:bench",
+        tasks="none",
+        algorithm="ipa",
+        lr=LR,
+        max_grad_norm=1.0,
+        seed=SEED,
+        micro_tokens=micro,
+    )
+    return Learner(cfg, policy)
 
 
 # -- the batch -----------------------------------------------------------------------------------
@@ -239,133 +245,28 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class Phases:
-    """Seconds spent inside wrapped calls, the device synchronised around each."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            sync(self.device)
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                sync(self.device)
-                self.seconds[name] += time.perf_counter() - t0
-
-        return timed
-
-
-@dataclasses.dataclass
-class Setup:
-    cfg: TrainConfig
-    model: Any
-    pad_id: int
-    optimizer: torch.optim.Optimizer
-    policy: Any
-    phases: Phases
-    micro_tokens: int
-
-
-def trainer_update(setup: Setup) -> Update:
-    """`Trainer._update` on a bare Trainer, its calls timed through the trainer module's names."""
-    from rockroll.train import trainer
-
-    trainer.score_tokens = setup.phases.wrap("pi_old", update.score_tokens)
-    trainer.backward_through_model = setup.phases.wrap("gradient", update.backward_through_model)
-    bare = trainer.Trainer.__new__(trainer.Trainer)
-    bare.cfg = setup.cfg.model_copy(update={"micro_tokens": setup.micro_tokens})
-    bare.model, bare.pad_id = setup.model, setup.pad_id
-    bare.optimizer, bare.policy, bare.ref = setup.optimizer, setup.policy, None
-    bare.device, bare.step, bare.log = setup.phases.device, 0, print
-    bare.micro_tokens, bare.resampler = setup.micro_tokens, None
-    return functools.partial(trainer.Trainer._update, bare)
-
-
-def mirror_update(setup: Setup) -> Update:
-    """What `Trainer._update` does (no KL reference, no entropy bonus), from update.py."""
-    score = setup.phases.wrap("pi_old", update.score_tokens)
-    backward = setup.phases.wrap("gradient", update.backward_through_model)
-
-    def run(seqs: list[ChunkedSequence], groups: list[int]) -> dict[str, Any]:
-        cfg, model, amp = setup.cfg, setup.model, setup.cfg.autocast
-        tokens = Tokens.of(seqs, groups).to(setup.phases.device)
-        model.eval()
-        old = score(model, seqs, setup.pad_id, amp=amp, micro_tokens=setup.micro_tokens)
-        current = old.clone().requires_grad_(True)
-        loss, stats = update.rl_loss(cfg, current, old, tokens, entropy=None, ref=None)
-        loss.backward()
-        setup.optimizer.zero_grad(set_to_none=True)
-        backward(
-            model,
-            seqs,
-            setup.pad_id,
-            grad_logp=current.grad,
-            grad_entropy=None,
-            amp=amp,
-            micro_tokens=setup.micro_tokens,
-        )
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        setup.optimizer.step()
-        setup.policy.sync_decode_copy()
-        return {
-            "loss": float(loss.detach()),
-            "grad_norm": float(norm),
-            "generated_tokens": int(old.numel()),
-            "mismatch_mean": float(torch.exp(old - tokens.mu.to(old.device)).mean()),
-            **stats,
-        }
-
-    return run
-
-
 def run_steps(
-    setup: Setup,
-    seqs: list[ChunkedSequence],
-    groups: list[int],
-    n: int,
-    deadline: float,
-    findings: list[str],
-) -> tuple[list[dict[str, Any]], str, str | None]:
-    """Up to `n` timed updates; the path that ran them; the error that ended them, if one did.
-
-    Before the first step succeeds, an AttributeError or TypeError from the bare Trainer switches
-    to the mirror, a finding.
-    """
-    device = setup.phases.device
-    path = "trainer"
-    try:
-        step = trainer_update(setup)
-    except Exception as exc:  # any import failure: mirror, and say so
-        findings.append(f"rockroll.train.trainer does not import: {type(exc).__name__}: {exc}")
-        path, step = "mirror", mirror_update(setup)
+    learner: Learner, seqs: list[ChunkedSequence], groups: list[int], n: int, deadline: float
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `n` timed `Learner.step`s; the error that ended them, if one did."""
+    device = learner.device
     n_tokens = sum(len(s) for s in seqs)
     records: list[dict[str, Any]] = []
     while len(records) < n and time.perf_counter() < deadline:
-        setup.phases.seconds.clear()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         t0 = time.perf_counter()
         try:
-            metrics = step(seqs, groups)
+            metrics = learner.step(seqs, groups)
         except Exception as exc:
-            first = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            if records:
-                return records, path, f"step {len(records) + 1}: {first}"
-            if path == "trainer" and isinstance(exc, AttributeError | TypeError):
-                findings.append(f"Trainer._update on a bare Trainer: {first}; mirrored it")
-                path, step = "mirror", mirror_update(setup)
-                continue
             traceback.print_exc()
-            return records, path, first
+            first = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return records, f"step {len(records) + 1}: {first}"
         sync(device)
         seconds = time.perf_counter() - t0
-        phases = {k: setup.phases.seconds.get(k, 0.0) for k in PHASES}
+        spent = metrics["update_seconds"]
+        phases = {k: spent.get(name, 0.0) for k, name in LEARNER_PHASES.items()}
         phases["rest"] = seconds - sum(phases.values())
         records.append(
             {
@@ -386,7 +287,7 @@ def run_steps(
             f"[dim]  step {len(records)}: {seconds:.2f} s, {r['tokens_per_s']:,.0f} tokens/s, "
             f"loss {r.get('loss', float('nan')):.4g}, grad norm {r.get('grad_norm', 0):.3g}[/dim]"
         )
-    return records, path, None
+    return records, None
 
 
 def peak_gib(device: torch.device) -> float:
@@ -437,16 +338,11 @@ def time_generation(
 
 
 # -- the report ----------------------------------------------------------------------------------
-def median(records: list[dict[str, Any]], key: str) -> float:
-    values = [r[key] for r in records if isinstance(r.get(key), int | float)]
-    return statistics.median(values) if values else float("nan")
-
-
 def summary_rows(result: dict[str, Any]) -> list[Row]:
     counted, b = result["counted"], result["batch"]
     mem = "GPU max allocated" if result["device"].startswith("cuda") else "peak RSS"
     rows: list[Row] = [
-        ("update path", result["update_path"], "", None, "trainer: Trainer._update itself"),
+        ("update path", result["update_path"], "", None, "the trainer's own update"),
         ("parameters", f"{result['params'] / 1e6:.1f} M", "", None, result["size"]),
         ("micro_tokens", str(result["micro_tokens"]), "", None, "tokens per forward pass"),
         (
@@ -466,10 +362,10 @@ def summary_rows(result: dict[str, Any]) -> list[Row]:
         ),
     ]
     if counted:
-        s = median(counted, "seconds")
+        s = median_of(counted, "seconds")
         rows += [
             ("seconds per step", f"{s:.3f}", "", None, f"median of {len(counted)}"),
-            ("training tokens/s", f"{median(counted, 'tokens_per_s'):,.0f}", "", None, ""),
+            ("training tokens/s", f"{median_of(counted, 'tokens_per_s'):,.0f}", "", None, ""),
             (
                 "generated tokens/s (update)",
                 f"{b['generated'] / s:,.0f}",
@@ -479,13 +375,13 @@ def summary_rows(result: dict[str, Any]) -> list[Row]:
             ),
         ]
         for phase in (*PHASES, "rest"):
-            v = median(counted, f"{phase}_s")
+            v = median_of(counted, f"{phase}_s")
             rows.append((f"  {phase}", f"{v:.3f} s", "", None, f"{100 * v / s:.0f}% of the step"))
         rows += [
-            (f"peak memory ({mem})", f"{median(counted, 'peak_gib'):.2f} GiB", "", None, ""),
+            (f"peak memory ({mem})", f"{median_of(counted, 'peak_gib'):.2f} GiB", "", None, ""),
             (
                 "masked chunk fraction",
-                f"{median(counted, 'masked_chunk_fraction'):.3f}",
+                f"{median_of(counted, 'masked_chunk_fraction'):.3f}",
                 "",
                 None,
                 f"planted: {b['planted_mismatch'] / max(b['chunks'], 1):.3f}",
@@ -545,12 +441,7 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     extra = f"  |  {name}, torch {torch.__version__}, transformers {transformers.__version__}"
     console.print(headline("rockroll RL update on one device", info := machine(), extra))
-    try:
-        from rockroll.train.trainer import micro_tokens as trainer_micro
-
-        micro = trainer_micro(args.micro_tokens, device)
-    except Exception:  # reported when the steps try the trainer
-        micro = args.micro_tokens or MICRO_TOKENS
+    micro = micro_tokens(args.micro_tokens, device)
 
     model = build_model(args.size, device)
     params = sum(p.numel() for p in model.parameters())
@@ -558,29 +449,15 @@ def main() -> int:
     shape = SHAPES[args.size]
     seqs, groups = make_batch(shape, model.config.vocab_size)
     shifted = set_mu(model, seqs, pad_id, micro)
-    policy, decoder, decoder_note = decode_policy(model)
-    cfg = TrainConfig(
-        model="local:bench", tasks="none", algorithm="ipa", lr=LR, max_grad_norm=1.0, seed=SEED
-    )
-    try:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)
-        fused = True
-    except (RuntimeError, TypeError):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-        fused = False
-    phases = Phases(device)
-    optimizer.step = phases.wrap("optimizer", optimizer.step)  # type: ignore[method-assign]
-    policy.sync_decode_copy = phases.wrap("decode sync", policy.sync_decode_copy)
-    setup = Setup(cfg, model, pad_id, optimizer, policy, phases, micro)
+    learner = learner_for(model, args.size, micro)
+    fused = bool(learner.optimizer.defaults.get("fused"))
     console.print(
         f"[dim]{params / 1e6:.1f} M parameters, {len(seqs)} sequences, micro_tokens {micro}, "
-        f"decode copy: {decoder_note}; ready after {time.perf_counter() - started:.0f} s[/dim]"
+        f"ready after {time.perf_counter() - started:.0f} s[/dim]"
     )
 
     findings: list[str] = []
-    records, path, error = run_steps(
-        setup, seqs, groups, args.warmup + args.steps, deadline, findings
-    )
+    records, error = run_steps(learner, seqs, groups, args.warmup + args.steps, deadline)
     stopped = len(records) < args.warmup + args.steps and error is None
     if stopped:
         findings.append(
@@ -589,7 +466,8 @@ def main() -> int:
     if error:
         findings.append(f"the update failed: {error}")
     counted = records[args.warmup :] or records[-1:]
-    del optimizer, setup
+    decoder = copy.deepcopy(model).to(torch.bfloat16).eval()  # the decode copy's weights
+    del learner
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -622,8 +500,7 @@ def main() -> int:
         "params": params,
         "micro_tokens": micro,
         "fused_adamw": fused,
-        "decode_copy": decoder_note,
-        "update_path": path,
+        "update_path": "Learner.step",
         "batch": {
             "sequences": len(seqs),
             "tokens": sum(len(s) for s in seqs),
@@ -635,7 +512,7 @@ def main() -> int:
         "steps": records,
         "warmup": args.warmup,
         "counted": counted,
-        "median": {k: median(counted, k) for k in (counted[0] if counted else {})},
+        "median": {k: median_of(counted, k) for k in (counted[0] if counted else {})},
         "generation": generation,
         "findings": findings,
         "seconds_total": time.perf_counter() - started,

@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from common import console, figures_table, headline, machine
+from common import console, cpu_seconds, figures_table, headline, machine, mean_std, saved_runs
 
 from rockroll.demo import DEMO_CONFIG, HELDOUT_FAMILIES, TRAIN_FAMILIES
 from rockroll.train.config import IPASettings, parse_config
-from rockroll.train.trainer import EvalResult, Trainer
+from rockroll.train.evaluation import EvalResult
+from rockroll.train.trainer import Trainer
 
 FRONTIER_TRAIN = "count-files,count-lines"
 FRONTIER_HELDOUT = "count-words"
@@ -49,11 +49,7 @@ TARGET_CPU_MINUTES = 30.0
 
 def cpu_minutes() -> float:
     """This process's CPU time and its waited-for children's (the sandboxes' commands)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total / 60
+    return cpu_seconds(children=True) / 60
 
 
 def settings(args: argparse.Namespace, algorithm: str) -> dict:
@@ -119,11 +115,6 @@ def _share(result: EvalResult, families: str) -> float:
     return passed / total if total else 0.0
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.0%} ± {std:.0%}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -161,7 +152,7 @@ def main() -> int:
         f"families {args.heldout_families}; {args.sft_steps} SFT steps, {args.steps} RL steps, "
         f"{args.eval_size} held-out tasks per family"
     )
-    saved = _saved(args)
+    saved = saved_runs(args.json)
     runs = []
     for seed in range(args.seeds):
         for algorithm in args.algorithms.split(","):
@@ -198,14 +189,14 @@ def main() -> int:
         rows.append(
             (
                 f"{algorithm}: held-out before -> after",
-                f"{_mean_std([r['before'] for r in mine])} -> "
-                f"{_mean_std([r['after'] for r in mine])}",
+                f"{mean_std([r['before'] for r in mine])} -> "
+                f"{mean_std([r['after'] for r in mine])}",
                 "+15 points" if algorithm == "ipa" else "",
                 ok,
-                f"gain {_mean_std(gain)}; untrained model "
-                f"{_mean_std([r['untrained'] for r in mine])}; unseen families "
-                f"{_mean_std([r['unseen_before'] for r in mine])} -> "
-                f"{_mean_std([r['unseen_after'] for r in mine])}; max {cpu:.1f} CPU min",
+                f"gain {mean_std(gain)}; untrained model "
+                f"{mean_std([r['untrained'] for r in mine])}; unseen families "
+                f"{mean_std([r['unseen_before'] for r in mine])} -> "
+                f"{mean_std([r['unseen_after'] for r in mine])}; max {cpu:.1f} CPU min",
             )
         )
     if "ipa" in gains and len(gains) > 1:
@@ -221,19 +212,6 @@ def main() -> int:
         )
     console.print(figures_table(rows))
     return 0
-
-
-def _saved(args: argparse.Namespace) -> list[dict]:
-    """Every run saved in `--json` by earlier invocations (none without it)."""
-    if not args.json or not Path(args.json).exists():
-        return []
-    try:
-        runs = json.loads(Path(args.json).read_text())
-    except json.JSONDecodeError as err:
-        raise SystemExit(
-            f"--json {args.json}: not JSON ({err}); move it away or pick another"
-        ) from None
-    return runs
 
 
 if __name__ == "__main__":

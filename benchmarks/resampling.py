@@ -30,18 +30,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import console, figures_table, headline, machine
-from learning_curve import _mean_std, _saved, cpu_minutes
+from common import console, figures_table, headline, machine, mean_std, saved_runs
+from learning_curve import cpu_minutes
 
-from rockroll.agent.local import load_local
 from rockroll.agent.loop import AgentLoop
 from rockroll.demo import DEMO_CONFIG
+from rockroll.models.local import load_local
 from rockroll.tasks.suites import load_suite
 from rockroll.tasks.workspace import open_sandbox, task_image
 from rockroll.train.config import RolloutConfig, parse_config
-from rockroll.train.expert import _agent_cfg, oracle_expert
-from rockroll.train.forced import ForcedModel
-from rockroll.train.states import ExpertStates
+from rockroll.train.episodes import agent_config
+from rockroll.train.expert import ExpertStates, ForcedModel, oracle_expert
 from rockroll.train.trainer import Trainer
 
 FAMILIES = "count-files,count-lines"
@@ -98,7 +97,7 @@ def init_times(families: str, repeats: int) -> list[tuple[str, int, float, float
     for fam in families.split(","):
         [task] = load_suite(f"term:{fam}?seed=7&size=1")
         expert = oracle_expert(task)
-        agent_cfg = _agent_cfg(cfg, expert.turns)
+        agent_cfg = agent_config(cfg, max_turns=expert.turns)
         states = ExpertStates.record(policy, task, expert, agent_cfg)
         try:
             for k in sorted(states.snapshots):
@@ -168,7 +167,7 @@ def main() -> int:
         f"training on {args.families} from the untrained model, {args.steps} IPA steps, "
         f"start-state success on {args.eval_size} unseen instances per family"
     )
-    saved = _saved(args)
+    saved = saved_runs(args.json)
     runs = []
     for seed in range(args.seeds):
         for condition in args.conditions.split(","):
@@ -195,8 +194,8 @@ def main() -> int:
         rows.append(
             (
                 f"{condition}: start-state success before -> after",
-                f"{_mean_std([r['before'] for r in mine])} -> "
-                f"{_mean_std([r['after'] for r in mine])}",
+                f"{mean_std([r['before'] for r in mine])} -> "
+                f"{mean_std([r['after'] for r in mine])}",
                 "rises" if condition == "resampled" else "",
                 statistics.mean(r["after"] - r["before"] for r in mine) > 0
                 if condition == "resampled"

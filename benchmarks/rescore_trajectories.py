@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rockroll.agent.local import load_local
+from rockroll.models.local import load_local
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ from common import console, figures_table, headline, machine, meminfo, pct
 from rockroll import Sandbox, SandboxError, Snapshot
 from rockroll.sandbox.cgroups import CgroupSet
 from rockroll.sandbox.images import get_image
+from rockroll.sandbox.local import LocalSandbox
 from rockroll.sandbox.runtime import local_runtime
 
 WARMUP = 5
@@ -146,11 +147,11 @@ def create_first_exec(n: int, warmup: int = WARMUP, **settings: Any) -> dict[str
 def create_first_exec_cold(n: int) -> dict[str, Any]:
     """The same with the warm pool off: every sandbox is started from scratch."""
     runtime = local_runtime()
-    size, runtime._warm.size = runtime._warm.size, 0
+    size, runtime.warm.size = runtime.warm.size, 0
     try:
         return create_first_exec(n)
     finally:
-        runtime._warm.size = size
+        runtime.warm.size = size
 
 
 def exec_round_trip(n: int, warmup: int = 10) -> dict[str, Any]:
@@ -218,7 +219,7 @@ def fork_figures(n: int, warmup: int = WARMUP) -> dict[str, Any]:
 
 
 def _remove_snapshots_of(sandbox_id: str) -> None:
-    from rockroll.sandbox.state import snapshots_dir
+    from rockroll.sandbox.records import snapshots_dir
 
     for meta in snapshots_dir().glob("snap-*/meta.json"):
         with contextlib.suppress(Exception):
@@ -257,7 +258,8 @@ def idle_sandboxes(count: int, memory: str = "64m") -> dict[str, Any]:
         fds1 = open_fds()
         pss = procs = charged = 0
         for sb in live:
-            cg = CgroupSet.attach(str(sb._rec.cgroup))
+            assert isinstance(sb, LocalSandbox)  # the figures are of this machine's sandboxes
+            cg = CgroupSet.attach(str(sb.record.cgroup))
             pids = cg.pids()
             procs += len(pids)
             pss += sum(pss_bytes(p) for p in pids)

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import console, figures_table, headline, machine, pct
+from common import console, cpu_seconds, figures_table, headline, machine, pct
 
 from rockroll import Sandbox
 from rockroll.service.store import Store
@@ -138,15 +137,6 @@ async def http_clients(url: str, token: str, ids: list[str], commands: int) -> t
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in ids))
     return errors, time.perf_counter() - t0
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of process `pid` (default: this one, with its threads)."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def local_clients(sandboxes: list[Sandbox], commands: int) -> tuple[int, float]:

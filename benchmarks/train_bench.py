@@ -12,14 +12,16 @@ sandboxes. Both sides train SmolLM2-135M-Instruct (float32 weights, the same saf
 on reasoning-gym `basic_arithmetic` questions (seed 0, 32 of them): one step is one question,
 8 sampled completions of at most 64 tokens (temperature 1), the rewards, a token-level
 (token-mean) loss, one AdamW step at lr 1e-5, bf16 autocast; no KL, no reference model, no
-checkpoints, no evaluation. Each side runs in its own subprocess with the same torch thread
-count, one after another, so its peak RSS is its own.
+checkpoint before the last step, no evaluation. Each side runs in its own subprocess with the
+same torch thread count, one after another, so its peak RSS is its own.
 
-- rockroll: `Trainer.train_step()` with `rollout: {group_size: 8, tasks_per_step: 1,
-  max_turns: 1, max_tokens_per_turn: 64, workers: 8}`, `autocast: true`, algorithm `grpo`
-  (token-level PPO-clip, as TRL's) and `ipa`. Every episode is the real harness: a fresh
-  sandbox, the agent loop (system prompt with the ```bash action format, the question), the
-  model's command run in the sandbox, the answer file scored by the dataset's `score_answer`.
+- rockroll: the path `rockroll train` runs: a `Trainer` built from the config this script
+  writes (`rollout: {group_size: 8, tasks_per_step: 1, max_turns: 1, max_tokens_per_turn: 64,
+  workers: 8}`, `autocast: true`, algorithm `grpo` (token-level PPO-clip, as TRL's) and `ipa`,
+  no checkpoint before the last step), run with `Trainer.run(on_step=...)`; nothing is patched.
+  Every episode is the real harness: a fresh sandbox, the agent loop (system prompt with the
+  ```bash action format, the question), the model's command run in the sandbox, the answer
+  file scored by the dataset's `score_answer`.
 - TRL: `GRPOTrainer` with `GRPOConfig(num_generations=8, per_device_train_batch_size=8,
   gradient_accumulation_steps=1, max_completion_length=64, bf16=True, use_cpu=True,
   temperature=1.0, learning_rate=1e-5, beta=0, loss_type="dapo")`, everything else TRL's default
@@ -30,14 +32,14 @@ count, one after another, so its peak RSS is its own.
 
 Figures (median over `--steps` steps after `--warmup` uncounted ones):
 
-- seconds per step: rockroll, the wall time of `train_step()`; TRL, from the `on_step_begin`
-  to the `on_step_end` callback (generation, rewards, loss, backward and optimizer step).
+- seconds per step: rockroll, the wall time from one step's end (its `on_step`) to the next's
+  (the first from the start of the run); TRL, from the `on_step_begin` to the `on_step_end`
+  callback (generation, rewards, loss, backward and optimizer step).
 - generation tokens/s: tokens generated in the step (EOS included, as both sides count) over
   rockroll's rollout wall time, which includes starting 8 sandboxes, running the commands and
   verifying (the trainer's own `gen_tokens_per_s`); TRL's over the wall time of its
   `_generate_single_turn` (one `model.generate` call on the left-padded batch, timed by
-  overriding the method). The target is judged on these. rockroll's decode-only rate (tokens
-  over the time spent inside its batched generate calls) is shown beside it.
+  overriding the method). The target is judged on these.
 - training tokens/s: the tokens of the step's sequences (prompt and completion, no padding)
   over the update time: rockroll's `train_seconds` (the pi_old pass, the gradient pass, the
   optimizer step), TRL's step time less its `_generate_and_score_completions` (the forward and
@@ -45,16 +47,16 @@ Figures (median over `--steps` steps after `--warmup` uncounted ones):
 - peak memory: the peak resident set (VmHWM) of each side's process after its steps (before
   any probe); the sandboxes' own processes are not in it.
 
-Profile of rockroll's step (medians): rollout wall split into time inside batched decoding
-(and the batch sizes the Batcher formed), and per episode the mean sandbox start, model wait,
-tool time, verify and the rest; update split into the pi_old pass, the gradient pass and the
-optimizer step.
+Profile of rockroll's step (medians), from the same metrics rows: per episode the mean sandbox
+start, model calls (queue and decode), tools and loop, verify and the rest
+(`episode_seconds`); the update split into the pi_old pass, the gradient pass and the
+optimizer step (`update_seconds`).
 
 `--probe` then times, in rockroll's process, decoding 8 x 64 tokens for the last step's prompt
 (float32 with SDPA attention; a bfloat16 copy with eager attention and one prefill shared by
-the 8 rows; the trainer's own decoding copy through `generate`, no early stop) and the last
-step's update with micro-batches of the trainer's size (2048 tokens), 1024 and 512, with its
-peak RSS above the RSS before it.
+the 8 rows; a bfloat16 copy with the policy's decoding attention through `generate`, no early
+stop) and `Learner.step` on the last step's sequences with micro-batches of the learner's size
+(2048 tokens on CPU), 1024 and 512, with its peak RSS above the RSS before it.
 
 The machine's load average is printed before and after each side: on a shared machine the
 figures are only comparable between sides measured under the same load. Exits 1 only when a
@@ -64,20 +66,26 @@ side failed.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import console, figures_table, headline, machine
+from common import (
+    console,
+    figures_table,
+    headline,
+    loadavg,
+    machine,
+    median_of,
+    peak_rss_bytes,
+    rss_bytes,
+)
 
 TASKS = "rg:basic_arithmetic?seed=0&size=32"
 GROUP = 8
@@ -92,25 +100,8 @@ Row = tuple[str, str, str, bool | None, str]  # figure, measured, target, ok, no
 
 
 # -- shared by both sides ------------------------------------------------------------------------
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def load_text() -> str:
+    return " ".join(f"{x:.2f}" for x in loadavg())
 
 
 def tasks() -> list[Any]:
@@ -122,7 +113,7 @@ def tasks() -> list[Any]:
 def prompt_messages(instruction: str) -> list[dict[str, str]]:
     """The messages rockroll's agent loop sends for `instruction` (bash action format)."""
     from rockroll.agent.loop import AgentConfig, AgentLoop
-    from rockroll.agent.models import ScriptedModel
+    from rockroll.models import ScriptedModel
 
     loop = AgentLoop(ScriptedModel([]), config=AgentConfig(action_format="bash"))
     state = loop.start(instruction, "/app")
@@ -143,36 +134,19 @@ def extract_answer(text: str) -> str:
     return numbers[-1] if numbers else ""
 
 
-def timed(fn: Callable[..., Any], spent: list[tuple[float, float]]) -> Callable[..., Any]:
-    """`fn`, appending (start, end) of every call to `spent` (thread-safe: list.append)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            spent.append((t0, time.perf_counter()))
-
-    return wrapper
-
-
-def total(spans: list[tuple[float, float]]) -> float:
-    return sum(b - a for a, b in spans)
-
-
 # -- TRL -----------------------------------------------------------------------------------------
 def run_trl(steps: int, out_dir: Path) -> dict[str, Any]:
+    import reasoning_gym
     import trl
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rockroll.agent.local import _smollm2_dir
-    from rockroll.tasks.procedural import _dataset
+    from rockroll.models.smollm2 import smollm2_dir
 
     items = tasks()
-    dataset_rg = _dataset("basic_arithmetic", SEED, len(items), None)
+    # The dataset the tasks were made from (the same name, size and seed give the same entries).
+    dataset_rg = reasoning_gym.create_dataset("basic_arithmetic", size=len(items), seed=SEED)
     data = Dataset.from_list(
         [{"prompt": prompt_messages(t.instruction), "index": i} for i, t in enumerate(items)]
     )
@@ -250,7 +224,7 @@ def run_trl(steps: int, out_dir: Path) -> dict[str, Any]:
                 }
             )
 
-    path = _smollm2_dir()
+    path = smollm2_dir()
     trainer = Timed(
         model=str(path),
         reward_funcs=reward,
@@ -272,122 +246,79 @@ def run_trl(steps: int, out_dir: Path) -> dict[str, Any]:
 
 
 # -- rockroll ------------------------------------------------------------------------------------
+def rockroll_config(algorithm: str, steps: int, out_dir: Path) -> dict[str, Any]:
+    """What `rockroll train` would read for this side (no checkpoints until the last step)."""
+    return {
+        "model": "local:smollm2",
+        "tasks": TASKS,
+        "algorithm": algorithm,
+        "steps": steps,
+        "lr": LR,
+        "seed": SEED,
+        "autocast": True,
+        "out": str(out_dir),
+        "tensorboard": False,
+        "checkpoint_every": steps,
+        "rollout": {
+            "group_size": GROUP,
+            "tasks_per_step": 1,
+            "max_turns": 1,
+            "max_tokens_per_turn": MAX_TOKENS,
+            "workers": GROUP,
+            "temperature": 1.0,
+        },
+    }
+
+
+def step_record(m: dict[str, Any], step_s: float) -> dict[str, Any]:
+    """One step's figures, from its row of metrics.jsonl (what `on_step` gets)."""
+    episode, update = m.get("episode_seconds", {}), m.get("update_seconds", {})
+    total, loop = episode.get("total", 0.0), episode.get("loop", 0.0)
+    sandbox, model, verify = (episode.get(k, 0.0) for k in ("sandbox", "model", "verify"))
+    return {
+        "step_s": step_s,
+        "rollout_s": m["rollout_seconds"],
+        "train_s": m["train_seconds"],
+        "gen_tokens": m.get("generated_tokens", 0),
+        "gen_tokens_per_s": m["gen_tokens_per_s"],
+        "train_tokens_per_s": m["train_tokens_per_s"],
+        "train_tokens": round(m["train_tokens_per_s"] * m["train_seconds"]),
+        "old_pass_s": update.get("pi_old", 0.0),
+        "grad_pass_s": update.get("gradient", 0.0),
+        "optimizer_s": update.get("optimizer", 0.0),
+        "episode_mean_s": total,
+        "sandbox_open_mean_s": sandbox,
+        "model_wait_mean_s": model,
+        "tools_and_loop_mean_s": loop - model,
+        "verify_mean_s": verify,
+        "close_and_rest_mean_s": total - loop - sandbox - verify,
+        "reward": m["reward"],
+        "dropped": m["dropped"],
+        "rss_gib": rss_bytes() / (1 << 30),
+    }
+
+
 def run_rockroll(algorithm: str, steps: int, out_dir: Path, probe: bool) -> dict[str, Any]:
-    import rockroll.train.rollout as rollout_mod
-    import rockroll.train.trainer as trainer_mod
+    """`rockroll train` on this side's config, in this process: the figures of each step are
+    its metrics row; a step's wall time runs from the end of the one before (the first: from
+    the start of the run)."""
     from rockroll.train.config import parse_config
     from rockroll.train.trainer import Trainer
 
-    cfg = parse_config(
-        {
-            "model": "local:smollm2",
-            "tasks": TASKS,
-            "algorithm": algorithm,
-            "lr": LR,
-            "seed": SEED,
-            "autocast": True,
-            "out": str(out_dir),
-            "tensorboard": False,
-            "rollout": {
-                "group_size": GROUP,
-                "tasks_per_step": 1,
-                "max_turns": 1,
-                "max_tokens_per_turn": MAX_TOKENS,
-                "workers": GROUP,
-                "temperature": 1.0,
-            },
-        }
-    )
+    cfg = parse_config(rockroll_config(algorithm, steps, out_dir), "train-bench config")
     trainer = Trainer(cfg, log=lambda s: None)
     record: dict[str, Any] = {"steps": [], "rss_after_load_gib": rss_bytes() / (1 << 30)}
+    ends = [time.perf_counter()]
 
-    # Instrumentation: every wrapper only appends (start, end) pairs.
-    spans: dict[str, list[tuple[float, float]]] = {
-        k: []
-        for k in ("decode", "episode", "sandbox_open", "loop", "model", "verify", "old", "grad")
-    }
-    spans["optimizer"] = []
-    batcher = trainer.policy._batcher
-    decode_tokens: list[int] = []
-    run_batch = batcher.run
+    def on_step(m: dict[str, Any]) -> None:
+        ends.append(time.perf_counter())
+        record["steps"].append(step_record(m, ends[-1] - ends[-2]))
 
-    def run_counted(requests: list[Any]) -> list[Any]:
-        done = run_batch(requests)
-        decode_tokens.append(sum(len(g.token_ids) for g in done))
-        return done
-
-    batcher.run = timed(run_counted, spans["decode"])
-    policy_complete = trainer.policy.complete
-    trainer.policy.complete = timed(policy_complete, spans["model"])  # type: ignore[method-assign]
-    rollout_mod._attempt = timed(rollout_mod._attempt, spans["episode"])  # type: ignore[assignment]
-    rollout_mod.open_sandbox = timed(rollout_mod.open_sandbox, spans["sandbox_open"])
-    rollout_mod.verify = timed(rollout_mod.verify, spans["verify"])
-    loop_run = rollout_mod.AgentLoop.run
-    rollout_mod.AgentLoop.run = timed(loop_run, spans["loop"])  # type: ignore[method-assign]
-    trainer_mod.score_tokens = timed(trainer_mod.score_tokens, spans["old"])
-    trainer_mod.backward_through_model = timed(trainer_mod.backward_through_model, spans["grad"])
-    trainer.optimizer.step = timed(trainer.optimizer.step, spans["optimizer"])  # type: ignore[method-assign]
-    last: dict[str, Any] = {}
-    sequences = trainer._sequences
-
-    def keep_sequences(*args: Any) -> Any:
-        last["seqs"], last["groups"] = out = sequences(*args)
-        return out
-
-    trainer._sequences = keep_sequences  # type: ignore[method-assign]
-
-    try:
-        for _ in range(steps):
-            for s in spans.values():
-                s.clear()
-            decode_tokens.clear()
-            first_batch = len(batcher.batches)
-            t0 = time.perf_counter()
-            m = trainer.train_step()
-            step_s = time.perf_counter() - t0
-            trainer.step += 1
-            n = max(m["episodes"], 1)
-            decode_s = total(spans["decode"])
-            episode_s = total(spans["episode"])
-            loop_s = total(spans["loop"])
-            model_s = total(spans["model"])
-            open_s = total(spans["sandbox_open"])
-            verify_s = total(spans["verify"])
-            tokens = int(m.get("generated_tokens", sum(decode_tokens)))
-            record["steps"].append(
-                {
-                    "step_s": step_s,
-                    "rollout_s": m["rollout_seconds"],
-                    "train_s": m["train_seconds"],
-                    "gen_tokens": tokens,
-                    "gen_tokens_per_s": m["gen_tokens_per_s"],
-                    "decode_s": decode_s,
-                    "decode_tokens_per_s": sum(decode_tokens) / max(decode_s, 1e-9),
-                    "batches": batcher.batches[first_batch:],
-                    "model_calls_ms": sorted(round((a - t0) * 1e3) for a, _ in spans["model"]),
-                    "train_tokens_per_s": m["train_tokens_per_s"],
-                    "train_tokens": round(m["train_tokens_per_s"] * m["train_seconds"]),
-                    "old_pass_s": total(spans["old"]),
-                    "grad_pass_s": total(spans["grad"]),
-                    "optimizer_s": total(spans["optimizer"]),
-                    "episode_mean_s": episode_s / n,
-                    "sandbox_open_mean_s": open_s / n,
-                    "model_wait_mean_s": model_s / n,
-                    "tools_and_loop_mean_s": (loop_s - model_s) / n,
-                    "verify_mean_s": verify_s / n,
-                    "close_and_rest_mean_s": (episode_s - loop_s - open_s - verify_s) / n,
-                    "reward": m["reward"],
-                    "dropped": m["dropped"],
-                    "rss_gib": rss_bytes() / (1 << 30),
-                }
-            )
-    finally:
-        trainer.policy.complete = policy_complete  # type: ignore[method-assign]
-        rollout_mod.AgentLoop.run = loop_run  # type: ignore[method-assign]
+    trainer.run(on_step=on_step)
     record["config"] = {"algorithm": algorithm, "weights_dtype": cfg.dtype, "autocast": True}
     record["peak_rss_gib"] = peak_rss_bytes() / (1 << 30)  # before the probe adds its own
-    if probe and last:
-        record["probe"] = run_probe(trainer, last["seqs"], last["groups"])
+    if probe and trainer.last is not None:
+        record["probe"] = run_probe(trainer)
     return record
 
 
@@ -397,7 +328,7 @@ def decode_seconds(model: Any, prompt: list[int], rows: int, tokens: int, shared
     one prefill per row or one shared prefill whose KV cache is repeated for every row."""
     import torch
 
-    from rockroll.agent.generation import forward_options
+    from rockroll.models.generation import forward_options
 
     cache_name, _ = forward_options(model)
     started = time.perf_counter()
@@ -421,34 +352,30 @@ def decode_seconds(model: Any, prompt: list[int], rows: int, tokens: int, shared
     return time.perf_counter() - started
 
 
-def set_attention(model: Any, implementation: str) -> None:
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(implementation)
-    else:
-        model.config._attn_implementation = implementation
-
-
-def run_probe(trainer: Any, seqs: list[Any], groups: list[int]) -> dict[str, Any]:
+def run_probe(trainer: Any) -> dict[str, Any]:
     """Generation and update variants on this machine, in this process, after the steps:
-    decoding GROUP x MAX_TOKENS for the last step's prompt (float32 weights with SDPA,
-    a bfloat16 copy with eager attention, and that with one shared prefill), and the update
-    of the last step's sequences with smaller micro-batches (time and peak RSS above the
-    RSS before it)."""
+    decoding GROUP x MAX_TOKENS for the last step's prompt (float32 weights with SDPA, a
+    bfloat16 copy with eager attention and one shared prefill, and a bfloat16 copy with the
+    policy's decoding attention through `generate`), and the learner's update of the last
+    step's sequences with micro-batches of its own size, 1024 and 512 tokens (time and peak
+    RSS above the RSS before it)."""
     import copy
     import ctypes
 
     import torch
 
-    import rockroll.train.trainer as trainer_mod
-    from rockroll.agent.generation import generate
+    from rockroll.models.attention import NAME as GROUPED
+    from rockroll.models.attention import register
+    from rockroll.models.generation import generate
+    from rockroll.train.episodes import sequences_of
 
+    learner = trainer.learner
+    seqs, groups = sequences_of(trainer.last.episodes, GROUP)
     prompt = seqs[0].input_ids[: seqs[0].response_mask.index(1)]
-    model = trainer.model
-    twin = getattr(trainer.policy, "_decode_copy", None)
-    bf16 = copy.deepcopy(model).to(dtype=torch.bfloat16)
-    set_attention(bf16, "eager")
+    bf16 = copy.deepcopy(learner.model).to(dtype=torch.bfloat16)
+    bf16.set_attn_implementation("eager")
     variants = {
-        "float32, sdpa, one prefill per row": (model, False),
+        "float32, sdpa, one prefill per row": (learner.model, False),
         "bfloat16 copy, eager attention, shared prefill": (bf16, True),
     }
     out: dict[str, Any] = {"prompt_tokens": len(prompt), "decode": {}, "update": {}}
@@ -456,24 +383,27 @@ def run_probe(trainer: Any, seqs: list[Any], groups: list[int]) -> dict[str, Any
         decode_seconds(m, prompt, GROUP, 4, shared)  # warm-up
         seconds = decode_seconds(m, prompt, GROUP, MAX_TOKENS, shared)
         out["decode"][name] = {"seconds": seconds, "tokens_per_s": GROUP * MAX_TOKENS / seconds}
-    if twin is not None:  # the trainer's own decoding path: its weights copy and `generate`
-        name = "the trainer's decode copy through generate() (no early stop)"
-        started = time.perf_counter()
-        generate(twin, [prompt] * GROUP, max_tokens=MAX_TOKENS, temperature=1.0)
-        seconds = time.perf_counter() - started
-        out["decode"][name] = {"seconds": seconds, "tokens_per_s": GROUP * MAX_TOKENS / seconds}
+    if learner.device.type == "cpu":  # the policy's decoding copy: grouped eager attention
+        register()
+        bf16.set_attn_implementation(GROUPED)
+    name = "bfloat16 copy, the policy's decode attention, through generate() (no early stop)"
+    started = time.perf_counter()
+    generate(bf16, [prompt] * GROUP, max_tokens=MAX_TOKENS, temperature=1.0)
+    seconds = time.perf_counter() - started
+    out["decode"][name] = {"seconds": seconds, "tokens_per_s": GROUP * MAX_TOKENS / seconds}
     del bf16
     libc = ctypes.CDLL("libc.so.6")
-    for micro in (trainer_mod.MICRO_TOKENS, 1024, 512):
+    own = learner.micro_tokens
+    for micro in (own, 1024, 512):
         libc.malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         before = rss_bytes()
-        original, trainer_mod.MICRO_TOKENS = trainer_mod.MICRO_TOKENS, micro
+        learner.micro_tokens = micro
         started = time.perf_counter()
         try:
-            trainer._update(seqs, groups)
+            learner.step(seqs, groups)
         finally:
-            trainer_mod.MICRO_TOKENS = original
+            learner.micro_tokens = own
         out["update"][micro] = {
             "seconds": time.perf_counter() - started,
             "peak_above_gib": (peak_rss_bytes() - before) / (1 << 30),
@@ -488,7 +418,7 @@ def worker(side: str, steps: int, threads: int, out: Path, probe: bool) -> int:
     torch.set_num_threads(threads)
     torch.manual_seed(SEED)
     started = time.perf_counter()
-    before = loadavg()
+    before = load_text()
     with tempfile.TemporaryDirectory(prefix=f"train-bench-{side}-") as tmp:
         if side == "trl":
             record = run_trl(steps, Path(tmp))
@@ -499,7 +429,7 @@ def worker(side: str, steps: int, threads: int, out: Path, probe: bool) -> int:
         "side": side,
         "threads": torch.get_num_threads(),
         "load_before": before,
-        "load_after": loadavg(),
+        "load_after": load_text(),
         "seconds": time.perf_counter() - started,
     }
     out.write_text(json.dumps(record))
@@ -524,10 +454,6 @@ def run_side(side: str, steps: int, threads: int, timeout: float, probe: bool) -
 
 
 # -- summary -------------------------------------------------------------------------------------
-def med(record: dict[str, Any], key: str, warmup: int) -> float:
-    return statistics.median(s[key] for s in record["steps"][warmup:])
-
-
 def summary(record: dict[str, Any], warmup: int) -> dict[str, float]:
     keys = ["step_s", "gen_tokens_per_s", "train_tokens_per_s", "gen_tokens", "train_tokens"]
     if record["side"] == "trl":
@@ -536,8 +462,6 @@ def summary(record: dict[str, Any], warmup: int) -> dict[str, float]:
         keys += [
             "rollout_s",
             "train_s",
-            "decode_s",
-            "decode_tokens_per_s",
             "old_pass_s",
             "grad_pass_s",
             "optimizer_s",
@@ -548,7 +472,7 @@ def summary(record: dict[str, Any], warmup: int) -> dict[str, float]:
             "verify_mean_s",
             "close_and_rest_mean_s",
         ]
-    out = {k: med(record, k, warmup) for k in keys}
+    out = {k: median_of(record["steps"][warmup:], k) for k in keys}
     out["steps_per_hour"] = 3600 / out["step_s"]
     out["peak_rss_gib"] = record["peak_rss_gib"]
     out["steps_counted"] = len(record["steps"][warmup:])
@@ -574,7 +498,7 @@ def rows_for(records: dict[str, dict[str, Any]], warmup: int) -> list[Row]:
         else:
             gen_note = (
                 f"{s['gen_tokens']:.0f} tokens in {s['rollout_s']:.1f} s of rollout (sandboxes, "
-                f"commands, verify); decoding alone {s['decode_tokens_per_s']:.1f} tok/s; {load}"
+                f"commands, verify); {load}"
             )
             train_note = (
                 f"{s['train_tokens']:.0f} tokens; {s['train_s']:.1f} s: pi_old pass "
@@ -604,7 +528,6 @@ def rows_for(records: dict[str, dict[str, Any]], warmup: int) -> list[Row]:
         if trl is None or side == "trl":
             continue
         gen = s["gen_tokens_per_s"] / trl["gen_tokens_per_s"]
-        dec = s["decode_tokens_per_s"] / trl["gen_tokens_per_s"]
         speed = s["steps_per_hour"] / trl["steps_per_hour"]
         rows += [
             (
@@ -612,7 +535,7 @@ def rows_for(records: dict[str, dict[str, Any]], warmup: int) -> list[Row]:
                 f"{gen:.2f}x",
                 f"≥ {GEN_RATIO_TARGET:g}x",
                 gen >= GEN_RATIO_TARGET,
-                f"decoding alone {dec:.2f}x",
+                "",
             ),
             (
                 f"  {side}/TRL steps per hour",
@@ -638,18 +561,13 @@ def profile_rows(records: dict[str, dict[str, Any]], warmup: int) -> list[Row]:
         if side == "trl":
             continue
         s = summary(rec, warmup)
-        batches = [step["batches"] for step in rec["steps"][warmup:]]
-        last = rec["steps"][-1]["model_calls_ms"]
-        calls = f"{last[0]}-{last[-1]}" if last else "?"
         rows.append(
             (
                 f"rockroll {side}: rollout",
                 f"{s['rollout_s']:.1f} s",
                 "",
                 None,
-                f"decoding {s['decode_s']:.1f} s (batches per step: "
-                f"{', '.join('+'.join(map(str, b)) for b in batches)}); the episodes' model "
-                f"calls began {calls} ms into the step",
+                f"waiting for {GROUP} episodes run at once",
             )
         )
         rows.append(
@@ -720,7 +638,7 @@ def header(info: dict[str, Any], threads: int) -> str:
         versions += f", trl {trl.__version__}"
     except ImportError:
         pass
-    load = loadavg()
+    load = load_text()
     text = headline("rockroll train benchmark", info, f"{versions}; load average {load}")
     if float(load.split()[0]) > 1.0 and threads > 1:
         text += (
@@ -780,7 +698,7 @@ def main() -> int:
     if probes := probe_rows(records):
         console.print("[bold]what-ifs for rockroll (--probe; same process, after the steps)[/bold]")
         console.print(figures_table(probes))
-    console.print(f"load average at the end: {loadavg()}")
+    console.print(f"load average at the end: {load_text()}")
     if args.json:
         args.json.write_text(
             json.dumps(

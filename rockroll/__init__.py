@@ -1,6 +1,6 @@
 """rockroll: sandboxes, harness, trainer and benchmarks for LLM agents."""
 
-from rockroll.sandbox.errors import (
+from rockroll.errors import (
     AccessDenied,
     ImageNotFound,
     InvalidArgument,

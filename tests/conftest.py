@@ -8,17 +8,58 @@ environment variable set) a skip for any reason but the lack of a GPU (a reason 
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
-from rockroll.sandbox.errors import ImageNotFound
+from rockroll.errors import ImageNotFound
 from rockroll.sandbox.images import build_image, get_image
 from tests.paths import NO_GPU, in_ci
 
 # reason -> test (or module) ids; filled as reports arrive, read at the end of the session
 _SKIPS: defaultdict[str, list[str]] = defaultdict(list)
 _SKIPS_KEY = pytest.StashKey[list[str]]()  # the reasons that fail a CI run
+
+
+# The fast tier (`make test-fast`, `pytest -m fast`): modules that need no root, no sandbox and no
+# VM: a module's path, or a pattern of test ids (fnmatch). A test here that asks for a sandbox
+# fixture fails at collection, so the list stays true.
+FAST = {
+    "tests/test_structure.py",
+    "tests/agent/test_context.py",
+    "tests/cli/test_entry.py",
+    "tests/cli/test_errors.py",
+    "tests/agent/test_loop_double.py",
+    "tests/models/test_attention.py",
+    "tests/models/test_batching.py",
+    "tests/models/test_generation.py",
+    "tests/models/test_models.py",
+    "tests/models/test_textformat.py",
+    "tests/sandbox/test_doubles.py::*[[]dir[]]",
+    "tests/tasks/test_terminal_bench.py",
+    "tests/train/test_algorithms.py",
+    "tests/train/test_batch.py",
+    "tests/train/test_ipa_spec.py",
+    "tests/train/test_update.py",
+}
+_NEEDS_ROOT = {"base_image", "sandbox", "sb", "host_server", "sandbox_server", "host_unchanged"}
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.relative_to(_ROOT).as_posix()
+        if module not in FAST and not any(fnmatch.fnmatchcase(item.nodeid, p) for p in FAST):
+            continue
+        wanted = _NEEDS_ROOT & set(getattr(item, "fixturenames", ()))
+        if wanted:
+            raise pytest.UsageError(
+                f"{item.nodeid} is in the fast tier (tests/conftest.py FAST) but uses "
+                f"{sorted(wanted)}; move it out of FAST or off the fixture"
+            )
+        item.add_marker(pytest.mark.fast)
 
 
 def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:

@@ -1,1 +1,1 @@
-"""The agent harness: loop, tools, model backends, trajectories."""
+"""The agent harness: the loop, its tools, context management, trajectories and sessions."""

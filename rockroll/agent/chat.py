@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rockroll.agent.launch import Launch
-from rockroll.agent.tools import Policy
+from rockroll.agent.tools import CommandRules
 
 HELP = "Type a message. /exit (or Ctrl-D) leaves; the session can be resumed with --resume."
 _PREVIEW = 1200
@@ -23,16 +23,16 @@ _PREVIEW = 1200
 
 def chat(
     run: Launch,
-    policy: Policy,
+    rules: CommandRules,
     out: Console,
     err: Console,
     stdin: TextIO | None = None,
 ) -> int:
     """Talk until /exit or end of input; returns the exit code (0, or 4/5 on failures)."""
     stdin = stdin or sys.stdin
-    policy.ask = lambda command: _confirm(command, err, stdin)
+    rules.ask = lambda command: _confirm(command, err, stdin)
     run.loop.config.interactive = True
-    err.print(f"session {run.record.id[:12]} in sandbox {run.sandbox.id} ({policy.mode} mode)")
+    err.print(f"session {run.record.id[:12]} in sandbox {run.sandbox.id} ({rules.mode} mode)")
     err.print(HELP)
     for note in run.notes:
         err.print(note, highlight=False)

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from rockroll.agent.messages import Message, ToolCall
-from rockroll.agent.models import Model
 from rockroll.agent.tools import render_todo
+from rockroll.models import Model
+from rockroll.models.messages import Message, ToolCall
 
 READ_ONLY_TOOLS = frozenset({"read_file", "glob", "grep", "list_dir"})
 WRITE_TOOLS = frozenset({"write_file", "edit"})

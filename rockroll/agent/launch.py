@@ -13,12 +13,12 @@ from pathlib import Path
 
 from rockroll.agent import sessions
 from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState
-from rockroll.agent.models import Model, ModelError, make_model
 from rockroll.agent.sessions import SessionRecord
-from rockroll.agent.tools import Policy
-from rockroll.sandbox.errors import SandboxError
+from rockroll.agent.tools import CommandRules
+from rockroll.errors import ModelError, UsageError
+from rockroll.models import Model, make_model
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.model import Task
+from rockroll.tasks.schema import Task
 
 # Idle seconds after which a left-behind session sandbox may be collected by `sandbox gc`.
 SANDBOX_TTL = 3600.0
@@ -52,7 +52,7 @@ def model_from_spec(spec: str, retries: int | None = None) -> Model:
     try:
         return make_model(spec, **options)
     except (ModelError, ValueError) as exc:
-        raise SandboxError(f"--model: {exc}") from None
+        raise UsageError(f"--model: {exc}") from None
 
 
 def start(
@@ -64,7 +64,7 @@ def start(
     image: str = "base",
     workdir: str = "/root",
     kind: str = "run",
-    policy: Policy | None = None,
+    rules: CommandRules | None = None,
     retries: int | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> Launch:
@@ -76,8 +76,8 @@ def start(
     task = load_task(Path(task_dir)) if task_dir else None
     instruction = instruction or (task.instruction if task else None)
     if not instruction and kind == "run":
-        raise SandboxError("give an instruction, or --task DIR")
-    loop = AgentLoop(model, config=config, policy=policy)
+        raise UsageError("give an instruction, or --task DIR")
+    loop = AgentLoop(model, config=config, rules=rules)
     if task is not None:
         sandbox = _task_sandbox(task, task_image(task, log))
     else:
@@ -102,7 +102,7 @@ def resume(
     session: str,
     *,
     model_spec: str | None,
-    policy: Policy | None = None,
+    rules: CommandRules | None = None,
     retries: int | None = None,
     log: Callable[[str], None] = lambda line: None,
     **overrides: object,
@@ -116,7 +116,7 @@ def resume(
     config = record.agent_config(**overrides)
     config.max_turns += record.state.turns  # a resumed run gets its turn budget afresh
     record.config = {**record.config, **{k: v for k, v in overrides.items() if v is not None}}
-    loop = AgentLoop(model_from_spec(record.model, retries), config=config, policy=policy)
+    loop = AgentLoop(model_from_spec(record.model, retries), config=config, rules=rules)
     task = load_task(Path(record.task)) if record.task else None
     launch_notes: list[str] = []
     sandbox = sessions.reconnect(record)

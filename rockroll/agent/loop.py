@@ -13,15 +13,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from rockroll.agent import textformat
 from rockroll.agent.context import ContextManager
-from rockroll.agent.messages import Message, ToolCall
-from rockroll.agent.models import Model, ModelError
-from rockroll.agent.tools import Policy, Tool, ToolContext, default_tools, tools_by_name, validate
+from rockroll.agent.tools import (
+    CommandRules,
+    Tool,
+    ToolContext,
+    call_problem,
+    default_tools,
+    tools_by_name,
+)
 from rockroll.agent.trajectory import (
     AtifFinalMetrics,
     AtifMetrics,
@@ -30,7 +35,9 @@ from rockroll.agent.trajectory import (
     AtifToolCall,
     Trajectory,
 )
-from rockroll.sandbox.errors import SandboxError
+from rockroll.errors import ConfigError, ModelError, SandboxError
+from rockroll.models import Completion, Model, textformat
+from rockroll.models.messages import Message, ToolCall
 from rockroll.sandbox.sdk import Sandbox
 
 Termination = Literal[
@@ -44,9 +51,15 @@ There is no network. When the task is done, submit.
 """
 
 
-@dataclass
+# A pydantic dataclass, not a BaseModel: callers derive configs with `dataclasses.replace`
+# (validated again) and store them with `dataclasses.asdict`.
+@pydantic_dataclass(config=ConfigDict(extra="forbid", validate_assignment=True))
 class AgentConfig:
-    """Limits and formats of a run. Every limit ends the run with its own reason."""
+    """Limits and formats of a run. Every limit ends the run with its own reason.
+
+    Validated: an unknown field or a value of the wrong type raises pydantic's ValidationError
+    naming the field; `build_agent_config` turns that into one ConfigError line for a user.
+    """
 
     max_turns: int = 50
     max_total_tokens: int | None = None
@@ -63,6 +76,22 @@ class AgentConfig:
     # Chat: a reply without a tool call answers the user ("answered") instead of being a
     # format error, and the next user message continues the same state.
     interactive: bool = False
+
+
+def build_agent_config(options: dict[str, Any], where: str = "agent settings") -> AgentConfig:
+    """An AgentConfig from settings a user gave; a bad one is a ConfigError naming the field."""
+    try:
+        return AgentConfig(**options)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: " + "; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    name = ".".join(str(p) for p in error["loc"]) or "(settings)"
+    if error["type"] == "unexpected_keyword_argument":
+        fields = ", ".join(AgentConfig.__dataclass_fields__)
+        return f"unknown setting {name!r}; the settings are: {fields}"
+    return f"{name!r}: {error['msg']}, got {error.get('input')!r:.60}"
 
 
 @dataclass
@@ -98,13 +127,13 @@ class AgentLoop:
         *,
         tools: list[Tool] | None = None,
         config: AgentConfig | None = None,
-        policy: Policy | None = None,
+        rules: CommandRules | None = None,
     ) -> None:
         self.model = model
         self.tools = tools or default_tools()
         self.by_name = tools_by_name(self.tools)
         self.config = config or AgentConfig()
-        self.policy = policy or Policy(mode="yolo")
+        self.rules = rules or CommandRules(mode="yolo")
 
     @property
     def action_format(self) -> str:
@@ -153,7 +182,7 @@ class AgentLoop:
         ctx = ToolContext(
             sandbox=sandbox,
             workdir=workdir,
-            policy=self.policy,
+            rules=self.rules,
             command_timeout=cfg.command_timeout,
             todo=state.todo,
             read_files=state.read_files,
@@ -204,15 +233,37 @@ class AgentLoop:
         on_event: Callable[[dict], None],
     ) -> None:
         """One model call and the tools it asked for; sets `state.termination` when done."""
-        cfg = self.config
         if (reason := self._limit(state)) is not None:
             state.termination = reason
             return
+        completion = self._complete(state, ctx, context, schemas, on_event)
+        if completion is None:
+            return
+        state.turns += 1
+        state.prompt_tokens += completion.prompt_tokens or 0
+        state.completion_tokens += completion.completion_tokens or 0
+        reply = completion.message
+        calls, errors = self._actions(reply)
+        state.messages.append(reply)
+        results = self._act(state, ctx, calls, errors)
+        self._answer(state.messages, results)
+        self._record_step(state, completion, calls, errors, results, on_event)
+
+    def _complete(
+        self,
+        state: LoopState,
+        ctx: ToolContext,
+        context: ContextManager,
+        schemas: list[dict],
+        on_event: Callable[[dict], None],
+    ) -> Completion | None:
+        """The model's next reply to the (managed) history; None when the model failed."""
+        cfg = self.config
         try:
             state.messages, events = context.manage(state.messages, self.model, ctx.todo)
             for event in events:
                 self._record_context(event, state, on_event)
-            completion = self.model.complete(
+            return self.model.complete(
                 state.messages,
                 schemas if self.action_format == "native" else None,
                 max_tokens=cfg.max_tokens_per_turn,
@@ -222,21 +273,20 @@ class AgentLoop:
             )
         except ModelError as exc:
             state.termination, state.error = "model_error", str(exc)
-            return
-        state.turns += 1
-        state.prompt_tokens += completion.prompt_tokens or 0
-        state.completion_tokens += completion.completion_tokens or 0
-        reply = completion.message
-        calls, errors = self._actions(reply)
-        state.messages.append(reply)
+            return None
+
+    def _act(
+        self, state: LoopState, ctx: ToolContext, calls: list[ToolCall], errors: list[str]
+    ) -> list[tuple[ToolCall | None, str, bool]]:
+        """Run the reply's tool calls (or answer its format errors): (call, output, failed)."""
         results: list[tuple[ToolCall | None, str, bool]] = []
-        if cfg.interactive and not calls and not errors:
+        if self.config.interactive and not calls and not errors:
             state.termination = "answered"
         elif errors or not calls:
             state.format_errors += 1
             text = "; ".join(errors) or "no tool call found: call a tool, or submit when done"
             results.append((None, f"error: {text}", True))
-            if state.format_errors >= cfg.max_format_errors:
+            if state.format_errors >= self.config.max_format_errors:
                 state.termination = "format_errors"
         else:
             state.format_errors = 0
@@ -248,7 +298,19 @@ class AgentLoop:
                     break
                 if state.termination is not None:
                     break
-        self._answer(state.messages, results)
+        return results
+
+    def _record_step(
+        self,
+        state: LoopState,
+        completion: Completion,
+        calls: list[ToolCall],
+        errors: list[str],
+        results: list[tuple[ToolCall | None, str, bool]],
+        on_event: Callable[[dict], None],
+    ) -> None:
+        """The turn as an ATIF agent step, and as a `step` event."""
+        reply = completion.message
         state.trajectory.add(
             "agent",
             reply.content,
@@ -339,13 +401,10 @@ class AgentLoop:
         return calls, errors
 
     def _call(self, call: ToolCall, ctx: ToolContext, state: LoopState) -> tuple[str, bool, bool]:
-        tool = self.by_name.get(call.name)
-        if tool is None:
-            known = ", ".join(self.by_name)
-            return f"error: unknown tool {call.name!r}; the tools are: {known}", True, False
-        problem = validate(tool, call.arguments)
+        problem = call_problem(self.by_name, call.name, call.arguments)
         if problem:
             return f"error: {problem}", True, False
+        tool = self.by_name[call.name]
         arguments = dict(call.arguments)
         if isinstance(arguments.get("timeout"), int | float):
             # A model may ask for any timeout; the run's own budget is the ceiling.

@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState
+from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState, build_agent_config
 from rockroll.agent.tools import ToolContext, validate
-from rockroll.sandbox.errors import SandboxError
+from rockroll.errors import SandboxError
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.sdk import Sandbox
 
@@ -47,7 +47,7 @@ class SessionRecord(BaseModel):
 
     def agent_config(self, **overrides: Any) -> AgentConfig:
         values = {**self.config, **{k: v for k, v in overrides.items() if v is not None}}
-        return AgentConfig(**values)
+        return build_agent_config(values, where=f"the settings of session {self.id}")
 
 
 def sessions_dir() -> Path:

@@ -9,10 +9,11 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from rockroll.agent.loop import AgentConfig, AgentLoop
-from rockroll.agent.models import Model, make_model
+from rockroll.agent.loop import AgentLoop, build_agent_config
+from rockroll.errors import UsageError
+from rockroll.models import Model, make_model
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.model import Task
+from rockroll.tasks.schema import Task
 from rockroll.tasks.workspace import put_files
 
 
@@ -74,7 +75,7 @@ class HarnessAgent:
     def __init__(self, model: str, trajectory_dir: Path | None = None, **config: object) -> None:
         self.model_spec = model
         self.trajectory_dir = trajectory_dir
-        self.config = AgentConfig(**config)  # type: ignore[arg-type]
+        self.config = build_agent_config(config, where="the harness agent's settings")
 
     def _model(self, task: Task) -> Model:
         spec = self.model_spec
@@ -105,9 +106,9 @@ AGENTS: dict[str, type] = {"oracle": OracleAgent, "noop": NoopAgent, "harness": 
 def make_agent(name: str, **options: object) -> Agent:
     """An agent by name; `harness` needs `model=SPEC`."""
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)}")
+        raise UsageError(f"unknown agent {name!r}; choose one of: {', '.join(AGENTS)}")
     if name == "harness":
         if not options.get("model"):
-            raise ValueError("--agent harness needs --model SPEC (e.g. scripted:PATH)")
+            raise UsageError("--agent harness needs --model SPEC (e.g. scripted:PATH)")
         return HarnessAgent(**options)  # type: ignore[arg-type]
     return AGENTS[name]()

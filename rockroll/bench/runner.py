@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from rockroll.bench.agents import Agent
-from rockroll.sandbox.errors import InvalidArgument, SandboxError
-from rockroll.tasks.model import Task, TaskError
+from rockroll.errors import InvalidArgument, SandboxError, TaskError
+from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import open_sandbox, task_image
 

@@ -1,4 +1,4 @@
-"""Gymnasium-style environments: one task in one sandbox, driven by tool-call actions.
+"""Gymnasium-style environments: one task in one sandbox, driven by the agent's tool calls.
 
 env = make("humaneval/0")
 obs, info = env.reset()
@@ -6,6 +6,6 @@ obs, reward, terminated, truncated, info = env.step({"tool": "bash", "command": 
 """
 
 from rockroll.envs.registry import make, register, registered
-from rockroll.envs.task_env import TOOLS, Action, TaskEnv
+from rockroll.envs.task_env import Action, TaskEnv
 
-__all__ = ["TOOLS", "Action", "TaskEnv", "make", "register", "registered"]
+__all__ = ["Action", "TaskEnv", "make", "register", "registered"]

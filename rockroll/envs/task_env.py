@@ -1,37 +1,32 @@
 """`TaskEnv`: a task's sandbox behind Gymnasium's reset/step API, without depending on gymnasium.
 
-Actions are tool calls, so the same environment serves LLM agents (which emit tool calls) and
-RL trainers (which need a reward and an end of episode).
+Actions are calls of the agent's own tools (`rockroll.agent.tools`), validated by the same JSON
+schemas, so the same environment serves LLM agents (which emit tool calls) and RL trainers
+(which need a reward and an end of episode), and what a policy learns here is what the harness
+runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rockroll.sandbox.errors import SandboxError
+from rockroll.agent.tools import (
+    Tool,
+    ToolContext,
+    call_problem,
+    default_tools,
+    run_tool,
+    tools_by_name,
+)
+from rockroll.errors import UsageError
 from rockroll.sandbox.images import Image
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.model import Task
+from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import VerifyResult, verify
 from rockroll.tasks.workspace import open_sandbox, task_image
-
-Tool = Literal["bash", "write_file", "submit"]
-
-# tool -> argument -> (accepted types, required, what the agent is told is expected)
-TOOLS: dict[str, dict[str, tuple[tuple[type, ...], bool, str]]] = {
-    "bash": {
-        "command": ((str,), True, "a string, the shell command to run"),
-        "timeout": ((int, float), False, "a positive number of seconds"),
-    },
-    "write_file": {
-        "path": ((str,), True, "a string, the file's path in the sandbox"),
-        "content": ((str,), True, "a string, the file's whole new text"),
-    },
-    "submit": {},
-}
 
 
 class Action(BaseModel):
@@ -39,12 +34,12 @@ class Action(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tool: Tool
+    tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-class ActionError(ValueError):
-    """The agent's action cannot be carried out; the message is the observation it gets back."""
+class ActionError(UsageError):
+    """The agent's action is not a tool call; the message is the observation it gets back."""
 
 
 class TaskEnv:
@@ -53,13 +48,15 @@ class TaskEnv:
     Observations are text: the instruction after `reset()`, the tool's output after `step()`.
     The reward is 0 on every step but the last. `submit` ends the episode (terminated) with the
     verifier's reward; reaching `max_steps` without a submit ends it too (truncated), and the
-    verifier still runs then, so the final reward is known either way. Malformed actions count
-    as steps: the observation explains the mistake and `info["error"]` is set.
+    verifier still runs then, so the final reward is known either way. Malformed actions and
+    failed tool calls count as steps: the observation explains the mistake and `info["error"]`
+    is set; `info["meta"]` holds the tool's details (`exit_code` of a bash command, ...).
 
-    Each bash command runs in a fresh shell in the task's working directory (`cd` and exports
-    do not carry over; files do), with `command_timeout` seconds unless the action gives its own
-    `timeout` (at most the task's `agent_timeout`). Output longer than `max_output` characters
-    keeps its head and tail.
+    The tools are the agent's (`default_tools()` unless `tools` is given; `tool_schemas` is
+    their OpenAI `tools` list). bash runs in one shell per episode, as in the agent harness
+    (`cd` and exports carry over), with `command_timeout` seconds unless the action gives its
+    own `timeout`, never more than the task's `agent_timeout`. Output longer than `max_output`
+    characters keeps its head and tail.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -72,6 +69,7 @@ class TaskEnv:
         max_steps: int = 50,
         command_timeout: float = 60.0,
         max_output: int = 16_000,
+        tools: list[Tool] | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -81,7 +79,9 @@ class TaskEnv:
         self.max_steps = max_steps
         self.command_timeout = command_timeout
         self.max_output = max_output
+        self.tools = tools_by_name(tools or default_tools())
         self._sandbox: Sandbox | None = None
+        self._ctx: ToolContext | None = None
         self._image: Image | None = None
         self._steps = 0
         self._done = True
@@ -93,12 +93,17 @@ class TaskEnv:
         """Start an episode in a fresh sandbox; the observation is the task's instruction.
 
         `seed` and `options` are accepted for Gymnasium compatibility and ignored: the task is
-        fixed when the environment is made (procedural tasks take their seed in `make`).
+        fixed when the environment is made (procedural tasks take their seed in the name).
         """
         self.close()
         if self._image is None:
             self._image = task_image(self.task)
         self._sandbox = open_sandbox(self.task, self._image)
+        self._ctx = ToolContext(
+            sandbox=self._sandbox,
+            max_output=self.max_output,
+            command_timeout=min(self.command_timeout, self.task.agent_timeout),
+        )
         self._steps = 0
         self._done = False
         return self.task.instruction, {
@@ -109,18 +114,26 @@ class TaskEnv:
 
     def step(self, action: Action | dict[str, Any]) -> tuple[str, float, bool, bool, dict]:
         """Play one tool call: (observation, reward, terminated, truncated, info)."""
-        sb = self._live_sandbox()
+        sb, ctx = self._live()
         self._steps += 1
         info: dict[str, Any] = {"step": self._steps}
         try:
-            tool, args = _parse(action)
-            info["tool"] = tool
-            if tool == "submit":
-                return self._finish(sb, "submitted", info, terminated=True)
-            obs = self._bash(sb, args) if tool == "bash" else _write_file(sb, args)
+            name, args = _parse(action)
+            problem = call_problem(self.tools, name, args)
+            if problem:
+                raise ActionError(problem)
         except ActionError as exc:
             obs = f"error: {exc}"
             info["error"] = str(exc)
+        else:
+            info["tool"] = name
+            result = run_tool(self.tools[name], ctx, self._capped(args))
+            info["meta"] = result.meta
+            if result.error:
+                info["error"] = result.output
+            if result.done:
+                return self._finish(sb, result.output, info, terminated=True)
+            obs = result.output
         if self._steps >= self.max_steps:
             obs += f"\n\n[step limit of {self.max_steps} reached: the episode ends here]"
             return self._finish(sb, obs, info, terminated=False)
@@ -128,12 +141,20 @@ class TaskEnv:
 
     def close(self) -> None:
         """Release the sandbox (safe to call any number of times); `reset()` starts anew."""
+        ctx, self._ctx = getattr(self, "_ctx", None), None
         sb, self._sandbox = getattr(self, "_sandbox", None), None
         self._done = True
+        if ctx is not None:
+            ctx.close()
         if sb is not None:
             sb.close()
 
     # -- conveniences ---------------------------------------------------------------------------
+    @property
+    def tool_schemas(self) -> list[dict]:
+        """The tools as an OpenAI `tools` list, for a model that picks the actions."""
+        return [tool.schema() for tool in self.tools.values()]
+
     @property
     def sandbox(self) -> Sandbox | None:
         """The current episode's sandbox (kept after the episode ends, until reset or close)."""
@@ -159,15 +180,22 @@ class TaskEnv:
         return f"TaskEnv({self.task.id!r}, step {self._steps}/{self.max_steps}, {state})"
 
     # -- internals ------------------------------------------------------------------------------
-    def _live_sandbox(self) -> Sandbox:
-        if self._sandbox is None:
+    def _live(self) -> tuple[Sandbox, ToolContext]:
+        if self._sandbox is None or self._ctx is None:
             raise RuntimeError(f"{self.task.id}: no episode is running; call reset() first")
         if self._done:
             raise RuntimeError(
                 f"{self.task.id}: the episode has ended (terminated or truncated); "
                 "call reset() to start a new one"
             )
-        return self._sandbox
+        return self._sandbox, self._ctx
+
+    def _capped(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The arguments, a bash `timeout` held to the task's own time limit."""
+        timeout = args.get("timeout")
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            return {**args, "timeout": min(timeout, self.task.agent_timeout)}
+        return args
 
     def _finish(
         self, sb: Sandbox, obs: str, info: dict[str, Any], *, terminated: bool
@@ -179,25 +207,10 @@ class TaskEnv:
         obs += f"\n[verifier: reward {result.reward:g}, {verdict}]"
         return obs, result.reward, terminated, not terminated, info
 
-    def _bash(self, sb: Sandbox, args: dict[str, Any]) -> str:
-        timeout = float(args.get("timeout", self.command_timeout))
-        if timeout <= 0:
-            raise ActionError(f"bash: argument 'timeout' must be {TOOLS['bash']['timeout'][2]}")
-        timeout = min(timeout, self.task.agent_timeout)
-        try:
-            res = sb.exec(args["command"], timeout=timeout)
-        except SandboxError as exc:
-            raise ActionError(f"bash: the command could not run: {exc}") from None
-        out = _clip(res.output, self.max_output)
-        if out and not out.endswith("\n"):
-            out += "\n"
-        if res.timed_out:
-            return f"{out}[timed out after {timeout:g} s; the command was killed]"
-        return f"{out}[exit code {res.exit_code}]"
-
 
 def _parse(action: object) -> tuple[str, dict[str, Any]]:
-    """The tool and its checked arguments, or an ActionError saying what was expected."""
+    """The tool and its arguments (their schema is checked next), or an ActionError saying what
+    an action looks like."""
     if isinstance(action, Action):
         tool, args = action.tool, dict(action.arguments)
     elif isinstance(action, dict):
@@ -213,33 +226,9 @@ def _parse(action: object) -> tuple[str, dict[str, Any]]:
             f"an action is a tool call like {{'tool': 'bash', 'command': 'ls'}}, "
             f"got {type(action).__name__}"
         )
-    if tool not in TOOLS:
-        raise ActionError(f"unknown tool {tool!r}; the tools are {', '.join(map(repr, TOOLS))}")
-    spec = TOOLS[tool]
-    for name in args:
-        if name not in spec:
-            accepted = ", ".join(map(repr, spec)) or "none"
-            raise ActionError(f"{tool}: unexpected argument {name!r} (accepted: {accepted})")
-    for name, (types, required, expected) in spec.items():
-        if name not in args:
-            if required:
-                raise ActionError(f"{tool}: missing argument {name!r}, expected {expected}")
-            continue
-        value = args[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise ActionError(
-                f"{tool}: argument {name!r} must be {expected}, got {type(value).__name__}"
-            )
+    if not isinstance(tool, str):
+        raise ActionError(f"'tool' must name a tool, got {tool!r}")
     return tool, args
-
-
-def _write_file(sb: Sandbox, args: dict[str, Any]) -> str:
-    data = args["content"].encode()
-    try:
-        sb.write_bytes(args["path"], data)
-    except (SandboxError, OSError) as exc:
-        raise ActionError(f"write_file: could not write {args['path']!r}: {exc}") from None
-    return f"wrote {len(data)} bytes to {args['path']}"
 
 
 def _verify(task: Task, sb: Sandbox) -> VerifyResult:
@@ -253,11 +242,3 @@ def _verify(task: Task, sb: Sandbox) -> VerifyResult:
             reason="verifier-error",
             output_tail=f"{type(exc).__name__}: {exc}"[-2000:],
         )
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    cut = len(text) - 2 * half
-    return f"{text[:half]}\n[... {cut} characters cut ...]\n{text[-half:]}"

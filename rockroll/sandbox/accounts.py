@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rockroll.sandbox.errors import InvalidArgument
+from rockroll.errors import InvalidArgument
 from rockroll.sandbox.files import RootFS
 from rockroll.sandbox.protocol import User
 

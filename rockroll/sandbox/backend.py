@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from rockroll.sandbox.state import SandboxRecord
+from rockroll.sandbox.records import SandboxRecord
 
 
 class Backend(ABC):

@@ -26,17 +26,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rockroll.errors import SandboxNotFound, SetupError
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.cgroups import CgroupSet, existing_sandbox_ids
 from rockroll.sandbox.disk import DEFAULT_DISK, discard_disk, new_disk, throw_away
-from rockroll.sandbox.errors import SandboxNotFound, SetupError
 from rockroll.sandbox.idmap import COUNT as ID_COUNT
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.initbin import init_binary, init_memfd
 from rockroll.sandbox.paths import home_subdir, home_tag, searchable_dir
+from rockroll.sandbox.records import SandboxRecord, list_records, new_id
 from rockroll.sandbox.seccomp import bpf_program
 from rockroll.sandbox.spec import DEFAULT_PATH
-from rockroll.sandbox.state import SandboxRecord, list_records, new_id
 
 READY_TIMEOUT = 30.0
 # Docker's default capabilities but CAP_NET_RAW (podman drops it too): what root inside needs for

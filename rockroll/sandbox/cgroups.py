@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rockroll.sandbox.errors import InvalidArgument, SandboxError, SandboxNotFound, SetupError
+from rockroll.errors import InvalidArgument, SandboxError, SandboxNotFound, SetupError
 
 PARENT = "rockroll"
 CONTROLLERS = ("memory", "pids", "cpu", "freezer")

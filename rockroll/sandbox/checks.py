@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rockroll.sandbox.errors import InvalidArgument
+from rockroll.errors import InvalidArgument
 
 MAX_TIMEOUT = 7 * 86400.0  # a week: beyond it, say None
 

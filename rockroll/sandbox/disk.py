@@ -29,7 +29,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from rockroll.sandbox.errors import InvalidArgument, SetupError
+from rockroll.errors import InvalidArgument, SetupError
 from rockroll.sandbox.paths import home_subdir
 
 MIN_DISK = 16 << 20

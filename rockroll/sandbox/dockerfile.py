@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rockroll.errors import InvalidArgument, SandboxError
 from rockroll.sandbox.disk import BUILD_DISK
-from rockroll.sandbox.errors import InvalidArgument, SandboxError
 from rockroll.sandbox.images import Image, build_image, get_image, image_lock, images_dir
+from rockroll.sandbox.local import LocalSandbox
 from rockroll.sandbox.paths import rockroll_home
-from rockroll.sandbox.spec import DEFAULT_PATH
+from rockroll.sandbox.spec import DEFAULT_PATH, make_spec
 
 BUILDER_VERSION = "5"
 STEP_TIMEOUT = 1800.0
@@ -247,21 +248,20 @@ def _build(
     context: Path,
     log: Callable[[str], None],
 ) -> Image:
-    from rockroll.sandbox.sdk import Sandbox
-
+    spec = make_spec(
+        image=parent.name,
+        profile="build",
+        network="full",
+        memory="8g",
+        cpus=2,
+        pids=8192,
+        disk=BUILD_DISK,
+    )
     tmp = images_dir() / f".{name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        with Sandbox.create(
-            parent.name,
-            profile="build",
-            network="full",
-            memory="8g",
-            cpus=2,
-            pids=8192,
-            disk=BUILD_DISK,
-        ) as sb:
+        with LocalSandbox.open(spec) as sb:  # built here, into this machine's images
             for ins in steps:
                 where = f"{dockerfile}:{ins.line}: {ins.keyword} {ins.args[:200]}"
                 log(where)
@@ -370,10 +370,9 @@ def _copy(sb, state: _State, args: str, context: Path, where: str, keyword: str)
 
 def _is_dir(sb, path: str) -> bool:
     try:
-        os.close(sb._fs.open(path, os.O_PATH | os.O_DIRECTORY))
+        return sb.is_dir(path)
     except OSError:
         return False
-    return True
 
 
 def _exec_form(args: str) -> list[str] | None:

@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import PurePosixPath
 
-from rockroll.sandbox.errors import InvalidArgument, SandboxError, TooLarge
+from rockroll.errors import InvalidArgument, SandboxError, TooLarge
 from rockroll.sandbox.idmap import as_sandbox_root
 from rockroll.sandbox.types import FileInfo
 

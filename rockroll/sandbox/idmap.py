@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from rockroll.sandbox.errors import SetupError
+from rockroll.errors import SetupError
 
 DEFAULT_BASE = 1_000_000_000
 COUNT = 65536  # ids inside a sandbox: 0..65535, like a Docker userns-remap range

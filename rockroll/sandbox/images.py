@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rockroll.sandbox.errors import ImageNotFound, InvalidArgument, SetupError
+from rockroll.errors import ImageNotFound, InvalidArgument, SetupError
 from rockroll.sandbox.paths import home_subdir
 
 DEFAULT_IMAGE = "base"

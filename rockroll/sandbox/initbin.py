@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from rockroll.sandbox.errors import SetupError
+from rockroll.errors import SetupError
 from rockroll.sandbox.paths import rockroll_home
 
 SOURCES = (Path(__file__).with_name("init.c"), Path(__file__).with_name("launch.c"))

@@ -8,7 +8,7 @@ import errno
 import os
 from pathlib import Path
 
-from rockroll.sandbox.errors import SetupError
+from rockroll.errors import SetupError
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [

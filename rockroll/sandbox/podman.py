@@ -31,18 +31,18 @@ import subprocess
 import time
 from pathlib import Path
 
+from rockroll.errors import SandboxError, SetupError
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.bwrap import SANDBOX_CAPS
 from rockroll.sandbox.disk import new_disk
-from rockroll.sandbox.errors import SandboxError, SetupError
 from rockroll.sandbox.files import RootFS
 from rockroll.sandbox.idmap import COUNT as ID_COUNT
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.initbin import init_binary, init_memfd
 from rockroll.sandbox.mounts import mounts_under, unmount
 from rockroll.sandbox.paths import rockroll_home, searchable_dir
+from rockroll.sandbox.records import SandboxRecord, sandboxes_dir
 from rockroll.sandbox.seccomp import oci_profile
-from rockroll.sandbox.state import SandboxRecord, sandboxes_dir
 
 READY_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from rockroll.sandbox.errors import ExecError, InvalidArgument, SandboxClosed, SandboxError
+from rockroll.errors import ExecError, InvalidArgument, SandboxClosed, SandboxError
 from rockroll.sandbox.types import ExecResult
 
 MAX_PAYLOAD = 16 << 20

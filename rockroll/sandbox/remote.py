@@ -6,7 +6,7 @@ or set `ROCKROLL_SERVER` and `ROCKROLL_TOKEN`. Errors come back as the local run
 exceptions (`SandboxNotFound`, `SandboxClosed`, `InvalidArgument`, ...), plus `AccessDenied`
 for a refused token and `QuotaExceeded` for a reached quota, each with the server's message.
 The client lives beside the SDK (not in `rockroll.service`) because `Sandbox.create` returns it:
-the SDK must not import the server's layer.
+the SDK must not import the server's layer. It registers as the "remote" place of `Sandbox`.
 """
 
 from __future__ import annotations
@@ -19,21 +19,25 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from rockroll.sandbox.checks import check_env, check_timeout
-from rockroll.sandbox.errors import (
-    AccessDenied,
-    ExecError,
-    ImageNotFound,
-    InUse,
+from rockroll.errors import (
     InvalidArgument,
-    QuotaExceeded,
     SandboxClosed,
     SandboxError,
     SandboxNotFound,
-    TooLarge,
+    from_wire,
 )
+from rockroll.sandbox.base import (
+    DEFAULT_TIMEOUT,
+    Command,
+    OutputCallback,
+    Sandbox,
+    Session,
+    Snapshot,
+    check_command,
+    check_data,
+)
+from rockroll.sandbox.checks import check_env, check_timeout
 from rockroll.sandbox.files import MAX_READ
-from rockroll.sandbox.sdk import DEFAULT_TIMEOUT, OutputCallback, Sandbox
 from rockroll.sandbox.spec import SandboxSpec
 from rockroll.sandbox.trees import MAX_TREE
 from rockroll.sandbox.types import ExecResult, FileInfo
@@ -42,23 +46,6 @@ CONNECT_TIMEOUT = 10.0
 CALL_TIMEOUT = 120.0  # seconds for calls that are not commands (create, files, snapshots)
 _clients: dict[tuple[str, str], httpx.Client] = {}
 _clients_lock = threading.Lock()
-_ERRORS: dict[str, type[Exception]] = {
-    "image_not_found": ImageNotFound,
-    "no_such_file": FileNotFoundError,
-    "is_a_directory": IsADirectoryError,
-    "not_a_directory": NotADirectoryError,
-    "not_found": SandboxNotFound,
-    "gone": SandboxClosed,
-    "invalid_argument": InvalidArgument,
-    "validation_error": InvalidArgument,
-    "invalid_json": InvalidArgument,
-    "too_large": TooLarge,
-    "exec_error": ExecError,
-    "unauthorized": AccessDenied,
-    "forbidden": AccessDenied,
-    "quota_exceeded": QuotaExceeded,
-    "conflict": InUse,
-}
 
 
 def client_for(url: str, token: str) -> httpx.Client:
@@ -85,7 +72,7 @@ def check(response: httpx.Response) -> httpx.Response:
         code, message = detail["code"], detail["message"]
     except (ValueError, KeyError, TypeError):
         code, message = "internal", response.text[:500] or response.reason_phrase
-    kind = _ERRORS.get(code, SandboxError)
+    kind = from_wire(code)
     raise kind(f"{message} (HTTP {response.status_code})")
 
 
@@ -121,13 +108,21 @@ def delete_gone_ok(client: httpx.Client, url: str) -> None:
         call(client, "DELETE", url)
 
 
-class RemoteSnapshot:
+class RemoteSnapshot(Snapshot):
     """A snapshot on the server; `fork()` starts sandboxes from it there."""
 
     def __init__(self, client: httpx.Client, snapshot_id: str, source: str) -> None:
         self._client = client
-        self.id = snapshot_id
-        self.source = source
+        self._id = snapshot_id
+        self._source = source
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def source(self) -> str:
+        return self._source
 
     def fork(self, **overrides: Any) -> RemoteSandbox:
         body = _fork_body(overrides)
@@ -137,11 +132,8 @@ class RemoteSnapshot:
     def remove(self) -> None:
         call(self._client, "DELETE", f"/v1/snapshots/{self.id}")
 
-    def __repr__(self) -> str:
-        return f"RemoteSnapshot({self.id!r}, source={self.source!r})"
 
-
-class RemoteSession:
+class RemoteSession(Session):
     """A persistent bash on the server's sandbox (see `Session`)."""
 
     def __init__(self, client: httpx.Client, session_id: str) -> None:
@@ -149,7 +141,7 @@ class RemoteSession:
         self.id = session_id
         self._closed = False
 
-    def run(self, cmd: str, *, timeout: float | None = 600.0) -> ExecResult:
+    def run(self, cmd: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> ExecResult:
         if not isinstance(cmd, str):
             raise InvalidArgument(f"cmd must be a string, got {type(cmd).__name__}")
         if self._closed:
@@ -168,14 +160,8 @@ class RemoteSession:
             self._closed = True
             delete_gone_ok(self._client, f"/v1/sessions/{self.id}")
 
-    def __enter__(self) -> RemoteSession:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RemoteSandbox(Sandbox):
+class RemoteSandbox(Sandbox, place="remote"):
     """A `Sandbox` whose every call is an HTTP request to the sandbox server."""
 
     def __init__(self, client: httpx.Client, info: dict) -> None:
@@ -183,6 +169,18 @@ class RemoteSandbox(Sandbox):
         self._info = info
         self._spec = SandboxSpec.model_validate(info["spec"])
         self._closed = False
+
+    @classmethod
+    def open_new(cls, settings: dict[str, Any], server: tuple[str, str] | None) -> RemoteSandbox:
+        if server is None:
+            raise InvalidArgument("a remote sandbox needs a server: pass server=... and token=...")
+        return cls.create_remote(*server, **settings)
+
+    @classmethod
+    def open_existing(cls, sandbox_id: str, server: tuple[str, str] | None) -> RemoteSandbox:
+        if server is None:
+            raise InvalidArgument("a remote sandbox needs a server: pass server=... and token=...")
+        return cls.connect_remote(*server, sandbox_id)
 
     @classmethod
     def create_remote(
@@ -198,6 +196,10 @@ class RemoteSandbox(Sandbox):
     def connect_remote(cls, url: str, token: str, sandbox_id: str) -> RemoteSandbox:
         client = client_for(url, token)
         return cls(client, call(client, "GET", f"/v1/sandboxes/{sandbox_id}").json())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def id(self) -> str:
@@ -224,7 +226,7 @@ class RemoteSandbox(Sandbox):
     # -- commands ------------------------------------------------------------------------------
     def exec(
         self,
-        cmd: str | list[str],
+        cmd: Command,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         cwd: str | None = None,
@@ -250,7 +252,7 @@ class RemoteSandbox(Sandbox):
         return events.result
 
     def stream(
-        self, cmd: str | list[str], *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
+        self, cmd: Command, *, timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any
     ) -> Generator[tuple[str, str], None, ExecResult]:
         body = self._exec_body(
             cmd, timeout, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("stdin")
@@ -268,17 +270,13 @@ class RemoteSandbox(Sandbox):
         env: dict[str, str] | None,
         stdin: bytes | str | None,
     ) -> dict:
-        self._check_open()
-        if not (isinstance(cmd, str) or (isinstance(cmd, list | tuple) and cmd)):
-            raise InvalidArgument(
-                f"cmd must be a string (run by bash -c) or a non-empty list of strings (an "
-                f"argv), got {type(cmd).__name__}: {cmd!r}"
-            )
+        self.check_open()
+        cmd = check_command(cmd)
         check_timeout(timeout)
         if isinstance(stdin, bytes):
             stdin = stdin.decode()
         return {
-            "cmd": cmd if isinstance(cmd, str) else list(cmd),
+            "cmd": cmd,
             "timeout": timeout,
             "cwd": cwd,
             "env": check_env(env) if env else None,
@@ -294,14 +292,14 @@ class RemoteSandbox(Sandbox):
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         user: str | int | None = None,
-    ) -> RemoteSession:  # type: ignore[override]
-        self._check_open()
+    ) -> RemoteSession:
+        self.check_open()
         body = {"cwd": cwd, "env": env, "user": _user(user)}
         reply = call(self._client, "POST", f"/v1/sandboxes/{self.id}/sessions", json=body)
         return RemoteSession(self._client, reply.json()["id"])
 
     def kill_all(self) -> int:
-        self._check_open()
+        self.check_open()
         return int(call(self._client, "POST", f"/v1/sandboxes/{self.id}/kill").json()["left"])
 
     def audit_log(self) -> list[dict]:
@@ -309,44 +307,43 @@ class RemoteSandbox(Sandbox):
 
     # -- files ---------------------------------------------------------------------------------
     def _file_url(self, kind: str) -> str:
-        self._check_open()
+        self.check_open()
         return f"/v1/sandboxes/{self.id}/{kind}"
 
     def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
-        params: dict[str, Any] = {"path": self._path(path)}
+        params: dict[str, Any] = {"path": self.path(path)}
         if max_bytes is not None:
             params["max_bytes"] = max_bytes
         return call(self._client, "GET", self._file_url("files"), params=params).content
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidArgument(f"data must be bytes, got {type(data).__name__}")
-        params = {"path": self._path(path), "mode": f"{mode:04o}"}
-        call(self._client, "PUT", self._file_url("files"), params=params, content=bytes(data))
+        data = check_data(data)
+        params = {"path": self.path(path), "mode": f"{mode:04o}"}
+        call(self._client, "PUT", self._file_url("files"), params=params, content=data)
 
     def list_dir(self, path: str = ".") -> list[FileInfo]:
-        reply = call(self._client, "GET", self._file_url("dir"), params={"path": self._path(path)})
+        reply = call(self._client, "GET", self._file_url("dir"), params={"path": self.path(path)})
         return [FileInfo.model_validate(item) for item in reply.json()]
 
     def remove(self, path: str) -> bool:
-        params = {"path": self._path(path)}
+        params = {"path": self.path(path)}
         return bool(
             call(self._client, "DELETE", self._file_url("files"), params=params).json()["removed"]
         )
 
     def exists(self, path: str) -> bool:
-        reply = call(self._client, "GET", self._file_url("stat"), params={"path": self._path(path)})
+        reply = call(self._client, "GET", self._file_url("stat"), params={"path": self.path(path)})
         return bool(reply.json()["exists"])
 
     def is_dir(self, path: str) -> bool:
-        reply = call(self._client, "GET", self._file_url("stat"), params={"path": self._path(path)})
+        reply = call(self._client, "GET", self._file_url("stat"), params={"path": self.path(path)})
         found = reply.json()
         if not found["exists"]:
             raise FileNotFoundError(f"no such file or directory in the sandbox: {path!r}")
         return bool(found["is_dir"])
 
     def write_tar(self, path: str, out: BinaryIO, max_bytes: int | None = MAX_TREE) -> None:
-        params: dict[str, Any] = {"path": self._path(path)}
+        params: dict[str, Any] = {"path": self.path(path)}
         if max_bytes is not None:
             params["max_bytes"] = max_bytes
         request = self._client.build_request("GET", self._file_url("tree"), params=params)
@@ -354,15 +351,18 @@ class RemoteSandbox(Sandbox):
             for chunk in response.iter_bytes():
                 out.write(chunk)
 
-    def _put_tree(self, path: str, archive: BinaryIO, owner: str | int | None) -> None:
-        params = {"path": self._path(path)}
+    def write_tree(
+        self, path: str, archive: bytes | BinaryIO, *, owner: str | int | None = None
+    ) -> None:
+        params = {"path": self.path(path)}
         if owner is not None:
             params["owner"] = str(owner)
-        call(self._client, "PUT", self._file_url("tree"), params=params, content=archive.read())
+        content = bytes(archive) if isinstance(archive, bytes | bytearray) else archive.read()
+        call(self._client, "PUT", self._file_url("tree"), params=params, content=content)
 
     # -- snapshots -----------------------------------------------------------------------------
-    def snapshot(self) -> RemoteSnapshot:  # type: ignore[override]
-        self._check_open()
+    def snapshot(self) -> RemoteSnapshot:
+        self.check_open()
         reply = call(self._client, "POST", f"/v1/sandboxes/{self.id}/snapshots").json()
         return RemoteSnapshot(self._client, reply["id"], reply["source"])
 
@@ -389,7 +389,7 @@ class _Events:
                 if "result" in event:
                     self.result = ExecResult.model_validate(event["result"])
                 elif "error" in event:
-                    kind = _ERRORS.get(event["error"]["code"], SandboxError)
+                    kind = from_wire(event["error"]["code"])
                     raise kind(event["error"]["message"])
                 else:
                     yield event["stream"], event["data"]

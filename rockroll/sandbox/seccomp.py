@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from rockroll.sandbox.errors import SetupError
+from rockroll.errors import SetupError
 
 # Denied with EPERM. chroot stays allowed: it is harmless without CAP_SYS_CHROOT and build tools
 # use it inside the sandbox.

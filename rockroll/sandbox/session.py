@@ -16,19 +16,21 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from rockroll.errors import InvalidArgument, SandboxClosed
 from rockroll.sandbox import protocol
-from rockroll.sandbox.errors import InvalidArgument, SandboxClosed
+from rockroll.sandbox.base import DEFAULT_TIMEOUT, Session
 from rockroll.sandbox.types import ExecResult
 
 if TYPE_CHECKING:
+    from rockroll.sandbox.records import SandboxRecord
     from rockroll.sandbox.runtime import LocalRuntime
-    from rockroll.sandbox.state import SandboxRecord
 
+__all__ = ["LocalSession", "Session"]  # Session: the interface, importable from here too
 _GRACE = 2.0
 
 
-class Session:
-    """One bash process inside a sandbox. Use `run()`; `close()` ends it and its jobs."""
+class LocalSession(Session):
+    """One bash process inside a local sandbox. Use `run()`; `close()` ends it and its jobs."""
 
     def __init__(
         self,
@@ -49,7 +51,7 @@ class Session:
         self._dead: str | None = None
         self._send(b"set -m\n")
 
-    def run(self, cmd: str, *, timeout: float | None = 600.0) -> ExecResult:
+    def run(self, cmd: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> ExecResult:
         """Run `cmd` in the shell; the result has this command's exit code and output only."""
         if not isinstance(cmd, str):
             raise InvalidArgument(f"cmd must be a string, got {type(cmd).__name__}")
@@ -149,12 +151,6 @@ class Session:
             protocol.signal_descendants(self._rec.sock, self._proc.pid, signal.SIGKILL, [])
         self._proc.kill(signal.SIGKILL)
         self._proc.close()
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _MarkerReader:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
-from rockroll.sandbox.errors import InvalidArgument, TooLarge
+from rockroll.errors import InvalidArgument, TooLarge
 from rockroll.sandbox.files import RootFS, sandbox_path
 from rockroll.sandbox.idmap import COUNT, as_sandbox_root
 

@@ -4,134 +4,51 @@
     with fleet.create(memory="1g") as sb:      # placed on the node with the most free memory
         sb.exec("uname -n")
 
-Each node runs a `NodeHost` actor (named, pinned to the node, started on first use) that owns
-the sandboxes of that node through the local runtime and answers exec and file calls on a
-thread pool. The driver places a new sandbox on the node whose host reports the most memory
-left (available memory minus the limits of the sandboxes it already hosts) among those with
-room for its memory and CPUs. A monitor thread watches the cluster: when a node dies or its
-host stops answering, every sandbox it held is reported lost with the reason, and calls on them
-raise `SandboxClosed` saying so.
+Each node runs a host actor (a `SandboxHost`, named, pinned to the node, started on first use)
+that owns the sandboxes of that node, their sessions and snapshots, through the local runtime,
+and answers on a thread pool. A `FleetSandbox` is a full `Sandbox`: commands, sessions, files,
+snapshots and forks (which stay on the snapshot's node) all go to that node's host. The driver
+places a new sandbox on the node whose host reports the most memory left (available memory
+minus the limits of the sandboxes it already hosts) among those with room for its memory and
+CPUs. A monitor thread watches the cluster: when a node dies or its host stops answering, every
+sandbox it held is reported lost with the reason, and calls on them raise `SandboxClosed`
+saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rockroll.sandbox.checks import check_timeout
-from rockroll.sandbox.errors import InvalidArgument, SandboxClosed, SandboxError, SetupError
-from rockroll.sandbox.sdk import DEFAULT_TIMEOUT, OutputCallback, Sandbox
+from rockroll.errors import SandboxClosed, SandboxError, SetupError
+from rockroll.sandbox.base import (
+    DEFAULT_TIMEOUT,
+    Command,
+    OutputCallback,
+    Sandbox,
+    Session,
+    Snapshot,
+    check_command,
+    check_data,
+)
+from rockroll.sandbox.checks import check_env, check_timeout
+from rockroll.sandbox.files import MAX_READ
+from rockroll.sandbox.host import NodeCapacity, SandboxHost
 from rockroll.sandbox.spec import SandboxSpec, parse_size
+from rockroll.sandbox.trees import MAX_TREE
 from rockroll.sandbox.types import ExecResult, FileInfo
 
+__all__ = ["Fleet", "FleetSandbox", "FleetSession", "FleetSnapshot", "NodeCapacity"]
 NAMESPACE = "rockroll"
 PING_TIMEOUT = 10.0  # seconds a host may take to answer the monitor before its node is lost
 HOST_CALL_TIMEOUT = 120.0  # seconds for calls that are not commands
-
-
-@dataclass(frozen=True)
-class NodeCapacity:
-    """What one node's host reports: memory and CPUs left for new sandboxes."""
-
-    node_id: str
-    memory_available: int
-    memory_reserved: int
-    cpus: int
-    cpus_reserved: float
-    sandboxes: int
-
-    @property
-    def memory_free(self) -> int:
-        return self.memory_available - self.memory_reserved
-
-    def fits(self, memory: int, cpus: float) -> bool:
-        return memory <= self.memory_free and self.cpus_reserved + cpus <= self.cpus * 4
-
-
-class NodeHost:
-    """The sandboxes of one node (a Ray actor, one per node; methods run on a thread pool)."""
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-        self._boxes: dict[str, Sandbox] = {}
-        self._lock = threading.Lock()
-
-    def ping(self) -> str:
-        return self.node_id
-
-    def capacity(self) -> NodeCapacity:
-        with self._lock:
-            specs = [sb.spec for sb in self._boxes.values()]
-        return NodeCapacity(
-            node_id=self.node_id,
-            memory_available=_mem_available(),
-            memory_reserved=sum(s.memory or 0 for s in specs),
-            cpus=os.cpu_count() or 1,
-            cpus_reserved=sum(s.cpus or 0 for s in specs),
-            sandboxes=len(specs),
-        )
-
-    def create(self, settings: dict[str, Any]) -> dict[str, Any]:
-        sb = Sandbox.create(**settings)
-        with self._lock:
-            self._boxes[sb.id] = sb
-        return {"id": sb.id, "spec": sb.spec.model_dump()}
-
-    def call(self, sandbox_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run one of the sandbox's methods; results cross to the driver as plain values."""
-        if method not in _FORWARDED:
-            raise InvalidArgument(f"{method!r} cannot be called on a fleet sandbox")
-        result = getattr(self._box(sandbox_id), method)(*args, **kwargs)
-        if isinstance(result, ExecResult):
-            return result.model_dump()
-        if isinstance(result, list) and result and isinstance(result[0], FileInfo):
-            return [r.model_dump() for r in result]
-        return result
-
-    def close(self, sandbox_id: str) -> None:
-        with self._lock:
-            sb = self._boxes.pop(sandbox_id, None)
-        if sb is not None:
-            sb.close()
-
-    def close_all(self) -> int:
-        with self._lock:
-            boxes, self._boxes = list(self._boxes.values()), {}
-        for sb in boxes:
-            with contextlib.suppress(SandboxError):
-                sb.close()
-        return len(boxes)
-
-    def _box(self, sandbox_id: str) -> Sandbox:
-        with self._lock:
-            sb = self._boxes.get(sandbox_id)
-        if sb is None:
-            raise SandboxClosed(f"sandbox {sandbox_id} is closed on node {self.node_id}")
-        return sb
-
-
-_FORWARDED = frozenset(
-    {
-        "exec",
-        "read_bytes",
-        "write_bytes",
-        "list_dir",
-        "exists",
-        "is_dir",
-        "read_tree",
-        "write_tree",
-        "audit_log",
-    }
-)
-_HostActor = ray.remote(num_cpus=0, max_concurrency=256)(NodeHost)
+COMMAND_MARGIN = 60.0  # seconds a command's answer may take beyond its own timeout
+_HostActor = ray.remote(num_cpus=0, max_concurrency=256)(SandboxHost)
 
 
 class Fleet:
@@ -240,10 +157,41 @@ class Fleet:
         except RayActorError as exc:
             self.node_lost(node, f"its sandbox host died ({type(exc).__name__})")
             raise SandboxError(f"node {node[:12]} was lost while creating the sandbox") from exc
-        sandbox = FleetSandbox(self, node, made["id"], SandboxSpec.model_validate(made["spec"]))
+        except RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+        return self.adopt(node, made)
+
+    def adopt(self, node_id: str, made: dict[str, Any]) -> FleetSandbox:
+        """The sandbox a node's host made (`{"id", "spec"}`), placed there from now on."""
+        spec = SandboxSpec.model_validate(made["spec"])
+        sandbox = FleetSandbox(self, node_id, made["id"], spec)
         with self._lock:
-            self._where[sandbox.id] = node
+            self._where[sandbox.id] = node_id
         return sandbox
+
+    def ask(
+        self,
+        node_id: str,
+        method: str,
+        *args: Any,
+        wait: float | None = HOST_CALL_TIMEOUT,
+        **kw: Any,
+    ) -> Any:
+        """Call `method` of a node's host and wait up to `wait` seconds for the answer; the
+        host's own errors are raised as they are, a dead host makes its node lost."""
+        with self._lock:
+            host = self._hosts.get(node_id)
+            gone = self._dead_nodes.get(node_id, "it is not part of the fleet")
+        if host is None:
+            raise SandboxClosed(f"node {node_id[:12]} was lost: {gone}")
+        try:
+            return ray.get(getattr(host, method).remote(*args, **kw), timeout=wait)
+        except RayActorError as exc:
+            reason = f"its sandbox host died ({type(exc).__name__})"
+            self.node_lost(node_id, reason)
+            raise SandboxClosed(f"node {node_id[:12]} was lost: {reason}") from exc
+        except RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
 
     def status(self, sandbox_id: str) -> tuple[str, str | None]:
         """("running", node id), ("lost", why) or ("unknown", None)."""
@@ -289,6 +237,55 @@ class Fleet:
                 ray.kill(host)
 
 
+class FleetSession(Session):
+    """A persistent bash in a fleet sandbox, kept by its node's host."""
+
+    def __init__(self, fleet: Fleet, node_id: str, session_id: str) -> None:
+        self._fleet = fleet
+        self._node = node_id
+        self.id = session_id
+        self._closed = False
+
+    def run(self, cmd: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> ExecResult:
+        if self._closed:
+            raise SandboxClosed(f"session {self.id} is closed")
+        check_timeout(timeout)
+        wait = None if timeout is None else timeout + COMMAND_MARGIN
+        found = self._fleet.ask(self._node, "run_session", self.id, cmd, timeout, wait=wait)
+        return ExecResult.model_validate(found)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(SandboxClosed):
+                self._fleet.ask(self._node, "close_session", self.id)
+
+
+class FleetSnapshot(Snapshot):
+    """A snapshot on one node of the fleet; its forks start on that node."""
+
+    def __init__(self, fleet: Fleet, node_id: str, snapshot_id: str, source: str) -> None:
+        self._fleet = fleet
+        self.node_id = node_id
+        self._id = snapshot_id
+        self._source = source
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def fork(self, **overrides: Any) -> FleetSandbox:
+        made = self._fleet.ask(self.node_id, "fork_snapshot", self.id, overrides)
+        return self._fleet.adopt(self.node_id, made)
+
+    def remove(self) -> None:
+        self._fleet.ask(self.node_id, "remove_snapshot", self.id)
+
+
 class FleetSandbox(Sandbox):
     """A `Sandbox` on one node of the fleet; every call goes to that node's host actor."""
 
@@ -307,86 +304,114 @@ class FleetSandbox(Sandbox):
     def spec(self) -> SandboxSpec:
         return self._spec
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         with contextlib.suppress(SandboxClosed):
-            host, _ = self._fleet.host(self.id)
-            with contextlib.suppress(RayActorError):
-                ray.get(host.close.remote(self.id), timeout=HOST_CALL_TIMEOUT)
+            _, node = self._fleet.host(self.id)
+            self._fleet.ask(node, "close", self.id)
         self._fleet.forget(self.id)
 
     def __repr__(self) -> str:
         return f"FleetSandbox({self.id!r}, node={self.node_id[:12]!r})"
 
-    def _call(self, method: str, *args: Any, wait: float | None = None, **kw: Any) -> Any:
-        self._check_open()
-        host, node = self._fleet.host(self.id)
-        try:
-            return ray.get(host.call.remote(self.id, method, *args, **kw), timeout=wait)
-        except RayActorError as exc:
-            self._fleet.node_lost(node, f"its sandbox host died ({type(exc).__name__})")
-            raise SandboxClosed(self._fleet.status(self.id)[1] or str(exc)) from exc
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
+    def _ask(
+        self, method: str, *args: Any, wait: float | None = HOST_CALL_TIMEOUT, **kw: Any
+    ) -> Any:
+        """A method of the host about this sandbox (SandboxClosed once closed or lost)."""
+        self.check_open()
+        _, node = self._fleet.host(self.id)
+        return self._fleet.ask(node, method, self.id, *args, wait=wait, **kw)
 
+    def _call(
+        self, method: str, *args: Any, wait: float | None = HOST_CALL_TIMEOUT, **kw: Any
+    ) -> Any:
+        """A method of the sandbox itself, run by the host."""
+        return self._ask("call", method, *args, wait=wait, **kw)
+
+    # -- commands ------------------------------------------------------------------------------
     def exec(
         self,
-        cmd: str | list[str],
+        cmd: Command,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         stdin: bytes | str | None = None,
         on_output: OutputCallback | None = None,
+        user: str | int | None = None,
     ) -> ExecResult:
         """As `Sandbox.exec`; `on_output` gets the whole output once the command ends."""
+        cmd = check_command(cmd)
         check_timeout(timeout)
-        wait = None if timeout is None else timeout + 60
-        options = {"timeout": timeout, "cwd": cwd, "env": env, "stdin": stdin}
-        result = self._call("exec", cmd, wait=wait, **options)
-        res = ExecResult.model_validate(result)
+        wait = None if timeout is None else timeout + COMMAND_MARGIN
+        options = {"timeout": timeout, "cwd": cwd, "env": check_env(env) or None}
+        options |= {"stdin": stdin, "user": user}
+        found = self._call("exec", cmd, wait=wait, **options)
+        res = ExecResult.model_validate(found)
         if on_output is not None:
             for stream in ("stdout", "stderr"):
                 if text := getattr(res, stream):
                     on_output(stream, text.encode())
         return res
 
-    def read_bytes(self, path: str) -> bytes:
-        return self._call("read_bytes", path, wait=HOST_CALL_TIMEOUT)
+    def session(
+        self,
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        user: str | int | None = None,
+    ) -> FleetSession:
+        session_id = self._ask("open_session", cwd, check_env(env) or None, user)
+        return FleetSession(self._fleet, self.node_id, session_id)
 
-    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self._call("write_bytes", path, bytes(data), mode, wait=HOST_CALL_TIMEOUT)
-
-    def list_dir(self, path: str = ".") -> list[FileInfo]:
-        items = self._call("list_dir", path, wait=HOST_CALL_TIMEOUT)
-        return [FileInfo.model_validate(i) for i in items]
-
-    def exists(self, path: str) -> bool:
-        return bool(self._call("exists", path, wait=HOST_CALL_TIMEOUT))
-
-    def is_dir(self, path: str) -> bool:
-        return bool(self._call("is_dir", path, wait=HOST_CALL_TIMEOUT))
-
-    def read_tree(self, path: str) -> bytes:
-        return self._call("read_tree", path, wait=HOST_CALL_TIMEOUT)
-
-    def write_tree(self, path: str, archive: bytes) -> None:
-        self._call("write_tree", path, archive, wait=HOST_CALL_TIMEOUT)
+    def kill_all(self) -> int:
+        return int(self._call("kill_all"))
 
     def audit_log(self) -> list[dict]:
-        return self._call("audit_log", wait=HOST_CALL_TIMEOUT)
+        return self._call("audit_log")
 
-    def session(self, **_: Any) -> Any:  # type: ignore[override]
-        raise InvalidArgument("sessions are not available on fleet sandboxes yet; use exec")
+    # -- files ---------------------------------------------------------------------------------
+    def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
+        return self._call("read_bytes", path, max_bytes)
 
-    def snapshot(self) -> Any:  # type: ignore[override]
-        raise InvalidArgument("snapshots are not available on fleet sandboxes yet")
+    def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._call("write_bytes", path, check_data(data), mode)
 
+    def list_dir(self, path: str = ".") -> list[FileInfo]:
+        return [FileInfo.model_validate(i) for i in self._call("list_dir", path)]
 
-def _mem_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    def remove(self, path: str) -> bool:
+        return bool(self._call("remove", path))
+
+    def exists(self, path: str) -> bool:
+        return bool(self._call("exists", path))
+
+    def is_dir(self, path: str) -> bool:
+        return bool(self._call("is_dir", path))
+
+    def write_tar(self, path: str, out: BinaryIO, max_bytes: int | None = MAX_TREE) -> None:
+        out.write(self._call("read_tree", path, max_bytes))
+
+    def write_tree(
+        self, path: str, archive: bytes | BinaryIO, *, owner: str | int | None = None
+    ) -> None:
+        data = bytes(archive) if isinstance(archive, bytes | bytearray) else archive.read()
+        self._call("write_tree", path, data, owner=owner)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> FleetSnapshot:
+        """As `Sandbox.snapshot`; the snapshot stays on this sandbox's node (kept by its host
+        until `remove()`d or the fleet shuts down)."""
+        found = self._ask("snapshot")
+        return FleetSnapshot(self._fleet, self.node_id, found["id"], found["source"])
+
+    def fork(self, **overrides: Any) -> FleetSandbox:
+        """As `Sandbox.fork`; the new sandbox runs on the same node (its files are there)."""
+        made = self._ask("fork", overrides)
+        return self._fleet.adopt(self.node_id, made)

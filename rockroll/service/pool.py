@@ -16,19 +16,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rockroll.sandbox.errors import (
+from rockroll.errors import (
     InUse,
     InvalidArgument,
     QuotaExceeded,
+    SandboxClosed,
     SandboxError,
     SandboxNotFound,
 )
+from rockroll.sandbox.records import list_records, load_record
 from rockroll.sandbox.runtime import LocalRuntime, backend_for, local_runtime
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.sandbox.session import Session
 from rockroll.sandbox.spec import SandboxSpec, make_spec, parse_size
-from rockroll.sandbox.state import list_records, load_record
-from rockroll.service.models import CreateSandbox, ForkRequest, SandboxInfo
+from rockroll.service.bodies import CreateSandbox, ForkRequest, SandboxInfo
 from rockroll.service.store import LIVE, Ask, SandboxRow, Store, Token
 
 log = logging.getLogger("rockroll.service")
@@ -368,7 +369,7 @@ class Pool:
             return len(self._live)
 
 
-class Gone(SandboxError):
+class Gone(SandboxClosed):
     """The sandbox exists in the records but is not usable (deleted, lost, or starting)."""
 
 

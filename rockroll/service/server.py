@@ -20,7 +20,7 @@ from pathlib import Path
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from rockroll.sandbox.errors import SetupError
+from rockroll.errors import SetupError
 from rockroll.service.pool import Pool, ReconcileReport
 from rockroll.service.store import Store
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rockroll.sandbox.errors import QuotaExceeded
+from rockroll.errors import QuotaExceeded
 from rockroll.sandbox.paths import rockroll_home
 
 TOKEN_PREFIX = "rr_"

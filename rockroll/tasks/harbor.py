@@ -14,15 +14,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from rockroll.tasks.model import (
-    Environment,
-    Metadata,
-    Resources,
-    Solution,
-    Task,
-    TaskError,
-    Verifier,
-)
+from rockroll.errors import TaskError
+from rockroll.tasks.schema import Environment, Metadata, Resources, Solution, Task, Verifier
 
 REWARD_FILES = ["/logs/verifier/reward.txt", "/logs/verifier/reward.json"]
 

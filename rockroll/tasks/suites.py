@@ -1,14 +1,56 @@
-"""Turn what a user names (a folder, `humaneval`, `rg:countdown?seed=1&size=20`,
-`term:note-mkdir,fix-dir?seed=1&size=20`) into tasks."""
+"""The one grammar for naming tasks: what a user names (a folder, `humaneval`, `humaneval/N`,
+`rg:countdown?seed=1&size=20`, `term:note-mkdir,fix-dir?seed=1&size=20`) becomes tasks.
+
+Families register a name: one ending in `:` or `/` is a prefix (`rg:` + the rest), any other
+is a suite's exact name (`humaneval`). Anything else names a task folder, or a folder of them.
+The bench, the trainer and the environments (`rockroll.envs.make`) all read names here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from rockroll.errors import TaskError, UsageError
 from rockroll.tasks.harbor import is_harbor, load_harbor
-from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.schema import Task
 from rockroll.tasks.terminal_bench import is_terminal_bench, load_terminal_bench
+
+SuiteLoader = Callable[[str], list[Task]]
+"""`loader(rest)`: the tasks a name stands for; `rest` is the name after its prefix."""
+
+
+@dataclass(frozen=True)
+class _Family:
+    loader: SuiteLoader
+    usage: str
+
+
+_FAMILIES: dict[str, _Family] = {}
+
+
+def register_suite(
+    name: str, loader: SuiteLoader, *, usage: str = "", replace: bool = False
+) -> None:
+    """Make names starting with `name` (ending in `:` or `/`), or equal to it, load with
+    `loader`; `usage` is how the name is written in help and errors. Clashes are refused."""
+    if not name:
+        raise UsageError("a suite name cannot be empty")
+    if name in _FAMILIES and not replace:
+        raise UsageError(f"the suite name {name!r} is already registered")
+    _FAMILIES[name] = _Family(loader, usage or (name + "..." if _is_prefix(name) else name))
+
+
+def suite_names() -> list[str]:
+    """The registered names and prefixes."""
+    return sorted(_FAMILIES)
+
+
+def suite_usage() -> str:
+    """The names a user can write, for help texts and errors."""
+    return ", ".join(f.usage for f in _FAMILIES.values())
 
 
 def load_task(path: Path) -> Task:
@@ -26,21 +68,12 @@ def load_task(path: Path) -> Task:
 
 def load_suite(spec: str) -> list[Task | TaskError]:
     """Tasks, or the error that kept one from loading (so a run can report it and go on)."""
-    if spec.startswith("rg:"):
-        return list(_procedural(spec[3:]))
-    if spec.startswith("term:"):
-        return list(_terminal(spec[5:]))
-    if spec == "humaneval" or spec.startswith("humaneval/"):
-        from rockroll.tasks.humaneval import load_humaneval
-
-        ids = None if spec == "humaneval" else [int(spec.split("/", 1)[1])]
-        return list(load_humaneval(ids))
+    name = _family_of(spec)
+    if name is not None:
+        return list(_FAMILIES[name].loader(spec[len(name) :]))
     path = Path(spec)
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"{spec!r} is neither a task folder nor a suite (humaneval, humaneval/N, "
-            "rg:NAME?seed=S&size=N, term:FAMILY?seed=S&size=N)"
-        )
+        raise UsageError(f"{spec!r} is neither a task folder nor a suite ({suite_usage()})")
     if is_harbor(path) or is_terminal_bench(path):
         folders = [path]
     else:
@@ -54,12 +87,52 @@ def load_suite(spec: str) -> list[Task | TaskError]:
     return items
 
 
+def load_one(spec: str, index: int = 0) -> Task:
+    """Task number `index` of what `spec` names (one environment's task); errors raise."""
+    items = load_suite(spec)
+    if not 0 <= index < len(items):
+        raise UsageError(
+            f"{spec!r} names {len(items)} task(s); index must be in 0..{len(items) - 1}, "
+            f"got {index}"
+        )
+    item = items[index]
+    if isinstance(item, TaskError):
+        raise item
+    return item
+
+
+def _is_prefix(name: str) -> bool:
+    return name.endswith((":", "/"))
+
+
+def _family_of(spec: str) -> str | None:
+    matches = [n for n in _FAMILIES if spec == n or (_is_prefix(n) and spec.startswith(n))]
+    return max(matches, key=len, default=None)
+
+
+def _humaneval_all(rest: str) -> list[Task]:
+    from rockroll.tasks.humaneval import load_humaneval
+
+    return load_humaneval(None)
+
+
+def _humaneval_one(rest: str) -> list[Task]:
+    from rockroll.tasks.humaneval import load_humaneval
+
+    if not rest.isdigit():
+        raise TaskError(f"humaneval/{rest}", "invalid", "humaneval/N needs a problem number")
+    return load_humaneval([int(rest)])
+
+
 def _procedural(spec: str) -> list[Task]:
     from rockroll.tasks.procedural import load_procedural
 
     name, _, query = spec.partition("?")
     params = {k: v[-1] for k, v in parse_qs(query).items()}
-    seed, size = int(params.pop("seed", 0)), int(params.pop("size", 10))
+    try:
+        seed, size = int(params.pop("seed", 0)), int(params.pop("size", 10))
+    except ValueError:
+        raise TaskError(f"rg:{name}", "invalid", "seed and size must be integers") from None
     return load_procedural(name, seed=seed, size=size, config=params or None)
 
 
@@ -81,3 +154,9 @@ def _terminal(spec: str) -> list[Task]:
 
 def _natural(path: Path) -> tuple:
     return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+
+
+register_suite("humaneval", _humaneval_all)
+register_suite("humaneval/", _humaneval_one, usage="humaneval/N")
+register_suite("rg:", _procedural, usage="rg:NAME?seed=S&size=N")
+register_suite("term:", _terminal, usage="term:FAMILY?seed=S&size=N")

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from rockroll.tasks.model import Environment, Metadata, Solution, Task, TaskError, Verifier
+from rockroll.errors import TaskError
+from rockroll.tasks.schema import Environment, Metadata, Solution, Task, Verifier
 
 if TYPE_CHECKING:
     from rockroll.sandbox.sdk import Sandbox

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from rockroll.tasks.model import Environment, Metadata, Solution, Task, TaskError, Verifier
+from rockroll.errors import TaskError
+from rockroll.tasks.schema import Environment, Metadata, Solution, Task, Verifier
 
 TEST_DIR = "/tests"
 

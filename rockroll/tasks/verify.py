@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from rockroll.sandbox.errors import SandboxError
+from rockroll.errors import SandboxError
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.model import Task
 from rockroll.tasks.offline import Probe, make_offline
+from rockroll.tasks.schema import Task
 from rockroll.tasks.workspace import put_files
 
 TESTS = "/tests"

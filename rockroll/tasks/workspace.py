@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rockroll.errors import SandboxError, TaskError
 from rockroll.sandbox.dockerfile import BuildError, build
-from rockroll.sandbox.errors import SandboxError
 from rockroll.sandbox.images import Image, get_image
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.schema import Task
 
 
 def task_image(task: Task, log: Callable[[str], None] = lambda s: None) -> Image:

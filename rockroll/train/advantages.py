@@ -1,5 +1,5 @@
 """Learning signals without a critic: GRPO's group-normalised advantages, and IPA's failure
-reward and discounted chunk returns (ipa.md eq. 7)."""
+reward and discounted chunk returns (docs/ipa.md eq. 7)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def group_advantages(
 def outcome_rewards(
     rewards: torch.Tensor, success: torch.Tensor, fail_reward: float
 ) -> torch.Tensor:
-    """`R` where the verifier said passed, else `R_fail` (ipa.md, [ours]): a failed episode's
+    """`R` where the verifier said passed, else `R_fail` (docs/ipa.md, [ours]): a failed episode's
     partial credit (a fractional reward without a pass) is not a success, and with the
     verifier's R = 0 for a failure the failure branch of eq. 9 would be identically zero."""
     if rewards.shape != success.shape:

@@ -13,9 +13,9 @@ changes what a sequence-level loss averages over; `on_break="split"` starts a ne
 there, so every sequence is still exactly what the model saw. Chunk ids stay the episode's turn
 numbers and `num_chunks` the episode's turn count, so chunk returns are the same either way.
 
-A turn marked forced (an expert's reply that a resampled rollout starts from, ipa.md "Initialize
-at chunk k") is context, not action: its tokens are environment tokens, and chunks are counted
-from the first generated turn, so the policy's own last turn is still the outcome chunk K.
+A turn marked forced (an expert's reply that a resampled rollout starts from, docs/ipa.md
+"Initialize at chunk k") is context, not action: its tokens are environment tokens, and chunks are
+counted from the first generated turn, so the policy's own last turn is still the outcome chunk K.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rockroll.agent.trajectory import AtifStep, Trajectory
+from rockroll.errors import UsageError
 
 OnBreak = Literal["error", "split"]
 NOT_GENERATED = -1
 
 
-class ChunkError(ValueError):
+class ChunkError(UsageError):
     """A trajectory that cannot become training sequences as it was recorded."""
 
 
@@ -43,9 +44,9 @@ class ChunkedSequence:
     `mu_logprobs[t]` is the logprob token t was sampled with (0 where not generated).
     `num_chunks` is the episode's number of generated model turns K (forced expert turns are
     not counted), also when the episode was split. `passed` is the verifier's verdict, the one
-    definition of success (ipa.md): a fractional `reward` without it is a failure. `old_is_mu`:
+    definition of success (docs/ipa.md): a fractional `reward` without it is a failure. `old_is_mu`:
     the weights that sampled it are gone (asynchronous training), so mu stands in for pi_old
-    (ipa.md point 6).
+    (docs/ipa.md point 6).
     """
 
     input_ids: list[int] = field(default_factory=list)

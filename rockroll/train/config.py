@@ -10,23 +10,27 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from rockroll.errors import ConfigError
+from rockroll.strict import Strict
 
 Algorithm = Literal["ipa", "grpo", "topr"]
 Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and what would fix it."""
+RolloutMode = Literal["sync", "async", "ray"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class RolloutConfig(_Strict):
+class RolloutConfig(Strict):
     """How episodes are collected: the same harness and settings as evaluation."""
 
+    mode: RolloutMode = Field(
+        "sync",
+        description="where episodes run: sync (in this process, a step waits for its episodes), "
+        "async (in the background beside the update; see `asynchronous`), ray (on rollout "
+        "workers of a Ray cluster, the trainer on an actor of its own; see `ray`)",
+    )
     group_size: int = Field(4, ge=1, description="episodes per task in one step (G)")
     tasks_per_step: int = Field(2, ge=1, description="distinct tasks in one step")
     max_turns: int = Field(3, ge=1, description="model turns per episode")
@@ -48,17 +52,17 @@ class RolloutConfig(_Strict):
     )
 
 
-class AsyncConfig(_Strict):
-    """Asynchronous rollouts: episodes run on while the trainer updates, so a step waits for
-    the first `tasks_per_step` groups to finish, not for its slowest episode.
+class AsyncConfig(Strict):
+    """Asynchronous rollouts (`rollout.mode: async`): episodes run on while the trainer
+    updates, so a step waits for the first `tasks_per_step` groups to finish, not for its
+    slowest episode.
 
     The policy version is the number of updates applied; an episode's staleness when a step
     takes it is that version minus the one of its first sampled turn. pi_old is mu for every
-    episode sampled by earlier weights (ipa.md point 6). Episodes running or queued when a run
+    episode sampled by earlier weights (docs/ipa.md point 6). Episodes running or queued when a run
     stops are lost; `--resume` goes on with the tasks after them.
     """
 
-    enabled: bool = Field(False, description="produce episodes in the background")
     max_staleness: int = Field(
         2, ge=0, description="k: versions an episode may lag the trainer by when a step takes it"
     )
@@ -75,15 +79,15 @@ class AsyncConfig(_Strict):
     )
 
 
-class IPASettings(_Strict):
-    """IPA (ipa.md): chunk-level returns, ratios and mismatch mask."""
+class IPASettings(Strict):
+    """IPA (docs/ipa.md): chunk-level returns, ratios and mismatch mask."""
 
     gamma: float = Field(0.95, gt=0, le=1, description="discount per chunk (eq. 7)")
     mismatch_threshold: float = Field(5.0, ge=1, description="H of the chunk mismatch mask")
     fail_reward: float = Field(-1.0, le=0, description="reward of a failed episode")
 
 
-class GRPOSettings(_Strict):
+class GRPOSettings(Strict):
     """Token-level GRPO with PPO clipping (the baseline IPA is compared with)."""
 
     eps_low: float = Field(0.2, ge=0, description="lower clip of the token ratio")
@@ -91,7 +95,7 @@ class GRPOSettings(_Strict):
     scale_by_std: bool = Field(True, description="divide advantages by the group's std")
 
 
-class SFTConfig(_Strict):
+class SFTConfig(Strict):
     """Warm-up on verified expert trajectories (the tasks' expert commands as tool calls)."""
 
     steps: int = Field(0, ge=0, description="SFT optimizer steps before RL (0: none)")
@@ -100,9 +104,9 @@ class SFTConfig(_Strict):
     tasks: str | None = Field(None, description="suite of expert tasks (default: train.tasks)")
 
 
-class ResampleConfig(_Strict):
-    """Chunk-level initialized resampling (ipa.md): episodes of tasks the policy cannot yet solve
-    start from an expert's turn k, so a hard task still yields successes to learn from."""
+class ResampleConfig(Strict):
+    """Chunk-level initialized resampling (docs/ipa.md): episodes of tasks the policy cannot yet
+    solve start from an expert's turn k, so a hard task still yields successes to learn from."""
 
     enabled: bool = Field(False, description="resample hard tasks from expert anchors")
     mode: Literal["parallel", "sequential"] = Field(
@@ -166,8 +170,8 @@ class ResampleConfig(_Strict):
         return self
 
 
-class RayConfig(_Strict):
-    """Where `distributed: ray` runs: the cluster and its rollout workers."""
+class RayConfig(Strict):
+    """Where `rollout.mode: ray` runs: the cluster and its rollout workers."""
 
     address: str | None = Field(
         None, description="cluster address (default: RAY_ADDRESS, else a local cluster)"
@@ -179,7 +183,7 @@ class RayConfig(_Strict):
     )
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """One training run. Every field has a default except the model and the tasks."""
 
     model: str = Field(description="policy: local:smollm2, local:PATH, or local:tiny-random")
@@ -211,24 +215,12 @@ class TrainConfig(_Strict):
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     resample: ResampleConfig = Field(default_factory=ResampleConfig)
-    distributed: Literal["none", "ray"] = Field(
-        "none", description="none: one process; ray: trainer and rollout workers on Ray actors"
-    )
     ray: RayConfig = Field(default_factory=RayConfig)
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: start and end)")
     eval_size: int | None = Field(None, ge=1, description="held-out tasks per evaluation")
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N steps")
     out: Path = Field(Path("runs/train"), description="folder for checkpoints and metrics")
     tensorboard: bool = Field(True, description="also write TensorBoard events")
-
-    @model_validator(mode="after")
-    def _distributed(self) -> TrainConfig:
-        if self.distributed == "ray" and self.asynchronous.enabled:
-            raise ValueError(
-                "distributed: ray runs synchronous steps; set asynchronous.enabled: false "
-                "(asynchronous rollouts run in one process)"
-            )
-        return self
 
     @model_validator(mode="after")
     def _model_spec(self) -> TrainConfig:
@@ -252,10 +244,24 @@ def load_config(path: Path, overrides: dict | None = None) -> TrainConfig:
 
 
 def parse_config(data: dict, where: str = "config") -> TrainConfig:
+    if moved := _moved_key(data):
+        raise ConfigError(f"{where}: {moved}")
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{where}: " + "; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _moved_key(data: dict) -> str | None:
+    """The switch an old config still sets (`rollout.mode` replaced both), as one line."""
+    if "distributed" in data:
+        mode = "ray" if data["distributed"] == "ray" else "sync"
+        return f"'distributed' is gone: set rollout.mode: {mode} instead"
+    section = data.get("asynchronous")
+    if isinstance(section, dict) and "enabled" in section:
+        mode = "async" if section["enabled"] else "sync"
+        return f"'asynchronous.enabled' is gone: set rollout.mode: {mode} instead"
+    return None
 
 
 def _problem(error: dict) -> str:

@@ -1,4 +1,4 @@
-"""IPA (ipa.md, eq. 7-9): chunk-level returns, ratios and train/inference mismatch masks.
+"""IPA (docs/ipa.md, eq. 7-9): chunk-level returns, ratios and train/inference mismatch masks.
 
 A chunk is one model turn. Chunks are addressed by a flat key `seq * max_chunks + chunk_id`,
 so per-chunk quantities are tensors of size `num_seqs * max_chunks` and tokens reach theirs by
@@ -12,18 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from rockroll.train.advantages import chunk_returns, outcome_rewards
+from rockroll.train.config import IPASettings
 from rockroll.train.losses import split_reinforce
 from rockroll.train.reduce import Aggregation, aggregate, segment_mean, segment_sum_count
-
-
-@dataclass(frozen=True)
-class IPAConfig:
-    """IPA's knobs. gamma is per chunk, not per token; H bounds pi_old / mu per chunk."""
-
-    gamma: float = 0.95
-    mismatch_threshold: float = 5.0
-    fail_reward: float = -1.0
-    aggregation: Aggregation = "token-mean"
 
 
 @dataclass
@@ -76,7 +67,8 @@ def ipa_loss(
     *,
     success: torch.Tensor,
     mu_logp: torch.Tensor | None = None,
-    config: IPAConfig | None = None,
+    config: IPASettings | None = None,
+    aggregation: Aggregation = "token-mean",
 ) -> IPAOutput:
     """Eq. 9 per token t of chunk k, then aggregated over the tokens of kept chunks:
     success (the verifier passed it): `-m_k G_k log pi_theta`; failure (everything else, partial
@@ -85,9 +77,10 @@ def ipa_loss(
 
     `rewards`, `success` and `num_chunks` have one entry per sequence. Pass `mu_logp` to apply
     the mismatch mask; leave it out when `old_logp` already is mu (asynchronous training, spec
-    step 6).
+    step 6). `config` holds gamma (per chunk, not per token), H (which bounds pi_old / mu per
+    chunk) and the failure reward; `aggregation` reduces the per-token loss.
     """
-    cfg = config or IPAConfig()
+    cfg = config or IPASettings()
     num_seqs, max_chunks = rewards.numel(), max(int(num_chunks.max()), 1)
     generated = mask.bool() & (chunk_ids >= 0)
     if bool((generated & (chunk_ids >= num_chunks[seq_index.clamp(min=0)])).any()):
@@ -101,7 +94,7 @@ def ipa_loss(
     returns, seq = _flat_returns(rewards, success, num_chunks, max_chunks, cfg)
     at = keys.clamp(min=0)
     token_loss = split_reinforce(logp, returns[at], ratio[at], success.bool()[seq[at]])
-    loss = aggregate(token_loss, (keys >= 0) & kept[at], seq_index, cfg.aggregation)
+    loss = aggregate(token_loss, (keys >= 0) & kept[at], seq_index, aggregation)
     _, sizes = segment_sum_count(torch.ones_like(old_logp), keys, num_keys)
     present = sizes > 0
     return IPAOutput(loss, ratio[present], kept[present], returns[present])
@@ -112,7 +105,7 @@ def _flat_returns(
     success: torch.Tensor,
     num_chunks: torch.Tensor,
     max_chunks: int,
-    cfg: IPAConfig,
+    cfg: IPASettings,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 7 for every chunk key, and the sequence of each key."""
     key = torch.arange(rewards.numel() * max_chunks, device=rewards.device)

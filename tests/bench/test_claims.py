@@ -21,7 +21,7 @@ from pathlib import Path
 from rockroll.bench.agents import AgentResult, NoopAgent
 from rockroll.bench.runner import run_suite
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.model import Task
+from rockroll.tasks.schema import Task
 from rockroll.tasks.suites import load_suite
 
 SOLVE = "mkdir -p /app && echo yes > /app/done\n"
@@ -231,7 +231,7 @@ def test_tests_are_absent_while_the_agent_works_and_run_after(
     assert done.returncode == 0, done.stderr
     found = rows(out)
     for name, row in found.items():
-        assert row["trajectory"], row
+        assert row["trajectory"], json.dumps(row)
         trajectory = json.loads(Path(row["trajectory"]).read_text())
         peeked = trajectory["steps"][2]["observation"]["results"][0]["content"]
         assert "PEEK-DONE" in peeked, peeked  # the command ran to its end

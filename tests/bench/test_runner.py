@@ -13,7 +13,7 @@ from rockroll import Sandbox
 from rockroll.bench.agents import AgentResult, NoopAgent, OracleAgent
 from rockroll.bench.runner import read_results, run_suite
 from rockroll.cli import main
-from rockroll.tasks.model import Task
+from rockroll.tasks.schema import Task
 from rockroll.tasks.suites import load_suite
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tasks"

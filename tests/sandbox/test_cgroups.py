@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from rockroll.errors import InvalidArgument, SandboxNotFound, SetupError
 from rockroll.sandbox import cgroups
 from rockroll.sandbox.cgroups import CgroupSet, Layout
-from rockroll.sandbox.errors import InvalidArgument, SandboxNotFound, SetupError
 
 MiB = 1 << 20
 Make = Callable[..., CgroupSet]

@@ -17,8 +17,8 @@ from rockroll.cli import main
 from rockroll.sandbox.cgroups import existing_sandbox_ids
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.paths import home_subdir, home_tag
+from rockroll.sandbox.records import load_record, sandboxes_dir, snapshots_dir
 from rockroll.sandbox.runtime import local_runtime
-from rockroll.sandbox.state import load_record, sandboxes_dir, snapshots_dir
 
 OWNER = """
 import sys, time

@@ -14,7 +14,7 @@ from rockroll import Sandbox
 from rockroll.sandbox.cgroups import CgroupSet, existing_sandbox_ids
 from rockroll.sandbox.images import get_image
 from rockroll.sandbox.paths import rockroll_home
-from rockroll.sandbox.state import load_record
+from rockroll.sandbox.records import load_record
 from tests.sandbox.probes import (
     DOCKER_DEFAULT_MASK,
     FORK_COUNTER,

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from rockroll import Sandbox
+from rockroll.errors import SetupError
 from rockroll.sandbox import podman
-from rockroll.sandbox.errors import SetupError
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.podman import GLOBAL_ARGS, PodmanBackend
+from rockroll.sandbox.records import sandboxes_dir
 from rockroll.sandbox.runtime import local_runtime
-from rockroll.sandbox.state import sandboxes_dir
 from tests.prereqs import require_programs
 from tests.sandbox.probes import FORK_COUNTER, SECCOMP_PROBE, cap_names, sandbox_caps_mask
 
@@ -159,13 +159,13 @@ def test_timeout_kills_a_command_that_ignores_sigterm(psb: Sandbox) -> None:
 
 def test_close_leaves_no_container(base_image: str) -> None:
     sb = Sandbox.create(base_image, backend="podman")
-    assert PodmanBackend().running(sb._rec)
+    assert PodmanBackend().running(sb.record)
     assert sb.id not in PodmanBackend().leftovers(set()), "its directory still exists"
     sb.close()
     assert containers(sb.id) == []
-    assert not sb._rec.dir.exists()
-    assert not PodmanBackend().running(sb._rec)
-    PodmanBackend().destroy(sb._rec)
+    assert not sb.record.dir.exists()
+    assert not PodmanBackend().running(sb.record)
+    PodmanBackend().destroy(sb.record)
 
 
 OWNER = """
@@ -208,10 +208,10 @@ def test_a_failed_start_explains_and_cleans_up(
 
 def test_a_container_without_its_directory_is_a_leftover(base_image: str) -> None:
     with Sandbox.create(base_image, backend="podman") as sb:
-        moved = sb._rec.dir.with_name(f".moved-{sb.id}")
-        os.rename(sb._rec.dir, moved)
+        moved = sb.record.dir.with_name(f".moved-{sb.id}")
+        os.rename(sb.record.dir, moved)
         try:
             assert sb.id in PodmanBackend().leftovers(set())
             assert sb.id not in PodmanBackend().leftovers({sb.id})
         finally:
-            os.rename(moved, sb._rec.dir)
+            os.rename(moved, sb.record.dir)

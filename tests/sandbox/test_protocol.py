@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from rockroll.errors import ExecError, SandboxClosed, SetupError
 from rockroll.sandbox import protocol
-from rockroll.sandbox.errors import ExecError, SandboxClosed, SetupError
 from rockroll.sandbox.initbin import init_binary
 
 

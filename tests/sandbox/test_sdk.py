@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rockroll import AsyncSandbox, InvalidArgument, Sandbox, SandboxClosed
-from rockroll.sandbox.errors import ImageNotFound
+from rockroll.errors import ImageNotFound
 
 # Every test that takes `via` runs twice: on the local runtime, and through a real
 # `rockroll serve` on loopback with the same SDK calls (server=..., token=...).
@@ -174,9 +174,9 @@ def test_idle_ttl_closes_the_sandbox(base_image: str) -> None:
     sb = Sandbox.create(base_image, ttl=2)
     sb.exec("true")
     deadline = time.monotonic() + 30
-    while sb._rec.dir.exists() and time.monotonic() < deadline:
+    while sb.record.dir.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not sb._rec.dir.exists()
+    assert not sb.record.dir.exists()
     with pytest.raises(SandboxClosed):
         sb.exec("true")
     sb.close()
@@ -224,9 +224,9 @@ def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_im
         Sandbox.create(base_image).close()
     deadline = time.monotonic() + 60
     key = (base_image, "none", 10 << 30, None)
-    while not runtime._warm.ready.get(key) and time.monotonic() < deadline:
+    while not runtime.warm.ready.get(key) and time.monotonic() < deadline:
         time.sleep(0.05)
-    warm = [rec.id for rec, _ in runtime._warm.ready[key]]
+    warm = [rec.id for rec, _ in runtime.warm.ready[key]]
     assert warm, "the warm pool did not fill"
     listed = {rec.id for rec in runtime.list()}
     assert not listed & set(warm)
@@ -244,3 +244,22 @@ def test_session_exit_reports_the_shells_exit_code(sandbox: Sandbox) -> None:
             assert sh.run(f"exit {code}").exit_code == code
             with pytest.raises(SandboxClosed):
                 sh.run("true")
+
+
+def test_one_interface_chooses_the_implementation(base_image: str, via: dict[str, str]) -> None:
+    import rockroll.sandbox
+    from rockroll.sandbox.local import LocalSandbox
+    from rockroll.sandbox.remote import RemoteSandbox
+
+    with pytest.raises(TypeError, match="abstract"):
+        Sandbox()  # type: ignore[abstract]
+    kind = RemoteSandbox if via else LocalSandbox
+    with rockroll.sandbox.create(base_image, memory="256m", **via) as sb:
+        assert isinstance(sb, Sandbox) and type(sb) is kind
+        sb.write_text("/mark", "here")
+        again = rockroll.sandbox.connect(sb.id, **via)
+        assert type(again) is kind and again.id == sb.id
+        assert again.read_text("/mark") == "here"
+        snap = sb.snapshot()
+        assert isinstance(snap, rockroll.Snapshot) and snap.source == sb.id
+        snap.remove()

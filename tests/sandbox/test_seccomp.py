@@ -15,8 +15,8 @@ import textwrap
 import pyseccomp  # a dependency of rockroll itself
 import pytest
 
+from rockroll.errors import SetupError
 from rockroll.sandbox import seccomp
-from rockroll.sandbox.errors import SetupError
 from rockroll.sandbox.images import get_image
 from tests.prereqs import require_programs
 

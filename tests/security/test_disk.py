@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rockroll import Sandbox
-from rockroll.sandbox.errors import InvalidArgument
+from rockroll.errors import InvalidArgument
 from rockroll.sandbox.paths import home_subdir
-from rockroll.sandbox.state import load_record
+from rockroll.sandbox.records import load_record
 from rockroll.tasks.harbor import load_harbor
 from rockroll.tasks.workspace import open_sandbox, task_image
 

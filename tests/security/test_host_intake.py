@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rockroll import Sandbox
-from rockroll.sandbox.errors import InvalidArgument, TooLarge
+from rockroll.errors import InvalidArgument, TooLarge
 
 
 def reset_peak() -> int:

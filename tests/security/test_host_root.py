@@ -107,7 +107,7 @@ def test_sandbox_root_is_an_unprivileged_host_id(sb: Sandbox) -> None:
         assert not [i for i in ids if base <= i < base + 65536], table
     sb.exec("sleep 30 & sleep 30 & true")
     # seen from the host, every process of the sandbox runs as an id of the range
-    pids = CgroupSet.attach(str(sb._rec.cgroup)).pids()
+    pids = CgroupSet.attach(str(sb.record.cgroup)).pids()
     seen = set()
     for pid in pids:
         try:

@@ -156,7 +156,7 @@ def test_a_tampering_daemon_changes_no_exit_code_or_output(sb: Sandbox) -> None:
 def _init_host_pid(sb: Sandbox) -> int:
     from rockroll.sandbox.cgroups import CgroupSet
 
-    for pid in CgroupSet.attach(str(sb._rec.cgroup)).pids():
+    for pid in CgroupSet.attach(str(sb.record.cgroup)).pids():
         try:
             with open(f"/proc/{pid}/status") as fh:
                 status = fh.read()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from rockroll.sandbox.cgroups import CgroupSet
-from rockroll.sandbox.state import load_record
+from rockroll.sandbox.records import load_record
 from rockroll.service.store import Store
 from tests.serverproc import ServerProc
 

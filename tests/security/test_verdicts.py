@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rockroll.tasks.harbor import load_harbor
-from rockroll.tasks.model import Task
+from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import open_sandbox, task_image
 

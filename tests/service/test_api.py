@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from rockroll import AccessDenied, QuotaExceeded, Sandbox, SandboxClosed, SandboxNotFound
-from rockroll.sandbox.errors import InUse
+from rockroll.errors import InUse
 from tests.serverproc import ServerProc
 
 

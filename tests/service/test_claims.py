@@ -25,10 +25,10 @@ import httpx
 import pytest
 
 from rockroll import AccessDenied, Sandbox
+from rockroll.errors import SandboxNotFound
 from rockroll.sandbox.cgroups import CgroupSet, existing_sandbox_ids
-from rockroll.sandbox.errors import SandboxNotFound
+from rockroll.sandbox.records import load_record, sandboxes_dir
 from rockroll.sandbox.remote import RemoteSandbox
-from rockroll.sandbox.state import load_record, sandboxes_dir
 from rockroll.sandbox.types import ExecResult
 from rockroll.service.pool import DB_LABEL, KEY_LABEL
 from rockroll.service.store import Store

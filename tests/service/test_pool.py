@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from rockroll.sandbox.cgroups import CgroupSet
-from rockroll.sandbox.state import load_record
-from rockroll.service.models import CreateSandbox
+from rockroll.sandbox.records import load_record
+from rockroll.service.bodies import CreateSandbox
 from rockroll.service.pool import Pool
 from rockroll.service.store import Store
 

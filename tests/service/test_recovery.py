@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from rockroll import Sandbox, SandboxError
-from rockroll.sandbox.state import list_records
+from rockroll.sandbox.records import list_records
 from rockroll.service.pool import DB_LABEL
 from tests.serverproc import ServerProc
 

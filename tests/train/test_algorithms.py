@@ -12,8 +12,8 @@ pytest.importorskip("torch")
 import torch
 
 from rockroll.train.advantages import chunk_returns, group_advantages, outcome_rewards
+from rockroll.train.config import IPASettings
 from rockroll.train.ipa import (
-    IPAConfig,
     chunk_keys,
     chunk_mismatch_mask,
     chunk_ratio,
@@ -233,7 +233,7 @@ MASK_IPA = CHUNKS >= 0
 REWARDS, NUM_CHUNKS = t([1.0, 0.0]), t([2, 3])
 PASSED = t([True, False])
 DELTA = t([[0.0] * 7, [0.0, LN(2), 0.0, LN(0.25), 0.0, 0.0, LN(0.8)]])
-CONFIG = IPAConfig(gamma=0.5, fail_reward=-1.0)
+CONFIG = IPASettings(gamma=0.5, fail_reward=-1.0)
 
 
 def _ipa(logp: torch.Tensor | None = None, **kwargs):
@@ -327,8 +327,8 @@ def test_ipa_single_chunk_episodes_in_all_success_and_all_failure_groups() -> No
 
 def test_ipa_aggregation_per_sequence() -> None:
     # seq 0 mean (.5 + .5 + 1) / 3; seq 1 mean (-.25 * 3 - .8) / 4
-    config = IPAConfig(gamma=0.5, aggregation="seq-mean-token-mean")
-    _, out = _ipa(config=config)
+    config = IPASettings(gamma=0.5)
+    _, out = _ipa(config=config, aggregation="seq-mean-token-mean")
     close(out.loss, ((0.5 + 0.5 + 1) / 3 + (-0.75 - 0.8) / 4) / 2)
 
 

@@ -16,13 +16,16 @@ pytest.importorskip("transformers")
 
 import torch
 
-from rockroll.agent.local import tiny_random_model
-from rockroll.agent.messages import Message
+from rockroll.errors import ConfigError
+from rockroll.models.local import tiny_random_model
+from rockroll.models.messages import Message
 from rockroll.sandbox.cgroups import CgroupSet
 from rockroll.sandbox.runtime import local_runtime
-from rockroll.train import rollout
+from rockroll.train import episodes
 from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.config import parse_config
+from rockroll.train.rollouts import Rollouts
+from rockroll.train.rollouts.asynchronous import AsyncRollouts
 from rockroll.train.trainer import Trainer
 from rockroll.train.update import Tokens, rl_loss
 
@@ -37,8 +40,9 @@ CONFIG = {
         "max_turns": 2,
         "max_tokens_per_turn": 8,
         "workers": 4,
+        "mode": "async",
     },
-    "asynchronous": {"enabled": True, "max_staleness": 1},
+    "asynchronous": {"max_staleness": 1},
     "checkpoint_every": 100,
     "tensorboard": False,
 }
@@ -162,14 +166,15 @@ def test_steps_take_episodes_within_the_bound_and_mu_stands_in_for_gone_weights(
     base_image: str, tmp_path: Path, clean: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     t = Trainer(parse_config(_config(tmp_path, asynchronous={"max_staleness": 0})))
+    assert isinstance(t.rollouts, AsyncRollouts) and isinstance(t.rollouts, Rollouts)
     seen: list[list[ChunkedSequence]] = []
-    update = t._update
+    step = t.learner.step
 
-    def spy(seqs: list[ChunkedSequence], groups: list[int]) -> dict:
+    def spy(seqs: list[ChunkedSequence], groups: list[int], imitations: list) -> dict:
         seen.append(seqs)
-        return update(seqs, groups)
+        return step(seqs, groups, imitations)
 
-    monkeypatch.setattr(t, "_update", spy)
+    monkeypatch.setattr(t.learner, "step", spy)
     try:
         for _ in range(3):
             t.train_step()
@@ -182,7 +187,7 @@ def test_steps_take_episodes_within_the_bound_and_mu_stands_in_for_gone_weights(
                 assert at - r.first <= 0  # k = 0: only episodes of the current weights
             assert not any(s.old_is_mu for s in seen[-1])
     finally:
-        t.stop_rollouts()
+        t.close()
 
 
 @pytest.mark.slow
@@ -217,7 +222,7 @@ def test_long_episodes_past_the_bound_are_dropped_or_kept_with_mu(
 def test_an_episode_whose_worker_dies_is_resampled_and_training_goes_on(
     base_image: str, tmp_path: Path, clean: None, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    real = rollout.verify
+    real = episodes.verify
     died: list[str] = []
 
     def dies_once(task, sandbox):  # type: ignore[no-untyped-def]
@@ -229,7 +234,7 @@ def test_an_episode_whose_worker_dies_is_resampled_and_training_goes_on(
             sandbox.exec(["true"])  # what the verifier's first command meets
         return real(task, sandbox)
 
-    monkeypatch.setattr(rollout, "verify", dies_once)
+    monkeypatch.setattr(episodes, "verify", dies_once)
     cfg = _config(tmp_path, steps=2, asynchronous={"stale": "keep"})
     metrics: list[dict] = []
     Trainer(parse_config(cfg)).run(on_step=metrics.append)
@@ -246,10 +251,10 @@ def test_an_error_in_the_update_stops_the_workers_and_closes_their_sandboxes(
 ) -> None:
     t = Trainer(parse_config(_config(tmp_path, steps=5)))
 
-    def broken(seqs: list[ChunkedSequence], groups: list[int]) -> dict:
+    def broken(seqs: list[ChunkedSequence], groups: list[int], imitations: list) -> dict:
         raise ValueError("the update failed")
 
-    monkeypatch.setattr(t, "_update", broken)
+    monkeypatch.setattr(t.learner, "step", broken)
     started = time.monotonic()
     with pytest.raises(ValueError, match="the update failed"):
         t.run()
@@ -258,6 +263,25 @@ def test_an_error_in_the_update_stops_the_workers_and_closes_their_sandboxes(
 
 
 def test_synchronous_is_the_default() -> None:
-    cfg = parse_config({k: v for k, v in CONFIG.items() if k != "asynchronous"})
-    assert cfg.asynchronous.enabled is False
+    rollout = {k: v for k, v in CONFIG["rollout"].items() if k != "mode"}  # type: ignore[attr-defined]
+    cfg = parse_config(
+        {k: v for k, v in CONFIG.items() if k != "asynchronous"} | {"rollout": rollout}
+    )
+    assert cfg.rollout.mode == "sync"
     assert cfg.asynchronous.stale == "drop"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"asynchronous": {"enabled": True}}, "rollout.mode: async"),
+        ({"asynchronous": {"enabled": False, "max_staleness": 1}}, "rollout.mode: sync"),
+        ({"distributed": "ray"}, "rollout.mode: ray"),
+        ({"distributed": "none"}, "rollout.mode: sync"),
+    ],
+)
+def test_the_old_mode_switches_are_refused_naming_the_new_key(old: dict, new: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"model": "local:tiny-random", "tasks": "x"} | old)
+    message = str(caught.value)
+    assert new in message and "\n" not in message, message

@@ -12,10 +12,11 @@ pytest.importorskip("transformers")
 
 import torch
 
-from rockroll.agent.local import tiny_random_model
+from rockroll.models.local import tiny_random_model
 from rockroll.train.batch import collate
 from rockroll.train.chunks import ChunkedSequence
-from rockroll.train.ipa import IPAConfig, ipa_loss
+from rockroll.train.config import IPASettings
+from rockroll.train.ipa import ipa_loss
 
 PAD = 99
 
@@ -115,7 +116,8 @@ def test_ipa_loss_is_the_same_on_padded_and_packed_batches() -> None:
             batch.num_chunks,
             success=batch.success,
             mu_logp=batch.mu_logprobs,
-            config=IPAConfig(gamma=0.9, aggregation="seq-mean-token-mean"),
+            config=IPASettings(gamma=0.9),
+            aggregation="seq-mean-token-mean",
         )
         losses.append(out.loss)
     assert torch.allclose(losses[0], losses[1])

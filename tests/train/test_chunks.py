@@ -13,9 +13,9 @@ pytest.importorskip("transformers")
 import torch
 
 from rockroll import Sandbox
-from rockroll.agent.local import LocalModel, tiny_random_model
 from rockroll.agent.loop import AgentConfig, AgentLoop
 from rockroll.agent.trajectory import AtifMetrics, Trajectory
+from rockroll.models.local import LocalModel, tiny_random_model
 from rockroll.train.chunks import ChunkedSequence, ChunkError, chunk_trajectory
 
 SEEDS = (2, 3)  # per kind; before exact continuation, seed 2 broke and seed 3 did not

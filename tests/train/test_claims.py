@@ -141,11 +141,13 @@ def test_a_kill_in_the_middle_of_a_step_loses_that_step_only(
     at_checkpoint = Trainer(load_config(cfg, {"steps": 2}))  # resume, then nothing left to do
     at_checkpoint.run(resume=True)
     assert at_checkpoint.step == 2
-    weights = at_checkpoint.model.state_dict()
+    weights = at_checkpoint.learner.model.state_dict()
     assert set(saved) <= set(weights)  # tied embeddings are saved once
     for key in saved:
         assert torch.equal(weights[key], saved[key]), key
-    adam_steps = {float(s["step"]) for s in at_checkpoint.optimizer.state_dict()["state"].values()}
+    adam_steps = {
+        float(s["step"]) for s in at_checkpoint.learner.optimizer.state_dict()["state"].values()
+    }
     assert adam_steps == {2.0}
     assert [r["step"] for r in _step_rows(run)] == [1, 2]  # a resume with no steps adds none
 

@@ -15,8 +15,8 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from rockroll.agent.local import tiny_random_model
 from rockroll.demo import DEMO_CONFIG, run_pipeline
+from rockroll.models.local import tiny_random_model
 
 FAMILIES = ["count-lines", "note-mkdir"]
 GROUP, TASKS_PER_STEP, MAX_TURNS, MAX_TOKENS = 2, 2, 3, 8

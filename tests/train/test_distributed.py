@@ -1,4 +1,4 @@
-"""Training with `distributed: ray` on a real local Ray cluster of two nodes: rollout workers
+"""Training with `rollout.mode: ray` on a real local Ray cluster of two nodes: rollout workers
 spread over the nodes, the trainer on its own actor, and a worker killed mid-episode."""
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ pytest.importorskip("torch")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from rockroll.agent.local import tiny_random_model  # noqa: E402
+from rockroll.models.local import tiny_random_model  # noqa: E402
 from rockroll.tasks.suites import load_suite  # noqa: E402
 from rockroll.train.config import parse_config  # noqa: E402
-from rockroll.train.distributed import RayRollouts, run_on_ray  # noqa: E402
-from rockroll.train.forced import Expert  # noqa: E402
-from rockroll.train.rollout import Job  # noqa: E402
+from rockroll.train.distributed import run_on_ray  # noqa: E402
+from rockroll.train.episodes import Job  # noqa: E402
+from rockroll.train.expert import Expert  # noqa: E402
+from rockroll.train.rollouts import Rollouts  # noqa: E402
+from rockroll.train.rollouts.ray_workers import RayRollouts  # noqa: E402
 
 NODE = {"num_cpus": 1, "object_store_memory": 80 << 20}
 CONFIG = {
@@ -34,8 +36,8 @@ CONFIG = {
         "max_turns": 1,
         "max_tokens_per_turn": 6,
         "workers": 2,
+        "mode": "ray",
     },
-    "distributed": "ray",
     "ray": {"rollout_workers": 2, "worker_cpus": 1},
     "tensorboard": False,
 }
@@ -75,8 +77,9 @@ def test_a_worker_killed_mid_episode_is_replaced_and_its_episode_resampled(
     [task] = load_suite("term:count-lines?seed=0&size=1")
     # An expert whose first command takes a while: its replay is the episode's first 6 s.
     slow = Expert(task.id, ["```bash\nsleep 6\n```", "```bash\nsubmit\n```"])
-    rollouts = RayRollouts(cfg, log=lambda line: None)
+    rollouts = RayRollouts(cfg, plan=lambda slot: [], log=lambda line: None)
     try:
+        assert isinstance(rollouts, Rollouts)
         assert len(set(rollouts.nodes())) == 2
         rollouts.push(tiny_random_model(seed=0).model, version=3)
         jobs = [Job(task, seed, 1, slow) for seed in range(2)]

@@ -8,11 +8,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from rockroll.agent.local import tiny_random_model
+from rockroll.models.local import tiny_random_model
 from rockroll.tasks.suites import load_suite
 from rockroll.train.chunks import chunk_trajectory
 from rockroll.train.config import RolloutConfig
-from rockroll.train.expert import expert_replies, resumed_episode
+from rockroll.train.episodes import resumed_episode
+from rockroll.train.expert import expert_replies
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""IPA exactly as ipa.md specifies it, where an implementation is easiest to get wrong: what
+"""IPA exactly as docs/ipa.md specifies it, where an implementation is easiest to get wrong: what
 counts as a success, the temperature all three policies share, crucial forks between anchors
 that are not adjacent, eq. 10's weighting and coefficients, and the stale (pi_old = mu) path."""
 
@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from rockroll.agent.local import LocalModel, tiny_random_model
-from rockroll.agent.messages import Message
 from rockroll.agent.trajectory import AtifMetrics, Trajectory
+from rockroll.models.local import LocalModel, tiny_random_model
+from rockroll.models.messages import Message
 from rockroll.tasks.suites import load_suite
 from rockroll.train.advantages import outcome_rewards
 from rockroll.train.chunks import ChunkedSequence, chunk_trajectory
-from rockroll.train.config import ResampleConfig, RolloutConfig, parse_config
-from rockroll.train.forced import Expert
-from rockroll.train.ipa import IPAConfig, ipa_loss
+from rockroll.train.config import IPASettings, ResampleConfig, RolloutConfig, parse_config
+from rockroll.train.episodes import Episode
+from rockroll.train.expert import Expert
+from rockroll.train.ipa import ipa_loss
 from rockroll.train.losses import ppo_clip_loss, topr_loss
 from rockroll.train.resample import Fork, Resampler
-from rockroll.train.rollout import Episode
 from rockroll.train.update import (
     Tokens,
     backward_through_model,
@@ -62,7 +62,7 @@ def test_partial_credit_without_a_pass_takes_the_failure_branch() -> None:
         t([0.923, 1.0]),
         t([1, 1]),
         success=t([False, True]),
-        config=IPAConfig(gamma=0.5, fail_reward=-1.0),
+        config=IPASettings(gamma=0.5, fail_reward=-1.0),
     )
     close(out.chunk_return, [-1.0, 1.0])
     out.loss.backward()
@@ -381,7 +381,7 @@ def test_a_low_ratio_pins_the_lower_clamp() -> None:
         t([2]),
         success=t([True]),
         mu_logp=torch.full((1, 3), -1.0) - t([[LN(0.45), LN(0.45), 0.0]]),
-        config=IPAConfig(mismatch_threshold=2.0),
+        config=IPASettings(mismatch_threshold=2.0),
     )
     assert out.chunk_kept.tolist() == [False, True]
     # And the truncated ratio of a failure below 1 is used as it is (0.4), never raised to 1.

@@ -11,15 +11,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from rockroll.agent.local import tiny_random_model
 from rockroll.agent.trajectory import Trajectory
-from rockroll.sandbox.state import snapshots_dir
+from rockroll.errors import ConfigError
+from rockroll.models.local import tiny_random_model
+from rockroll.sandbox.records import snapshots_dir
 from rockroll.tasks.suites import load_suite
-from rockroll.train.config import ConfigError, ResampleConfig, RolloutConfig, parse_config
-from rockroll.train.expert import _agent_cfg, oracle_expert, resumed_episode
-from rockroll.train.resample import Fork, Resampler
-from rockroll.train.rollout import Episode
-from rockroll.train.states import ExpertStates
+from rockroll.train.config import ResampleConfig, RolloutConfig, parse_config
+from rockroll.train.episodes import Episode, agent_config, resumed_episode
+from rockroll.train.expert import ExpertStates, ForcedModel, oracle_expert
+from rockroll.train.resample import Fork, Resampler, teacher_experts
 from rockroll.train.trainer import Trainer
 
 
@@ -81,7 +81,9 @@ def test_a_fork_starts_where_the_expert_left_the_sandbox_and_matches_replay(fix_
     policy = tiny_random_model(seed=0)
     cfg = RolloutConfig(max_turns=1, max_tokens_per_turn=6, workers=1)
     expert = oracle_expert(fix_dir)
-    expert.states = ExpertStates.record(policy, fix_dir, expert, _agent_cfg(cfg, expert.turns))
+    expert.states = ExpertStates.record(
+        policy, fix_dir, expert, agent_config(cfg, max_turns=expert.turns)
+    )
     try:
         assert sorted(expert.states.snapshots) == [1, 2, 3]
         ids = []  # forks of one recorded replay are episodes of their own
@@ -151,9 +153,6 @@ def test_a_teacher_source_needs_a_teacher() -> None:
 
 
 def test_a_teachers_verified_successes_become_experts(fix_dir) -> None:  # type: ignore[no-untyped-def]
-    from rockroll.train.expert import teacher_experts
-    from rockroll.train.forced import ForcedModel
-
     policy = tiny_random_model(seed=0)
     cfg = RolloutConfig(max_turns=4, max_tokens_per_turn=6, workers=1)
     oracle = oracle_expert(fix_dir)

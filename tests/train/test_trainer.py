@@ -20,9 +20,13 @@ import yaml
 from safetensors.torch import load_file
 
 from rockroll.cli import main
-from rockroll.tasks.model import Task, Verifier
-from rockroll.train import trainer as trainer_module
-from rockroll.train.config import ConfigError, load_config, parse_config
+from rockroll.errors import ConfigError
+from rockroll.tasks.schema import Task, Verifier
+from rockroll.train import sampler as sampler_module
+from rockroll.train.config import load_config, parse_config
+from rockroll.train.episodes import Job, collect, sequences_of
+from rockroll.train.rollouts import Rollouts
+from rockroll.train.rollouts.sync import SyncRollouts
 from rockroll.train.trainer import Trainer
 
 CONFIG = {
@@ -57,7 +61,7 @@ def test_a_killed_run_resumes_to_the_same_parameters(base_image: str, tmp_path: 
     whole = load_config(_config(tmp_path, "whole"))
     Trainer(whole).run()
     expected = _weights(whole.out)
-    start = Trainer(whole).model.state_dict()  # the untrained weights
+    start = Trainer(whole).learner.model.state_dict()  # the untrained weights
     assert any(not torch.equal(expected[k], start[k]) for k in expected), "training moved nothing"
 
     cfg = _config(tmp_path, "killed")
@@ -92,12 +96,10 @@ def test_old_logprobs_are_recomputed_and_the_first_ratio_is_exactly_one(
     base_image: str, tmp_path: Path
 ) -> None:
     t = Trainer(parse_config(CONFIG | {"out": str(tmp_path / "r")}))
-    from rockroll.train.rollout import Job, collect
-
     jobs = [Job(task, i) for i, task in enumerate(t.tasks[:2])]
-    seqs, groups = t._sequences(collect(t.policy, jobs, t.cfg.rollout), 1)
-    first = t._update(seqs, groups)
-    second = t._update(seqs, groups)  # the same data, one update later: pi_old has moved
+    seqs, groups = sequences_of(collect(t.policy, jobs, t.cfg.rollout), 1, t.learner.version)
+    first = t.learner.step(seqs, groups)
+    second = t.learner.step(seqs, groups)  # the same data, one update later: pi_old has moved
     assert first["chunk_ratio_mean"] == 1.0 and second["chunk_ratio_mean"] == 1.0
     assert abs(first["mismatch_mean"] - 1.0) < 1e-3  # pi_old == mu before any update
     assert abs(second["mismatch_mean"] - 1.0) > 1e-3  # recomputed with the new weights
@@ -122,7 +124,7 @@ def test_tasks_without_a_verifier_are_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blind = Task(id="t/1", source="test", instruction="x", verifier=Verifier(kind="script"))
-    monkeypatch.setattr(trainer_module, "load_suite", lambda spec: [blind])
+    monkeypatch.setattr(sampler_module, "load_suite", lambda spec: [blind])
     with pytest.raises(ConfigError, match="t/1 has no verifier"):
         Trainer(parse_config(CONFIG | {"out": str(tmp_path / "r")}))
     assert not (tmp_path / "r").exists()  # refused before anything was made
@@ -135,7 +137,7 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_micro_batch_size_defaults_by_device_and_is_validated() -> None:
-    from rockroll.train.trainer import micro_tokens
+    from rockroll.train.learner import micro_tokens
 
     assert micro_tokens(None, torch.device("cpu")) == 2048
     assert micro_tokens(None, torch.device("cuda")) == 8192
@@ -143,3 +145,27 @@ def test_micro_batch_size_defaults_by_device_and_is_validated() -> None:
     assert parse_config(CONFIG | {"micro_tokens": 4096}).micro_tokens == 4096
     with pytest.raises(ConfigError, match="micro_tokens"):
         parse_config(CONFIG | {"micro_tokens": 8})
+
+
+@pytest.mark.slow
+def test_a_step_reports_where_its_time_went_and_counts_a_version(
+    base_image: str, tmp_path: Path
+) -> None:
+    t = Trainer(parse_config(CONFIG | {"out": str(tmp_path / "r")}))
+    try:
+        assert isinstance(t.rollouts, SyncRollouts) and isinstance(t.rollouts, Rollouts)
+        assert t.learner.version == 0
+        metrics = t.train_step()
+        assert t.learner.version == t.policy.weights_version == 1
+        phases = metrics["update_seconds"]
+        assert {"pi_old", "gradient", "optimizer", "decode_sync"} <= set(phases)
+        assert 0 < sum(phases.values()) <= metrics["train_seconds"]
+        episode = metrics["episode_seconds"]
+        assert {"total", "sandbox", "model", "loop", "verify"} == set(episode)
+        assert episode["model"] <= episode["loop"] <= episode["total"]
+        assert episode["sandbox"] > 0 and episode["verify"] > 0
+    finally:
+        t.close()
+    assert t.rollouts is None
+    with pytest.raises(RuntimeError, match="closed"):
+        t.train_step()

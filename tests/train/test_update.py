@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 
 import torch
 
-from rockroll.agent.local import tiny_random_model
+from rockroll.models.local import tiny_random_model
 from rockroll.train.chunks import ChunkedSequence
 from rockroll.train.update import (
     MIN_SHARED_PREFIX,

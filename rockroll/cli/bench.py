@@ -1,0 +1,108 @@
+"""`rockroll bench`: run an agent over a task set (resuming an interrupted run), and report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rockroll.cli.common import Verbs, add, err, out, verbs
+from rockroll.errors import TaskError, UsageError
+
+if TYPE_CHECKING:
+    from rockroll.bench.agents import Agent
+    from rockroll.tasks.schema import Task
+
+
+def register(nouns: Verbs) -> None:
+    parser = nouns.add_parser("bench", help="run an agent over a task set, and report")
+    commands = verbs(parser)
+    run = add(commands, "run", run_bench, "run an agent over tasks; resumes an interrupted run")
+    run.add_argument("suite", help="a task folder, a folder of tasks, humaneval, rg:NAME?seed=S")
+    run.add_argument("--agent", default="oracle", help="oracle, noop, harness (default oracle)")
+    run.add_argument("--model", help="model for --agent harness, e.g. scripted:PATH")
+    run.add_argument("--max-turns", type=int, default=50, help="harness: turns per task")
+    run.add_argument("--max-tokens", type=int, default=1024, help="harness: tokens per turn")
+    run.add_argument("-j", "--jobs", type=int, default=2, help="tasks at once (default 2)")
+    run.add_argument("--out", help="results folder (default runs/<suite>-<agent>)")
+    run.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
+    report = add(
+        commands, "report", report_bench, "summarise a results folder; --html writes a page"
+    )
+    report.add_argument("out")
+    report.add_argument("--html", help="write a self-contained HTML report here")
+
+
+def _agent(args: argparse.Namespace, folder: Path) -> Agent:
+    from rockroll.bench.agents import make_agent
+
+    options = {}
+    if args.model:
+        options = {
+            "model": args.model,
+            "trajectory_dir": folder / "trajectories",
+            "max_turns": args.max_turns,
+            "max_tokens_per_turn": args.max_tokens,
+        }
+    return make_agent(args.agent, **options)  # its refusals are UsageErrors naming the flag
+
+
+def _suite(spec: str) -> list[Task | TaskError]:
+    from rockroll.tasks.suites import load_suite
+
+    return load_suite(spec)  # an unknown name is a UsageError naming what suites look like
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from rockroll.bench.report import render, summarize
+    from rockroll.bench.runner import RESULTS, run_suite, write_summary
+
+    name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
+    folder = Path(args.out or f"runs/{name}-{args.agent}")
+    agent = _agent(args, folder)
+    items = _suite(args.suite)
+    if args.fresh and (folder / RESULTS).exists():
+        (folder / RESULTS).unlink()
+    counts = {"passed": 0, "done": 0}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        bar = progress.add_task(f"{agent.name} on {args.suite}", total=len(items))
+
+        def seen(result: object) -> None:
+            counts["done"] += 1
+            counts["passed"] += bool(getattr(result, "passed", False))
+            progress.update(
+                bar,
+                advance=1,
+                description=f"{agent.name} on {args.suite}: {counts['passed']} passed",
+            )
+
+        results = run_suite(items, agent, folder, jobs=args.jobs, on_result=seen)
+    summary = summarize(results)
+    write_summary(folder, summary)
+    render(summary, out)
+    out.print(f"results: {folder / RESULTS}")
+    return 0
+
+
+def report_bench(args: argparse.Namespace) -> int:
+    from rockroll.bench.report import render, summarize, to_html
+    from rockroll.bench.runner import RESULTS, read_results
+
+    folder = Path(args.out)
+    results = read_results(folder)
+    if not results:
+        raise UsageError(f"no results in {folder / RESULTS}; run `rockroll bench run` first")
+    summary = summarize(results)
+    render(summary, out)
+    if args.html:
+        Path(args.html).write_text(to_html(results, summary, f"rockroll results: {folder}"))
+        out.print(f"HTML report: {args.html}")
+    return 0

@@ -1,0 +1,94 @@
+"""A task, whatever format it came from: what the agent is told, where it runs, how it is judged.
+
+Every loader (Terminal-Bench 1.0, Harbor/Terminal-Bench 2.x, HumanEval, reasoning-gym) returns
+this one model; the runner, the environments and the trainer only ever see it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Environment(BaseModel):
+    """Where the agent works: a built image, or a Dockerfile to build one from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, description="a built image name (e.g. 'base')")
+    dockerfile: Path | None = Field(None, description="Dockerfile on the host")
+    context: Path | None = Field(None, description="build context directory on the host")
+    workdir: str | None = Field(None, description="working directory (default: the image's)")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory: str = "2g"
+    cpus: float = 1.0
+    pids: int = 1024
+    disk: str = Field("10g", description="what the sandbox may write (Harbor's storage_mb)")
+
+
+class Verifier(BaseModel):
+    """How success is decided, after the agent has finished.
+
+    `script`: `files` (host path or text) are copied into the sandbox, then `command` runs there;
+    the reward comes from `reward_files` if one was written, else from the exit status (and, for
+    `parser="pytest"`, the pytest summary). `python`: `function` ("module:name") is called on the
+    host with the sandbox and `args`, and returns the reward.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["script", "python"] = "script"
+    command: str | None = None
+    files: dict[str, Path | str] = Field(
+        default_factory=dict, description="sandbox path -> host path (file or dir) or text"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    reward_files: list[str] = Field(default_factory=list)
+    parser: Literal["exit_code", "pytest"] = "exit_code"
+    function: str | None = None
+    args: dict = Field(default_factory=dict)
+    timeout: float = 120.0
+    workdir: str | None = None
+
+
+class Solution(BaseModel):
+    """The reference solution the `oracle` agent runs: a shell script, as text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    script: str
+    files: dict[str, Path | str] = Field(default_factory=dict)
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    difficulty: str | None = None
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class Task(BaseModel):
+    """One task. `files` are placed in the sandbox before the agent starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    source: str = Field(description="terminal-bench, harbor, humaneval, reasoning-gym, ...")
+    path: Path | None = Field(None, description="the task's folder, when it has one")
+    instruction: str
+    environment: Environment = Field(default_factory=lambda: Environment(image="base"))
+    files: dict[str, Path | str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    network: Literal["none", "full"] = "none"
+    agent_timeout: float = 600.0
+    verifier: Verifier
+    solution: Solution | None = None
+    metadata: Metadata = Field(default_factory=Metadata)

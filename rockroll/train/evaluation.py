@@ -1,0 +1,50 @@
+"""Held-out success: one greedy episode per task, the same seeds every time, per family."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from rockroll.tasks.schema import Task
+from rockroll.train.episodes import Job
+from rockroll.train.rollouts import Rollouts
+
+
+@dataclass
+class EvalResult:
+    step: int
+    success: float
+    per_family: dict[str, tuple[int, int]] = field(default_factory=dict)  # passed, total
+    label: str = ""  # "start", "after SFT", or empty for "step N"
+
+    def row(self) -> dict:
+        """The evaluation as a row of metrics.jsonl."""
+        return {
+            "eval_step": self.step,
+            "eval_label": self.label,
+            "eval_success": self.success,
+            "eval": self.per_family,
+        }
+
+    @classmethod
+    def of(cls, saved: dict) -> EvalResult:
+        """An evaluation from its saved `__dict__` (a checkpoint's state)."""
+        per_family = {k: (v[0], v[1]) for k, v in saved["per_family"].items()}
+        return cls(saved["step"], saved["success"], per_family, saved.get("label", ""))
+
+
+def family(task: Task) -> str:
+    return task.metadata.category or task.id.rsplit("/", 2)[0]
+
+
+def evaluate(
+    rollouts: Rollouts, tasks: list[Task], seed: int, step: int, label: str = ""
+) -> EvalResult:
+    """Every task once, greedily, with `seed`, where the rollouts run episodes."""
+    episodes = rollouts.collect([Job(t, seed) for t in tasks], temperature=0.0)
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e in episodes:
+        per[family(e.task)][0] += int(e.passed)
+        per[family(e.task)][1] += 1
+    success = sum(int(e.passed) for e in episodes) / max(len(episodes), 1)
+    return EvalResult(step, success, {k: (v[0], v[1]) for k, v in per.items()}, label)
