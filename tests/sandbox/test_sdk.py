@@ -224,7 +224,9 @@ def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_im
         Sandbox.create(base_image).close()
     deadline = time.monotonic() + 60
     key = (base_image, "none", 10 << 30, None)
-    while not runtime.warm.ready.get(key) and time.monotonic() < deadline:
+    # Wait for the pool to be full: a sandbox that became ready after the list below was taken
+    # would be the one handed out (the pool hands out its newest).
+    while len(runtime.warm.ready.get(key, ())) < runtime.warm.size and time.monotonic() < deadline:
         time.sleep(0.05)
     warm = [rec.id for rec, _ in runtime.warm.ready[key]]
     assert warm, "the warm pool did not fill"
