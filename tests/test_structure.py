@@ -206,3 +206,43 @@ def test_benchmarks_use_public_paths(script: Path):
     """No benchmark builds an object around its __init__, patches a name or calls a private
     one: each drives the public path a user runs."""
     assert _reach_ins(script.read_text()) == []
+
+
+# Layers, lowest first: a package may import from its own rank or below, never above.
+LAYERS = {
+    "errors": 0,
+    "strict": 0,
+    "sandbox": 1,
+    "models": 2,
+    "tasks": 3,
+    "agent": 4,
+    "envs": 5,
+    "bench": 5,
+    "train": 5,
+    "service": 5,
+    "demo": 6,
+    "cli": 7,
+}
+
+
+def _layer_breaks() -> list[str]:
+    bad = []
+    for module, path in MODULES.items():
+        parts = module.split(".")
+        if len(parts) < 2 or parts[1] == "__main__":
+            continue  # the package's own __init__ re-exports the public faces
+        rank = LAYERS[parts[1]]
+        for line, base, _ in _imports(module, path):
+            target = base.split(".")
+            if len(target) > 1 and target[1] != parts[1] and LAYERS[target[1]] > rank:
+                bad.append(f"{path.relative_to(ROOT)}:{line} {parts[1]} imports {target[1]}")
+    return bad
+
+
+def test_every_package_has_a_layer():
+    packages = {m.split(".")[1] for m in MODULES if m.count(".") >= 1} - {"__main__"}
+    assert packages == set(LAYERS)
+
+
+def test_layers_only_look_down():
+    assert _layer_breaks() == []
