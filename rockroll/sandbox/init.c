@@ -169,7 +169,7 @@ static void kill_group(pid_t pid, int sig) {
 }
 
 static int signal_descendants(int sig, pid_t root, const long *exempt, long nexempt,
-                              unsigned long long since);
+                              unsigned long long since, long last);
 
 static size_t tree_of(pid_t root, pid_t **out, int *running);
 
@@ -197,7 +197,7 @@ static void kill_tree(pid_t pid) {
     free(tree);
     /* anything that escaped the freeze (a process stuck in the kernel through every round) */
     for (int round = 0; round < KILL_ROUNDS; round++)
-        if (signal_descendants(SIGKILL, pid, NULL, 0, 0) == 0)
+        if (signal_descendants(SIGKILL, pid, NULL, 0, 0, 0) == 0)
             break;
 }
 
@@ -433,15 +433,18 @@ static size_t tree_of(pid_t root, pid_t **out, int *running) {
 }
 
 /* Signal every live descendant of `root` (not root itself) whose process group is not exempt
- * and that started at or after `since` (clock ticks after boot; 0: any); the count. */
+ * and that started at or after `since` (clock ticks after boot; 0: any); the count. A process
+ * that started within the tick `since` falls in is older than the mark when its pid is at most
+ * `last` (the namespace's last pid at the mark; 0: none is). */
 static int signal_descendants(int sig, pid_t root, const long *exempt, long nexempt,
-                              unsigned long long since) {
+                              unsigned long long since, long last) {
     struct proc *v;
     size_t n = list_procs(&v);
     mark_descendants(v, n, root);
     int count = 0;
     for (size_t i = 0; i < n; i++) {
-        int skip = !v[i].mark || v[i].start < since;
+        int older = v[i].start < since || (v[i].start == since && v[i].pid <= last);
+        int skip = !v[i].mark || older;
         for (long k = 0; k < nexempt && !skip; k++)
             skip = v[i].pgrp == exempt[k];
         if (!skip && kill(v[i].pid, sig) == 0)
@@ -473,11 +476,34 @@ static void do_signal(struct conn *c, char *p, char *end) {
         return;
     }
     unsigned long long since = 0;
-    char *fs = next_field(&p, end); /* optional, after the groups */
+    long last = 0;
+    char *fs = next_field(&p, end), *fl = next_field(&p, end); /* optional, after the groups */
     if (fs)
         since = strtoull(fs, NULL, 10);
-    reply(c, "OK %d\n", signal_descendants((int)sig, (pid_t)root, exempt, count, since));
+    if (fl && parse_long(fl, 0, INT32_MAX, &last) < 0)
+        last = 0;
+    reply(c, "OK %d\n", signal_descendants((int)sig, (pid_t)root, exempt, count, since, last));
     free(exempt);
+    finish(c);
+}
+
+/* A mark in process history: the clock tick now (after boot, as /proc/PID/stat counts) and the
+ * pid namespace's last allocated pid, so that a later request can tell older processes from
+ * newer ones even when both started within the same tick. */
+static void do_mark(struct conn *c) {
+    struct timespec now;
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    long hz = sysconf(_SC_CLK_TCK);
+    unsigned long long ticks =
+        (unsigned long long)now.tv_sec * hz + (unsigned long long)now.tv_nsec * hz / 1000000000ULL;
+    long last = 0;
+    FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &last) != 1)
+            last = 0;
+        fclose(f);
+    }
+    reply(c, "OK %llu %ld\n", ticks, last);
     finish(c);
 }
 
@@ -517,6 +543,9 @@ static void dispatch(struct conn *c, uint32_t plen) {
     if (op && !strcmp(op, "D")) {
         close_received(c);
         do_signal(c, p, end);
+    } else if (op && !strcmp(op, "M")) {
+        close_received(c);
+        do_mark(c);
     } else if (op && !strcmp(op, "A")) {
         close_received(c);
         do_kill_all(c);

@@ -16,9 +16,12 @@ Wire protocol (unix stream socket, one request per connection):
 - While the command runs the host may send ``K <sig>\\n`` lines: kill(-pgid, sig), and for
   SIGKILL the command's whole tree (every descendant, `setsid` ones included). Closing the
   connection before X kills the tree too (the caller gave up).
-- Descendants: ``D, sig, root_pid, n, pgid..., since`` without fds: signal every descendant of
-  root_pid whose process group is not listed and that started at or after `since` (clock ticks
-  after boot, 0: any); reply ``OK <count>``.
+- Mark: ``M`` without fds: reply ``OK <ticks> <last_pid>``, the clock tick now (after boot, as
+  /proc/PID/stat counts start times) and the pid namespace's last allocated pid.
+- Descendants: ``D, sig, root_pid, n, pgid..., since, last`` without fds: signal every
+  descendant of root_pid whose process group is not listed and that is newer than the mark
+  (`since`, `last`): it started after tick `since`, or within it with a pid above `last`
+  (since 0: any); reply ``OK <count>``.
 - Kill all: ``A`` without fds: SIGKILL every process of the sandbox but the init and wait until
   they are gone (at most 5 s); reply ``OK <left>``, how many could not be killed.
 """
@@ -46,7 +49,6 @@ KILL_GRACE = 2.0  # seconds to wait for the exit report after the timeout kill
 START_TIMEOUT = 30.0  # seconds to wait for the init to report that a command started
 _CHUNK = 1 << 16
 _DRAIN_LIMIT = 4 << 20  # bytes read per stream after exit: a background job may keep writing
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Status = tuple[int, int]
 OutputCallback = Callable[[str, bytes], None]
@@ -416,19 +418,36 @@ def run(
     return pump.result(status, timed_out, time.monotonic() - start)
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A point in a sandbox's process history (see `mark`)."""
+
+    ticks: int
+    last_pid: int
+
+
+def mark(sock_path: str | os.PathLike[str]) -> Mark:
+    """The sandbox's process history now: what `signal_descendants(since=)` spares as older."""
+    reply = _ask(sock_path, _fields("M"), START_TIMEOUT)
+    parts = reply.split()
+    if len(parts) != 3 or parts[0] != "OK":
+        raise SandboxError(f"marking the sandbox's processes failed: {reply or 'no reply'}")
+    return Mark(int(parts[1]), int(parts[2]))
+
+
 def signal_descendants(
     sock_path: str | os.PathLike[str],
     root_pid: int,
     sig: int,
     exempt_pgids: Sequence[int] = (),
-    since: float | None = None,
+    since: Mark | None = None,
 ) -> int:
-    """Signal every descendant of `root_pid` (not itself) outside `exempt_pgids` that started
-    at or after `since` (a `boot_time()`; None: any); the count."""
+    """Signal every descendant of `root_pid` (not itself) outside `exempt_pgids` that is newer
+    than the mark `since` (None: any); the count."""
     payload = _fields("D", str(int(sig)), str(int(root_pid)), str(len(exempt_pgids)))
     payload += _fields(*(str(int(p)) for p in exempt_pgids))
-    ticks = 0 if since is None else int(since * _CLK_TCK)
-    payload += _fields(str(ticks))
+    mark_ = since or Mark(0, 0)
+    payload += _fields(str(mark_.ticks), str(mark_.last_pid))
     reply = _ask(sock_path, payload, START_TIMEOUT)
     if not reply.startswith("OK "):
         raise SandboxError(f"signalling descendants of {root_pid} failed: {reply or 'no reply'}")
@@ -441,11 +460,6 @@ def kill_all(sock_path: str | os.PathLike[str]) -> int:
     if not reply.startswith("OK "):
         raise SandboxError(f"killing the sandbox's processes failed: {reply or 'no reply'}")
     return int(reply[3:])
-
-
-def boot_time() -> float:
-    """Seconds since boot, the clock /proc/PID/stat start times count in."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _ask(sock_path: str | os.PathLike[str], payload: bytes, timeout: float) -> str:

@@ -46,7 +46,7 @@ class LocalSession(Session):
         self._proc = protocol.spawn(
             rec.sock, ["/bin/bash", "--noprofile", "--norc"], cwd=cwd, env=env, user=user
         )
-        self._since: float | None = None
+        self._since: protocol.Mark | None = None
         self._jobs: list[int] = []
         self._dead: str | None = None
         self._send(b"set -m\n")
@@ -64,7 +64,11 @@ class LocalSession(Session):
             f"printf '\\n{tag}\\n' >&2\n"
         )
         started = time.time()
-        self._since = protocol.boot_time()
+        try:
+            self._since = protocol.mark(self._rec.sock)
+        except SandboxClosed:
+            self._dead = "the sandbox is gone"
+            raise SandboxClosed(self._dead) from None
         self._send(script.encode())
         result = self._collect(tag, timeout, self._rec.spec.max_output)
         self._runtime.audit(self._rec, cmd, result, started)

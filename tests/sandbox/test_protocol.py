@@ -260,6 +260,32 @@ def test_signal_descendants_spares_exempt_groups(init: Init) -> None:
         assert not _alive(hit) and _alive(spared) and _alive(proc.pid)
 
 
+def _start_tick(pid: int) -> int:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return int(raw[raw.rindex(")") + 2 :].split()[19])
+
+
+def test_a_mark_tells_older_processes_from_newer_ones_within_one_tick(init: Init) -> None:
+    script = "set -m; sleep 100 & echo $!; sleep 101 & echo $!; wait"
+    with protocol.spawn(init.sock, ["bash", "-c", script]) as proc:
+        os.set_blocking(proc.stdout_fd, True)
+        with os.fdopen(os.dup(proc.stdout_fd), "r") as out:
+            older, newer = int(out.readline()), int(out.readline())
+        now = protocol.mark(init.sock)
+        assert now.ticks >= _start_tick(newer) and now.last_pid > 0
+        # a mark taken just after `older` started, in the same clock tick: ties go by pid
+        tie = protocol.Mark(ticks=_start_tick(older), last_pid=older)
+        n = protocol.signal_descendants(init.sock, proc.pid, signal.SIGTERM, since=tie)
+        assert n == 1
+        deadline = time.monotonic() + 30
+        while _alive(newer) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(newer) and _alive(older)
+        # the control: a mark that knows no pid takes the tick's processes as newer
+        blind = protocol.Mark(ticks=_start_tick(older), last_pid=0)
+        assert protocol.signal_descendants(init.sock, proc.pid, signal.SIGTERM, since=blind) == 1
+
+
 def test_launch_writes_pid_and_execs(binary: Path, tmp_path: Path) -> None:
     files = [tmp_path / "a.procs", tmp_path / "b.procs"]
     for f in files:
