@@ -1,7 +1,7 @@
 """Task throughput: the oracle agent over a task suite, with the image cache cold, then warm.
 
     .venv/bin/python benchmarks/bench_throughput.py [--suite DIR] [--jobs 2] [--json out.json]
-                                                    [--cold-base] [--keep-home]
+                                                    [--cold-base] [--keep-home] [--own-images N]
 
 Both passes run in a temporary `ROCKROLL_HOME` next to the default one, so the user's cache is
 neither used for task images nor changed. The debootstrap base images (`base`, `python3.13`:
@@ -55,6 +55,7 @@ def cpu_busy_s() -> float:
 def child_bases(suite: str) -> dict[str, Any]:
     """Build the base images the suite's Dockerfiles map to (debootstrap); time each."""
     from rockroll.sandbox.dockerfile import parse, resolve_base
+    from rockroll.sandbox.standins import from_reference
     from rockroll.tasks.schema import Task
     from rockroll.tasks.suites import load_suite
 
@@ -63,11 +64,11 @@ def child_bases(suite: str) -> dict[str, Any]:
         dockerfile = item.environment.dockerfile if isinstance(item, Task) else None
         if dockerfile is not None:
             first = next(i for i in parse(Path(dockerfile).read_text()) if i.keyword == "FROM")
-            refs.add(first.args.split()[0])
+            refs.add(from_reference(first.args))
     built: dict[str, float] = {}
     for ref in sorted(refs):
         t0 = time.perf_counter()
-        name, _ = resolve_base(ref)
+        name = resolve_base(ref).image
         built[f"{ref} -> {name}"] = round(time.perf_counter() - t0, 2)
     return {"bases": built, "total_s": round(sum(built.values()), 2)}
 
@@ -332,6 +333,46 @@ def _failed_note(failed: dict[str, str | None]) -> str:
     return "failed: " + ", ".join(f"{t} ({r})" for t, r in list(failed.items())[:5])
 
 
+OWN_TEST = """\
+#!/bin/bash
+apt-get update
+pip install -r /tests/requirements.txt
+uvx --with pytest==8.3.4 --with pytest-json-ctrf==0.3.5 \\
+  pytest --ctrf /logs/verifier/ctrf.json /tests/test_outputs.py -rA && ok=1
+echo ${ok:-0} > /logs/verifier/reward.txt
+"""
+OWN_PYTEST = """\
+from pathlib import Path
+
+import iniconfig  # what requirements.txt installs
+
+
+def test_answer():
+    assert Path("/app/answer").read_text().strip() == "{n}"
+"""
+
+
+def write_own_suite(root: Path, count: int) -> Path:
+    """`count` Harbor tasks of our own, each with its own Dockerfile (so its own image) and a
+    test script that installs its tooling at test time: what the verifier-preparation layer is
+    for. The first run builds every image and layer; the second must build nothing."""
+    for n in range(count):
+        task = root / f"own-{n:02d}"
+        (task / "environment").mkdir(parents=True)
+        (task / "tests").mkdir()
+        (task / "solution").mkdir()
+        (task / "instruction.md").write_text(f"Write {n} to /app/answer.\n")
+        (task / "task.toml").write_text('[metadata]\ncategory = "own-images"\n')
+        (task / "environment" / "Dockerfile").write_text(
+            f"FROM python:3.11-slim\nWORKDIR /app\nRUN echo task-{n} > /etc/task-id\n"
+        )
+        (task / "solution" / "solve.sh").write_text(f"echo {n} > /app/answer\n")
+        (task / "tests" / "test.sh").write_text(OWN_TEST)
+        (task / "tests" / "requirements.txt").write_text("iniconfig==2.0.0\n")
+        (task / "tests" / "test_outputs.py").write_text(OWN_PYTEST.replace("{n}", str(n)))
+    return root
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=SUITE, help=f"task folder (default {SUITE})")
@@ -341,6 +382,13 @@ def main() -> int:
         "--cold-base", action="store_true", help="also build the debootstrap bases, timed apart"
     )
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary home")
+    parser.add_argument(
+        "--own-images",
+        type=int,
+        metavar="N",
+        help="instead of --suite: N tasks of our own, each with its own Dockerfile and test-time "
+        "installs (the verifier-preparation layer's cold and warm cost)",
+    )
     parser.add_argument("--child-pass", choices=("run", "bases"), help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -351,8 +399,11 @@ def main() -> int:
         print(json.dumps(child_bases(args.suite)))
         return 0
 
+    home, copied = prepare_home(default_home(), args.cold_base)
+    if args.own_images:
+        args.suite = str(write_own_suite(home / "own-suite", args.own_images))
     fig: dict[str, Any] = {"machine": machine(), "suite": args.suite, "jobs": args.jobs}
-    home, fig["copied"] = prepare_home(default_home(), args.cold_base)
+    fig["copied"] = copied
     console.print(f"temporary home {home}; copied from {default_home()}: {fig['copied']}")
     if not args.cold_base and not fig["copied"]:
         console.print(

@@ -39,6 +39,7 @@ FAST = {
     "tests/models/test_textformat.py",
     "tests/sandbox/test_doubles.py::*[[]dir[]]",
     "tests/tasks/test_terminal_bench.py",
+    "tests/tasks/test_offline_scripts.py",
     "tests/train/test_algorithms.py",
     "tests/train/test_batch.py",
     "tests/train/test_ipa_spec.py",

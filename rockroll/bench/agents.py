@@ -42,10 +42,14 @@ class OracleAgent:
         started = time.monotonic()
         if task.solution is None:
             return AgentResult(duration=0.0, exit_code=None, output_tail="the task has no solution")
-        put_files(sandbox, task.solution.files)
-        sandbox.write_text("/tmp/rockroll-solution.sh", task.solution.script, mode=0o755)
-        res = sandbox.exec(["bash", "/tmp/rockroll-solution.sh"], timeout=task.agent_timeout)
-        sandbox.exec(["rm", "-f", "/tmp/rockroll-solution.sh"])
+        solution = task.solution
+        put_files(sandbox, solution.files)
+        script = solution.path or "/tmp/rockroll-solution.sh"
+        if solution.path is None:
+            sandbox.write_text(script, solution.script, mode=0o755)
+        res = sandbox.exec(["bash", script], timeout=task.agent_timeout, env=solution.env)
+        if solution.path is None:
+            sandbox.exec(["rm", "-f", script])
         return AgentResult(
             duration=time.monotonic() - started,
             timed_out=res.timed_out,

@@ -12,6 +12,39 @@ from rich.table import Table
 from rockroll.bench.runner import TaskResult
 
 PHASES = ("build", "sandbox", "agent", "verify", "total")
+# Who a failure is down to, by its reason: the agent (the verdict stands: with the oracle, whose
+# solution is the task's own, that is the task), the task (a folder that is wrong however it is
+# run), rockroll (it could not do what Docker would have), or the network (the task needs the
+# internet at test time). Unknown reasons count as rockroll's: an unexplained failure is ours.
+FAULTS: dict[str, str] = {
+    "tests-failed": "agent",
+    "no-tests": "agent",
+    "wrong-answer": "agent",
+    "agent-timeout": "agent",
+    "verifier-timeout": "agent",
+    "invalid-task": "task",
+    "invalid-reward": "task",
+    "build-failed": "task",
+    "needs-network": "network",
+    "image-missing": "rockroll",
+    "sandbox-error": "rockroll",
+    "error": "rockroll",
+}
+FAULT_NAMES = {
+    "agent": "the agent's work (verdict stands)",
+    "task": "task at fault",
+    "rockroll": "rockroll at fault",
+    "network": "needs network",
+}
+SOLUTION_AGENTS = {"oracle"}  # their failures are the task's
+
+
+def fault(result: TaskResult) -> str | None:
+    """Whose a failed result is: agent, task, rockroll or network (None: it passed)."""
+    if result.passed:
+        return None
+    who = FAULTS.get(result.reason or "", "rockroll")
+    return "task" if who == "agent" and result.agent in SOLUTION_AGENTS else who
 
 
 def summarize(results: list[TaskResult]) -> dict:
@@ -31,8 +64,34 @@ def summarize(results: list[TaskResult]) -> dict:
             phase: _stats([r.times[phase] for r in results if phase in r.times]) for phase in PHASES
         },
         "failures": dict(Counter(r.reason or "?" for r in results if not r.passed).most_common()),
+        "faults": _faults(results),
+        "dimensions": _dimensions(results),
         "offline_rewritten": sum(bool(r.offline) for r in results),
     }
+
+
+def _faults(results: list[TaskResult]) -> dict[str, dict]:
+    """Failures grouped by whose they are, each with its reasons and tasks."""
+    groups: dict[str, dict] = {}
+    for r in sorted(results, key=lambda r: r.task):
+        if (who := fault(r)) is None:
+            continue
+        group = groups.setdefault(who, {"tasks": 0, "reasons": {}, "examples": []})
+        group["tasks"] += 1
+        group["reasons"][r.reason or "?"] = group["reasons"].get(r.reason or "?", 0) + 1
+        if len(group["examples"]) < 5:
+            group["examples"].append(r.task)
+    order = list(FAULT_NAMES)
+    return dict(sorted(groups.items(), key=lambda kv: order.index(kv[0])))
+
+
+def _dimensions(results: list[TaskResult]) -> dict[str, float]:
+    """The mean of each named reward dimension over the tasks that report it."""
+    seen: defaultdict[str, list[float]] = defaultdict(list)
+    for r in results:
+        for key, value in r.rewards.items():
+            seen[key].append(value)
+    return {k: round(sum(v) / len(v), 4) for k, v in sorted(seen.items())}
 
 
 def _rate(results: list[TaskResult]) -> float:
@@ -67,11 +126,22 @@ def render(summary: dict, console: Console) -> None:
         if row["mean"] is not None:
             times.add_row(phase, f"{row['mean']:.2f}", f"{row['p95']:.2f}")
     console.print(times)
-    if summary["failures"]:
-        fails = Table("reason", "tasks", title="failures")
-        for reason, count in summary["failures"].items():
-            fails.add_row(reason, str(count))
+    if summary.get("faults"):
+        fails = Table("whose", "tasks", "reasons", "e.g.", title="failures")
+        for who, group in summary["faults"].items():
+            reasons = ", ".join(f"{k} {v}" for k, v in group["reasons"].items())
+            fails.add_row(
+                FAULT_NAMES.get(who, who),
+                str(group["tasks"]),
+                reasons,
+                ", ".join(group["examples"]),
+            )
         console.print(fails)
+    if summary.get("dimensions"):
+        dims = Table("reward dimension", "mean", title="rewards by dimension")
+        for key, mean in summary["dimensions"].items():
+            dims.add_row(key, f"{mean:.3f}")
+        console.print(dims)
     if summary["offline_rewritten"]:
         console.print(
             f"{summary['offline_rewritten']} task(s) verified with bootstrap steps rewritten to "

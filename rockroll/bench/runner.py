@@ -29,12 +29,18 @@ class TaskResult(BaseModel):
     category: str | None = None
     agent: str
     reward: float = 0.0
+    rewards: dict[str, float] = Field(
+        default_factory=dict, description="every key of the task's reward.json"
+    )
     passed: bool = False
     reason: str | None = Field(None, description="why it did not pass")
     times: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     verifier_tail: str = ""
     agent_tail: str = ""
     offline: list[str] = Field(default_factory=list)
+    network: list[str] = Field(
+        default_factory=list, description="what the tests fetched that offline could not serve"
+    )
     trajectory: str | None = None
     error: str | None = None
 
@@ -60,7 +66,9 @@ def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: No
             verdict = verify(task, sb)
             times["verify"] = time.monotonic() - clock
         result.reward, result.passed, result.reason = verdict.reward, verdict.passed, verdict.reason
+        result.rewards = verdict.rewards
         result.verifier_tail, result.offline = verdict.output_tail, verdict.offline
+        result.network = verdict.network
         if acted.timed_out and not verdict.passed:
             result.reason = "agent-timeout"
     except TaskError as exc:
@@ -138,7 +146,9 @@ def run_suite(
         on_result(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    if jobs < 1:
+        raise InvalidArgument(f"jobs must be at least 1, got {jobs}")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
         new = list(pool.map(one, pending))
     return [*done.values(), *new]
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rockroll.cli.common import Verbs, add, err, out, verbs
+from rockroll.cli.common import Verbs, add, err, out, positive, verbs
 from rockroll.errors import TaskError, UsageError
 
 if TYPE_CHECKING:
@@ -21,9 +21,9 @@ def register(nouns: Verbs) -> None:
     run.add_argument("suite", help="a task folder, a folder of tasks, humaneval, rg:NAME?seed=S")
     run.add_argument("--agent", default="oracle", help="oracle, noop, harness (default oracle)")
     run.add_argument("--model", help="model for --agent harness, e.g. scripted:PATH")
-    run.add_argument("--max-turns", type=int, default=50, help="harness: turns per task")
-    run.add_argument("--max-tokens", type=int, default=1024, help="harness: tokens per turn")
-    run.add_argument("-j", "--jobs", type=int, default=2, help="tasks at once (default 2)")
+    run.add_argument("--max-turns", type=positive, default=50, help="harness: turns per task")
+    run.add_argument("--max-tokens", type=positive, default=1024, help="harness: tokens per turn")
+    run.add_argument("-j", "--jobs", type=positive, default=2, help="tasks at once (default 2)")
     run.add_argument("--out", help="results folder (default runs/<suite>-<agent>)")
     run.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     report = add(
@@ -54,10 +54,9 @@ def _suite(spec: str) -> list[Task | TaskError]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from rockroll.bench.report import render, summarize
-    from rockroll.bench.runner import RESULTS, run_suite, write_summary
+    from rockroll.bench.runner import RESULTS, TaskResult, run_suite, write_summary
+    from rockroll.cli.progress import RunProgress
 
     name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
     folder = Path(args.out or f"runs/{name}-{args.agent}")
@@ -65,26 +64,14 @@ def run_bench(args: argparse.Namespace) -> int:
     items = _suite(args.suite)
     if args.fresh and (folder / RESULTS).exists():
         (folder / RESULTS).unlink()
-    counts = {"passed": 0, "done": 0}
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-    ) as progress:
-        bar = progress.add_task(f"{agent.name} on {args.suite}", total=len(items))
+    with RunProgress(f"{agent.name} on {args.suite}", len(items), err) as progress:
 
-        def seen(result: object) -> None:
-            counts["done"] += 1
-            counts["passed"] += bool(getattr(result, "passed", False))
-            progress.update(
-                bar,
-                advance=1,
-                description=f"{agent.name} on {args.suite}: {counts['passed']} passed",
-            )
+        def seen(result: TaskResult) -> None:
+            verdict = "passed" if result.passed else f"failed ({result.reason})"
+            seconds = result.times.get("total", 0.0)
+            progress.done(f"{result.task}: {verdict} in {seconds:.1f} s", result.passed)
 
-        results = run_suite(items, agent, folder, jobs=args.jobs, on_result=seen)
+        results = run_suite(items, agent, folder, jobs=args.jobs, on_result=seen, log=progress.log)
     summary = summarize(results)
     write_summary(folder, summary)
     render(summary, out)

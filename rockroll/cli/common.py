@@ -35,3 +35,14 @@ def env_pairs(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--env {pair!r} must look like NAME=value")
         env[key] = value
     return env
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -149,6 +149,7 @@ class Sandbox(ABC):
         network: str = "none",
         env: dict[str, str] | None = None,
         workdir: str = "/",
+        user: str | None = None,
         ttl: float | None = None,
         backend: str = "bwrap",
         max_output: int = 1 << 20,
@@ -163,7 +164,8 @@ class Sandbox(ABC):
         """Start a sandbox; use it as a context manager so `close()` always runs.
 
         `disk` bounds what it may write (its own filesystem of that size: writes past it fail
-        with ENOSPC inside; None: no limit), `inodes` how many files. With `server` (or
+        with ENOSPC inside; None: no limit), `inodes` how many files; `user` is who commands
+        run as when they name none (Docker's USER; None: root). With `server` (or
         `ROCKROLL_SERVER`) the sandbox runs on that `rockroll serve`, reached with `token` (or
         `ROCKROLL_TOKEN`); the object behaves the same.
         """
@@ -175,6 +177,7 @@ class Sandbox(ABC):
             "network": network,
             "env": env or {},
             "workdir": workdir,
+            "user": user,
             "ttl": ttl,
             "max_output": max_output,
             "labels": labels or {},

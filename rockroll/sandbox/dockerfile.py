@@ -2,15 +2,14 @@
 
 Each RUN step runs in a build sandbox (profile "build": like `docker build`, with the host's
 network) stacked on a local base image; COPY/ADD take files from the build context. The result
-is one read-only layer on top of the base. FROM images that cannot be pulled offline are mapped
-to local images through `BASE_MAP`, which a user extends with `$ROCKROLL_HOME/image-map.json`.
+is one read-only layer on top of the base. FROM images that cannot be pulled offline stand in
+as local images (`rockroll.sandbox.standins`: the table, its normalisation of references, and
+`$ROCKROLL_HOME/image-map.json` where users extend it).
 Images are named by a hash of the Dockerfile and its context, so identical tasks build once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import hashlib
 import json
 import os
@@ -20,33 +19,19 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rockroll.errors import InvalidArgument, SandboxError
 from rockroll.sandbox.disk import BUILD_DISK
 from rockroll.sandbox.images import Image, build_image, get_image, image_lock, images_dir
 from rockroll.sandbox.local import LocalSandbox
-from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.spec import DEFAULT_PATH, make_spec
+from rockroll.sandbox.standins import StandIn, StandInError, from_reference, stand_in
 
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 STEP_TIMEOUT = 1800.0
-# FROM pattern -> local image (built with debootstrap from `suite` when missing), and packages
-# it lacks compared with the original. Python's minor version matters to tests (3.12 changed
-# float `sum()`), so Python 3.13 images map to Debian trixie, whose python3 is 3.13.
-PY313 = {"image": "python3.13", "suite": "trixie"}
-BASE_MAP: dict[str, dict] = {
-    "ghcr.io/laude-institute/t-bench/python-3-13*": PY313 | {"packages": ["tmux"]},
-    "python:3.13*": PY313 | {"packages": []},
-    "python:3.11*": {"image": "base", "packages": []},
-    "buildpack-deps:*": {
-        "image": "base",
-        "packages": ["build-essential", "openssl", "wget", "unzip", "xz-utils", "bzip2", "tmux"],
-    },
-    "debian:*": {"image": "base", "packages": []},
-    "ubuntu:*": {"image": "base", "packages": []},
-}
+MAX_STAND_IN_DEPTH = 4  # image-map Dockerfiles that start FROM other mapped Dockerfiles
 KNOWN = {
     "FROM", "RUN", "COPY", "ADD", "WORKDIR", "ENV", "ARG", "USER", "CMD", "ENTRYPOINT",
     "LABEL", "EXPOSE", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "MAINTAINER", "ONBUILD",
@@ -60,6 +45,10 @@ class BuildError(SandboxError):
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message + (f"\n--- output (tail) ---\n{output[-3000:]}" if output else ""))
         self.output = output
+
+
+class UnmappedBase(BuildError):
+    """The Dockerfile starts FROM a registry image that has no local stand-in."""
 
 
 @dataclass
@@ -122,36 +111,24 @@ def parse(text: str, path: str = "Dockerfile") -> list[Instruction]:
     return out
 
 
-def base_map() -> dict[str, dict]:
-    """The built-in FROM table, extended by `$ROCKROLL_HOME/image-map.json` if present."""
-    table = dict(BASE_MAP)
-    user = rockroll_home() / "image-map.json"
-    if user.exists():
+def resolve_base(ref: str, log: Callable[[str], None] = lambda s: None, depth: int = 0) -> StandIn:
+    """The stand-in for a FROM reference, with its local image built if needed (debootstrap
+    for a Debian suite, or the Dockerfile an image-map entry names); `image` is then set."""
+    found = stand_in(ref)
+    if found.dockerfile is not None:
+        if depth >= MAX_STAND_IN_DEPTH:
+            raise BuildError(f"FROM {ref}: image-map Dockerfiles nest deeper than {depth}")
+        image = build(found.dockerfile, log=log, depth=depth + 1)
+        return replace(found, image=image.name)
+    assert found.image is not None
+    if found.suite:
         try:
-            extra = json.loads(user.read_text())
-        except ValueError as exc:
-            raise BuildError(f"{user}: not valid JSON ({exc})") from None
-        for pattern, target in extra.items():
-            table[pattern] = target if isinstance(target, dict) else {"image": target}
-    return table
-
-
-def resolve_base(ref: str, log: Callable[[str], None] = lambda s: None) -> tuple[str, list[str]]:
-    """Local image and extra packages for a FROM reference; mapped bases are built if needed."""
-    with contextlib.suppress(SandboxError):
-        return get_image(ref).name, []
-    for pattern, target in base_map().items():
-        if fnmatch.fnmatch(ref, pattern):
-            if target.get("suite"):
-                try:
-                    get_image(target["image"])
-                except SandboxError:
-                    build_image(target["image"], suite=target["suite"], log=log)
-            return target["image"], list(target.get("packages", []))
-    raise BuildError(
-        f"FROM {ref}: this image cannot be pulled offline and no mapping matches it; add "
-        f'"{ref}": "base" (or another built image) to {rockroll_home() / "image-map.json"}'
-    )
+            get_image(found.image)
+        except SandboxError:
+            build_image(found.image, suite=found.suite, log=log)
+    if found.differs:
+        log(f"FROM {ref}: stands in with {found.image}; differs: {'; '.join(found.differs)}")
+    return found
 
 
 def _copied_files(context: Path, steps: list[Instruction]) -> list[Path]:
@@ -175,7 +152,9 @@ def _copied_files(context: Path, steps: list[Instruction]) -> list[Path]:
 def _key(parent: str, state: _State, steps: list[Instruction], context: Path) -> str:
     """A hash of everything a build depends on: parent, starting state, steps, copied files."""
     digest = hashlib.sha256(BUILDER_VERSION.encode() + parent.encode())
-    digest.update(json.dumps([state.env, state.args, state.workdir, state.shell]).encode())
+    digest.update(
+        json.dumps([state.env, state.args, state.workdir, state.shell, state.user]).encode()
+    )
     digest.update(json.dumps([(i.keyword, i.args) for i in steps]).encode())
     for path in _copied_files(context, steps):
         digest.update(str(path.relative_to(context)).encode() + b"\0")
@@ -186,12 +165,18 @@ def _key(parent: str, state: _State, steps: list[Instruction], context: Path) ->
 
 
 def build(
-    dockerfile: Path, context: Path | None = None, *, log: Callable[[str], None] = lambda s: None
+    dockerfile: Path,
+    context: Path | None = None,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+    depth: int = 0,
 ) -> Image:
     """The image for this Dockerfile, built now unless an identical one was built before.
 
     The steps before the first COPY/ADD read nothing from the context, so they are built (and
     cached) as an image of their own: Dockerfiles that differ only in what they copy share it.
+    So are the steps that complete a stand-in base (its packages), shared by every Dockerfile
+    that starts FROM the same image.
     """
     dockerfile = Path(dockerfile)
     context = Path(context) if context else dockerfile.parent
@@ -201,19 +186,40 @@ def build(
     state = _State()
     while instructions and instructions[0].keyword == "ARG":
         _arg(state, instructions.pop(0).args)
-    base, packages = resolve_base(state.expand(instructions[0].args.split()[0]), log)
-    parent = get_image(base)
+    first = instructions[0]
+    try:
+        base = resolve_base(from_reference(state.expand(first.args)), log, depth)
+    except StandInError as exc:
+        raise UnmappedBase(f"{dockerfile}:{first.line}: {exc}") from None
+    assert base.image is not None
+    parent = get_image(base.image)
     state.env = dict(parent.config.get("env", {}))
     state.workdir = parent.config.get("workdir", "/")
+    state.user = parent.config.get("user", "root")
     steps = instructions[1:]
-    if packages:
-        install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-        steps.insert(0, Instruction(instructions[0].line, "RUN", install + " ".join(packages)))
+    if later := next((i for i in steps if i.keyword == "FROM"), None):
+        raise BuildError(f"{dockerfile}:{later.line}: multi-stage builds are not supported")
+    # What makes the stand-in like the original is a layer of its own, shared by every
+    # Dockerfile that starts FROM the same reference.
+    image, parts = parent, []
+    if stand_in_steps := [Instruction(first.line, "RUN", c) for c in _stand_in_steps(base)]:
+        parts.append(stand_in_steps)
     cut = next((i for i, ins in enumerate(steps) if ins.keyword in ("COPY", "ADD")), 0)
-    image = parent
-    for part in (steps[:cut], steps[cut:]) if cut else (steps,):
+    parts += [steps[:cut], steps[cut:]] if cut else [steps]
+    for part in parts:
         image = _cached(image, part, state, dockerfile, context, log)
     return image
+
+
+def _stand_in_steps(base: StandIn) -> list[str]:
+    """RUN commands that make the stand-in image more like the one it replaces."""
+    steps = []
+    if base.packages:
+        steps.append(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+            "--no-install-recommends " + " ".join(base.packages)
+        )
+    return steps + list(base.setup)
 
 
 def _cached(
@@ -235,6 +241,7 @@ def _cached(
     config = image.config
     state.env, state.workdir = dict(config["env"]), config["workdir"]
     state.args, state.shell = dict(config["args"]), list(config["shell"])
+    state.user = config.get("user", state.user)  # a cached layer's USER holds for the next
     state.config = {k: v for k, v in config.items() if k not in ("env", "workdir", "args")}
     return image
 

@@ -144,8 +144,10 @@ class LocalSandbox(Sandbox, place="local"):
         return ["/bin/bash" if self._bash else "/bin/sh", "-c", cmd]
 
     def _identity(self, user: str | int | None) -> tuple[protocol.User | None, dict[str, str]]:
-        """The ids a command of `user` runs as (None: root) and its base environment (HOME from
-        the user's passwd entry)."""
+        """The ids a command of `user` runs as (None: the sandbox's default user, root unless
+        the spec names one) and its base environment (HOME from the user's passwd entry)."""
+        if user is None:
+            user = self.spec.user
         if user is None:
             return None, self.spec.base_env()
         account = accounts.resolve(self._fs, user)

@@ -58,6 +58,13 @@ class SandboxSpec(BaseModel):
         default_factory=dict, description="free-form tags, kept with the sandbox (list filters)"
     )
     workdir: str = Field("/", description="default directory for commands")
+    user: str | None = Field(
+        None,
+        description="who commands run as when they name no user, like Docker's USER "
+        '("app", "1000", "app:staff"); None: root',
+        min_length=1,
+        max_length=64,
+    )
     ttl: float | None = Field(None, description="idle seconds before the sandbox is closed", gt=0)
     disk: int | None = Field(
         10 << 30,

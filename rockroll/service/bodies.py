@@ -49,6 +49,9 @@ class CreateSandbox(Strict):
     )
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str = "/"
+    user: str | None = Field(
+        None, min_length=1, max_length=64, description="who commands run as by default (root)"
+    )
     max_output: int = Field(1 << 20, ge=1024, description="bytes kept per output stream")
     labels: dict[str, str] = Field(default_factory=dict, description="tags for list filters")
     idle_ttl: float | None = Field(

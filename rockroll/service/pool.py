@@ -230,8 +230,8 @@ class Pool:
             raise SandboxNotFound(f"no snapshot {snapshot_id!r} of yours")
         base = json.loads(snap.spec)
         keep = ("memory", "cpus", "pids", "network", "env", "workdir", "max_output")
-        keep += ("disk", "inodes")
-        settings = {k: base[k] for k in keep} | {
+        keep += ("disk", "inodes", "user")
+        settings = {k: base[k] for k in keep if k in base} | {
             k: v for k, v in req.model_dump().items() if v is not None
         }
         settings["labels"] = settings.get("labels") or {

@@ -1,16 +1,24 @@
 """Harbor / Terminal-Bench 2.x task folders, our own task format.
 
 instruction.md            what the agent is told
-task.toml                 [metadata], [agent] timeout_sec, [verifier] timeout_sec,
-                          [environment] cpus, memory_mb (or memory), storage_mb (the
-                          disk limit), allow_internet
+task.toml                 [metadata]; [agent] timeout_sec; [verifier] timeout_sec, env;
+                          [solution] env; [environment] cpus, memory_mb (or memory = "2G"),
+                          storage_mb (or storage = "10G": the disk limit), allow_internet,
+                          docker_image (a prebuilt image, when there is no Dockerfile)
 environment/Dockerfile    the environment (build context: environment/)
-solution/solve.sh         the reference solution
-tests/test.sh             writes /logs/verifier/reward.txt (or reward.json)
+solution/                 the reference solution: solve.sh and what it uses, copied to
+                          /solution and run there, as Harbor's oracle does
+tests/test.sh             writes /logs/verifier/reward.txt (or reward.json), run from the
+                          environment's working directory
+
+Values of the `env` tables may name host variables, `${NAME}` or `${NAME:-default}`, as Harbor
+resolves them; a name that is unset and has no default is an error naming the table.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -18,6 +26,8 @@ from rockroll.errors import TaskError
 from rockroll.tasks.schema import Environment, Metadata, Resources, Solution, Task, Verifier
 
 REWARD_FILES = ["/logs/verifier/reward.txt", "/logs/verifier/reward.json"]
+SOLUTION_DIR = "/solution"
+_HOST_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
 def is_harbor(path: Path) -> bool:
@@ -33,35 +43,30 @@ def load_harbor(path: Path) -> Task:
         raise TaskError(task_id, "invalid-task", f"{instruction_file} is missing or empty")
     if not (path / "tests" / "test.sh").is_file():
         raise TaskError(task_id, "invalid-task", f"{path / 'tests' / 'test.sh'} is missing")
-    env_table = meta.get("environment", {})
-    dockerfile = path / "environment" / "Dockerfile"
-    environment = (
-        Environment(dockerfile=dockerfile, context=dockerfile.parent)
-        if dockerfile.is_file()
-        else Environment(image=env_table.get("image", "base"), workdir=env_table.get("workdir"))
-    )
-    solve = path / "solution" / "solve.sh"
-    info = meta.get("metadata", {})
+    env_table = _table(meta, "environment", task_id)
+    verifier = _table(meta, "verifier", task_id)
+    info = _table(meta, "metadata", task_id)
     return Task(
         id=task_id,
         source="harbor",
         path=path,
         instruction=instruction_file.read_text(),
-        environment=environment,
+        environment=_environment(path, env_table),
         resources=Resources(
-            memory=_memory(env_table),
+            memory=_size(env_table, "memory", "2g"),
             cpus=float(env_table.get("cpus", 1.0)),
-            disk=f"{int(env_table['storage_mb'])}m" if "storage_mb" in env_table else "10g",
+            disk=_size(env_table, "storage", "10g"),
         ),
         network="full" if env_table.get("allow_internet") else "none",
-        agent_timeout=float(meta.get("agent", {}).get("timeout_sec", 600.0)),
+        agent_timeout=float(_table(meta, "agent", task_id).get("timeout_sec", 600.0)),
         verifier=Verifier(
             command="mkdir -p /logs/verifier && bash /tests/test.sh",
             files={"/tests": path / "tests"},
+            env=_env(verifier, "verifier", task_id),
             reward_files=REWARD_FILES,
-            timeout=float(meta.get("verifier", {}).get("timeout_sec", 120.0)),
+            timeout=float(verifier.get("timeout_sec", 120.0)),
         ),
-        solution=Solution(script=solve.read_text()) if solve.is_file() else None,
+        solution=_solution(path, _env(_table(meta, "solution", task_id), "solution", task_id)),
         metadata=Metadata(
             difficulty=info.get("difficulty"),
             category=info.get("category"),
@@ -70,11 +75,59 @@ def load_harbor(path: Path) -> Task:
     )
 
 
-def _memory(env: dict) -> str:
-    """Harbor's `memory_mb`, or an older `memory` like "2G"."""
-    if "memory_mb" in env:
-        return f"{int(env['memory_mb'])}m"
-    return str(env.get("memory", "2g"))
+def _environment(path: Path, table: dict) -> Environment:
+    dockerfile = path / "environment" / "Dockerfile"
+    if dockerfile.is_file():
+        return Environment(dockerfile=dockerfile, context=dockerfile.parent)
+    image = table.get("docker_image") or table.get("image") or "base"
+    return Environment(image=str(image), workdir=table.get("workdir"))
+
+
+def _solution(path: Path, env: dict[str, str]) -> Solution | None:
+    folder = path / "solution"
+    solve = folder / "solve.sh"
+    if not solve.is_file():
+        return None
+    return Solution(
+        script=solve.read_text(),
+        files={SOLUTION_DIR: folder},
+        path=f"{SOLUTION_DIR}/solve.sh",
+        env=env,
+    )
+
+
+def _size(table: dict, key: str, default: str) -> str:
+    """Harbor's `KEY_mb` (a number of MiB), or an older `KEY` like "2G"."""
+    if f"{key}_mb" in table:
+        return f"{int(table[f'{key}_mb'])}m"
+    return str(table.get(key, default)).lower()
+
+
+def _env(table: dict, name: str, task_id: str) -> dict[str, str]:
+    """`[NAME.env]` with `${HOST_VAR}` references resolved from this process's environment."""
+    env = table.get("env", {})
+    if not isinstance(env, dict):
+        raise TaskError(task_id, "invalid-task", f"task.toml: [{name}.env] must be a table")
+
+    def one(key: str, m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            raise TaskError(
+                task_id,
+                "invalid-task",
+                f"task.toml: [{name}.env] {key} needs the host variable {m.group(1)}; set it, "
+                f"or give a default as ${{{m.group(1)}:-value}}",
+            )
+        return value
+
+    return {str(k): _HOST_VAR.sub(lambda m, k=k: one(k, m), str(v)) for k, v in env.items()}
+
+
+def _table(meta: dict, name: str, task_id: str) -> dict:
+    value = meta.get(name, {})
+    if not isinstance(value, dict):
+        raise TaskError(task_id, "invalid-task", f"task.toml: [{name}] must be a table")
+    return value
 
 
 def _toml(path: Path, task_id: str) -> dict:

@@ -59,12 +59,17 @@ class Verifier(BaseModel):
 
 
 class Solution(BaseModel):
-    """The reference solution the `oracle` agent runs: a shell script, as text."""
+    """The reference solution the `oracle` agent runs: a shell script, as text.
+
+    `files` are copied in first; when `path` is set the script is run from there (Harbor's
+    `/solution/solve.sh`, beside the files it uses), else from a temporary file."""
 
     model_config = ConfigDict(extra="forbid")
 
     script: str
     files: dict[str, Path | str] = Field(default_factory=dict)
+    path: str | None = Field(None, description="where the script is in the sandbox, if copied")
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class Metadata(BaseModel):

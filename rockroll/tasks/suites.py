@@ -70,7 +70,10 @@ def load_suite(spec: str) -> list[Task | TaskError]:
     """Tasks, or the error that kept one from loading (so a run can report it and go on)."""
     name = _family_of(spec)
     if name is not None:
-        return list(_FAMILIES[name].loader(spec[len(name) :]))
+        found = list(_FAMILIES[name].loader(spec[len(name) :]))
+        if not found:
+            raise UsageError(f"{spec!r} names no tasks; ask for at least one (e.g. size=1)")
+        return found
     path = Path(spec)
     if not path.is_dir():
         raise UsageError(f"{spec!r} is neither a task folder nor a suite ({suite_usage()})")
@@ -78,6 +81,11 @@ def load_suite(spec: str) -> list[Task | TaskError]:
         folders = [path]
     else:
         folders = sorted((p for p in path.iterdir() if p.is_dir()), key=_natural)
+    if not folders:
+        raise UsageError(
+            f"{spec!r} holds no task folders; a task folder has task.toml (Harbor) or task.yaml "
+            "(Terminal-Bench 1.0), and a suite is a folder of them"
+        )
     items: list[Task | TaskError] = []
     for folder in folders:
         try:

@@ -6,20 +6,20 @@ import importlib
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from rockroll.errors import SandboxError
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.offline import Probe, make_offline
+from rockroll.tasks.offline import NetworkStep, make_offline_tree
+from rockroll.tasks.prepare import SCRIPT_COMMAND, sandbox_probe
 from rockroll.tasks.schema import Task
 from rockroll.tasks.workspace import put_files
 
 TESTS = "/tests"
 _FAILED = re.compile(r"^(FAILED|ERROR)\b|\s(FAILED|ERROR)(\s|$)", re.MULTILINE)
-# `[SETUP && ]bash SCRIPT`: the script a verifier command runs, after optional set-up steps.
-_SCRIPT_COMMAND = re.compile(r"^(?P<head>(?:.*&&\s*)?)(?P<shell>bash|sh)\s+(?P<path>[^\s;&|]+)\s*$")
 
 
 class VerifyResult(BaseModel):
@@ -27,12 +27,18 @@ class VerifyResult(BaseModel):
 
     reward: float
     passed: bool
+    rewards: dict[str, float] = Field(
+        default_factory=dict, description="every key of a reward.json, as written"
+    )
     reason: str | None = Field(None, description="why it did not pass, when it did not")
     exit_code: int | None = None
     timed_out: bool = False
     duration: float = 0.0
     output_tail: str = ""
     offline: list[str] = Field(default_factory=list)
+    network: list[str] = Field(
+        default_factory=list, description="fetches the tests make that no rule could serve"
+    )
 
 
 def verify(task: Task, sb: Sandbox) -> VerifyResult:
@@ -56,6 +62,11 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
     for path in [*v.reward_files, *_test_roots(v.files)]:
         sb.remove(path)  # by the host: the agent may have replaced `rm`
     put_files(sb, v.files)
+    if folders := sorted({str(Path(p).parent) for p in v.reward_files}):
+        # where the tests write their verdict, writable whoever the image's USER is (Harbor
+        # mounts /logs/verifier for them)
+        sb.exec(["mkdir", "-p", *folders], user="root")
+        sb.exec(["chmod", "777", *folders], user="root")
     if v.kind == "python":
         module, _, name = (v.function or "").partition(":")
         reward, detail = getattr(importlib.import_module(module), name)(sb, v.args)
@@ -66,7 +77,7 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
             duration=time.monotonic() - started,
             output_tail=detail[-2000:],
         )
-    command, offline = _offline_command(task, sb)
+    command, offline, network = _offline_command(task, sb)
     res = sb.exec(
         ["bash", "-c", command],
         timeout=v.timeout,
@@ -82,16 +93,26 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
         duration=time.monotonic() - started,
         output_tail=tail,
         offline=[str(r) for r in offline],
+        network=[_fetch(n) for n in network],
     )
     if res.timed_out:
         result.reason = "verifier-timeout"
         return result
-    reward = _reward_file(sb, v.reward_files)
-    if reward is None:
+    try:
+        found = _reward_file(sb, v.reward_files)
+    except ValueError as exc:
+        result.reason, result.output_tail = "invalid-reward", f"{exc}\n{tail}"[-4000:]
+        return result
+    if found is None:
         reward = 1.0 if _passed(v.parser, res.exit_code, res.stdout) else 0.0
+    else:
+        reward, result.rewards = found
     result.reward, result.passed = reward, reward >= 1.0
     if not result.passed:
         result.reason = "no-tests" if "no tests ran" in res.stdout else "tests-failed"
+        if result.network:  # it fetched what an offline sandbox cannot: not the agent's fault
+            result.reason = "needs-network"
+            result.output_tail = f"needs the network: {'; '.join(result.network)}\n{tail}"
     return result
 
 
@@ -100,39 +121,50 @@ def _test_roots(files: dict[str, Path | str]) -> set[str]:
     return {TESTS for target in files if target == TESTS or target.startswith(TESTS + "/")}
 
 
-def _offline_command(task: Task, sb: Sandbox) -> tuple[str, list]:
-    """The verifier command, with its script rewritten when the sandbox has no network.
+def _offline_command(task: Task, sb: Sandbox) -> tuple[str, list, list[NetworkStep]]:
+    """The verifier command, with its script (and the scripts it runs or sources) rewritten
+    when the sandbox has no network; the rewrites, and the fetches no rule could remove.
 
     The command runs one script (`bash /tests/run-tests.sh`), possibly after set-up steps
     joined with `&&` (Harbor's `mkdir -p /logs/verifier && bash /tests/test.sh`)."""
     command = task.verifier.command or "true"
-    found = _SCRIPT_COMMAND.match(command)
+    found = SCRIPT_COMMAND.match(command)
     if task.network != "none" or found is None:
-        return command, []
+        return command, [], []
     script_path = found["path"]
     if not sb.exists(script_path):
-        return command, []
-    script, rewrites = make_offline(sb.read_text(script_path), _probe(sb))
-    if not rewrites:
-        return command, []
-    offline_path = script_path + ".offline"
-    sb.write_text(offline_path, script)
-    return f"{found['head']}{found['shell']} {offline_path}", rewrites
+        return command, [], []
+    env = sb.spec.base_env() | sb.spec.env | task.verifier.env
+    plan = make_offline_tree(script_path, _reader(sb), sandbox_probe(sb), env)
+    for path, text in plan.scripts.items():
+        sb.write_text(path + ".offline", text)
+    return f"{found['head']}{found['shell']} {plan.entry}", plan.rewrites, plan.network
 
 
-def _probe(sb: Sandbox) -> Probe:
-    def present(kind: str, names: list[str]) -> bool:
-        if kind == "apt":
-            return sb.exec(["dpkg", "-s", *names]).exit_code == 0
-        modules = [n.lower().replace("-", "_") for n in names]
-        # find_spec locates a module without importing it: ~10 ms instead of ~100 for pytest.
-        code = "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, sys.argv[1:])))"
-        return sb.exec(["python3", "-c", code, *modules]).exit_code == 0
+def _reader(sb: Sandbox) -> Callable[[str], str | None]:
+    """Read a script of the sandbox, or None where there is no readable text file."""
 
-    return present
+    def read(path: str) -> str | None:
+        try:
+            if not sb.exists(path) or sb.is_dir(path):
+                return None
+            return sb.read_text(path)
+        except (OSError, SandboxError, UnicodeDecodeError):
+            return None
+
+    return read
 
 
-def _reward_file(sb: Sandbox, paths: list[str]) -> float | None:
+def _fetch(step: NetworkStep) -> str:
+    return f"{step.url or step.command} ({step.path} line {step.line})"
+
+
+def _reward_file(sb: Sandbox, paths: list[str]) -> tuple[float, dict[str, float]] | None:
+    """The reward from the first reward file written, and every key of it, as Harbor reads
+    them: reward.txt holds a number; reward.json a number or an object of named numbers. An
+    object's `reward` key is the reward; one key alone is; several without `reward` are
+    dimensions (Harbor's per-dimension metrics), and the reward is their mean, so that it is
+    1 only when every dimension is. A file that says nothing readable is a ValueError."""
     for path in paths:
         if not sb.exists(path):
             continue
@@ -140,11 +172,23 @@ def _reward_file(sb: Sandbox, paths: list[str]) -> float | None:
         try:
             value = json.loads(text)
         except ValueError:
-            return None
-        if isinstance(value, dict):
-            value = value.get("reward", 0.0)
-        return float(value) if isinstance(value, int | float) else None
+            raise ValueError(f"{path} holds {text[:80]!r}, not a number or JSON") from None
+        if _number(value):
+            return float(value), {}
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"{path} holds {text[:80]!r}: expected a number or an object")
+        bad = [k for k, v in value.items() if not _number(v)]
+        if bad:
+            raise ValueError(f"{path}: the value of {bad[0]!r} is not a number")
+        rewards = {str(k): float(v) for k, v in value.items()}
+        if "reward" in rewards:
+            return rewards["reward"], rewards
+        return sum(rewards.values()) / len(rewards), rewards
     return None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _passed(parser: str, exit_code: int, stdout: str) -> bool:

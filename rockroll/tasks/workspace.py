@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rockroll.errors import SandboxError, TaskError
-from rockroll.sandbox.dockerfile import BuildError, build
+from rockroll.sandbox.dockerfile import BuildError, UnmappedBase, build
 from rockroll.sandbox.images import Image, get_image
+from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.sdk import Sandbox
+from rockroll.tasks.prepare import prepared_image
 from rockroll.tasks.schema import Task
 
 
 def task_image(task: Task, log: Callable[[str], None] = lambda s: None) -> Image:
-    """The image the task runs in; a Dockerfile is built once per distinct content."""
+    """The image the task runs in, with what its tests install already installed
+    (`rockroll.tasks.prepare`); a Dockerfile is built once per distinct content."""
     env = task.environment
     try:
         if env.dockerfile is not None:
-            return build(env.dockerfile, env.context, log=log)
-        return get_image(env.image or "base")
+            image = build(env.dockerfile, env.context, log=log)
+        else:
+            image = _named_image(env.image or "base", log)
+        return prepared_image(task, image, log)
+    except UnmappedBase as exc:  # no stand-in for a registry image: say how to add one
+        raise TaskError(task.id, "image-missing", str(exc)) from None
     except BuildError as exc:
         raise TaskError(task.id, "build-failed", str(exc)) from None
     except SandboxError as exc:
         raise TaskError(task.id, "image-missing", str(exc)) from None
+
+
+def _named_image(ref: str, log: Callable[[str], None]) -> Image:
+    """A local image of that name, else the stand-in for a registry image (Harbor's
+    `docker_image`), built as the Dockerfile `FROM ref` would be."""
+    try:
+        return get_image(ref)
+    except SandboxError:
+        pass
+    folder = rockroll_home() / "from" / hashlib.sha256(ref.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    dockerfile = folder / "Dockerfile"
+    if not dockerfile.is_file():
+        tmp = folder / f".Dockerfile.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text(f"FROM {ref}\n")
+        os.replace(tmp, dockerfile)
+    return build(dockerfile, folder, log=log)
 
 
 def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
@@ -40,6 +66,7 @@ def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
         network=task.network,
         env=dict(config.get("env", {})) | task.environment.env,
         workdir=task.environment.workdir or config.get("workdir", "/"),
+        user=_user(config.get("user")),
         **overrides,
     )
     try:
@@ -50,6 +77,13 @@ def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
     return sb
 
 
+def _user(user: object) -> str | None:
+    """The image's USER, as commands run by default (None for root, as the spec says it)."""
+    if not isinstance(user, str) or user.strip() in ("", "root", "0", "root:root", "0:0"):
+        return None
+    return user.strip()
+
+
 def put_files(sb: Sandbox, files: dict[str, Path | str]) -> None:
     """Copy host files and directories (Path) or write text (str) to sandbox paths."""
     for target, source in files.items():
@@ -58,6 +92,6 @@ def put_files(sb: Sandbox, files: dict[str, Path | str]) -> None:
                 raise FileNotFoundError(f"{source} does not exist (to be copied to {target})")
             sb.upload(source, target)
             if source.is_file() and os.access(source, os.X_OK):
-                sb.exec(["chmod", "+x", target])
+                sb.exec(["chmod", "+x", target], user="root")
         else:
             sb.write_text(target, source)

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,64 +22,7 @@ from rockroll.bench.runner import run_suite
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.schema import Task
 from rockroll.tasks.suites import load_suite
-
-SOLVE = "mkdir -p /app && echo yes > /app/done\n"
-CHECK = (
-    "if grep -q yes /app/done 2>/dev/null; then echo 1 > /logs/verifier/reward.txt\n"
-    "else echo 0 > /logs/verifier/reward.txt; fi\n"
-)
-
-
-def write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    path.chmod(mode)
-
-
-def harbor(
-    root: Path,
-    name: str,
-    *,
-    toml: str = "",
-    solve: str = SOLVE,
-    test: str = CHECK,
-    instruction: str = "Create /app/done containing the word yes.\n",
-    dockerfile: str | None = None,
-    extra_tests: dict[str, str] | None = None,
-) -> Path:
-    """A Harbor / Terminal-Bench 2.x task folder."""
-    task = root / name
-    write(task / "instruction.md", instruction)
-    write(task / "task.toml", toml)
-    write(task / "solution" / "solve.sh", solve, 0o755)
-    write(task / "tests" / "test.sh", test, 0o755)
-    for rel, text in (extra_tests or {}).items():
-        write(task / "tests" / rel, text)
-    if dockerfile is not None:
-        write(task / "environment" / "Dockerfile", dockerfile)
-    return task
-
-
-def terminal_bench(
-    root: Path, name: str, *, run_tests: str, tests: dict[str, str], solution: str
-) -> Path:
-    """A Terminal-Bench 1.0 task folder (pytest parser)."""
-    task = root / name
-    write(
-        task / "task.yaml",
-        """
-        instruction: Write hello to /app/out.txt
-        category: tb
-        max_agent_timeout_sec: 60
-        max_test_timeout_sec: 60
-        """,
-    )
-    write(task / "Dockerfile", "FROM python:3.11-slim\nWORKDIR /app\n")
-    write(task / "solution.sh", solution, 0o755)
-    write(task / "run-tests.sh", run_tests, 0o755)
-    for rel, text in tests.items():
-        write(task / "tests" / rel, text)
-    return task
+from tests.taskdirs import CHECK, SOLVE, harbor, terminal_bench
 
 
 def rows(out: Path) -> dict[str, dict]:
@@ -402,8 +344,10 @@ def test_every_failure_reason_is_recorded_and_summarised(base_image: str, tmp_pa
     assert "│ all      │    11 │      2 │     18.2% │" in text, text
     assert "times per task" in text and "p95 s" in text
     assert f"│ total   │ {summary['times']['total']['mean']:.2f}" in text, text
-    for reason, count in summary["failures"].items():
-        assert f"│ {reason:<16} │ {count:<5} │" in text, (reason, text)
+    # Failures by whose they are: with the oracle, a verdict that stands is the task's fault.
+    assert {k: g["tasks"] for k, g in summary["faults"].items()} == {"task": 7, "rockroll": 2}
+    assert summary["faults"]["rockroll"]["reasons"] == {"image-missing": 1, "error": 1}
+    assert "│ task at fault     │ 7 " in text and "│ rockroll at fault │ 2 " in text, text
     assert f"results: {out / 'results.jsonl'}" in text
     assert "oracle on" in done.stderr and "2 passed" in done.stderr and "11/11" in done.stderr
 
@@ -459,7 +403,7 @@ def test_cli_exit_codes(base_image: str, tmp_path: Path) -> None:
     empty = rockroll("bench", "report", str(tmp_path / "no-results"))
     assert empty.returncode == 1 and "no results" in empty.stderr
     usage = rockroll("bench", "run", str(tmp_path / "suite"), "--jobs", "many")
-    assert usage.returncode == 2 and "invalid int value" in usage.stderr
+    assert usage.returncode == 2 and "--jobs: expected a whole number, got 'many'" in usage.stderr
     assert rockroll("bench").returncode == 2  # no verb: the help, as a usage error
     assert not (tmp_path / "o" / "results.jsonl").exists()  # none of these ran a task
 

@@ -158,7 +158,14 @@ def test_a_message_on_several_lines_is_printed_on_one() -> None:
 
 def test_usage_errors_of_the_parser_exit_2(tmp_path: Path) -> None:
     bad = rockroll("bench", "run", "x", "--jobs", "many", home=tmp_path)
-    assert bad.returncode == 2 and "invalid int value" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "expected a whole number, got 'many'" in bad.stderr, bad.stderr
+    zero = rockroll("bench", "run", "x", "-j", "0", home=tmp_path)
+    assert zero.returncode == 2 and "-j/--jobs: must be at least 1, got 0" in zero.stderr
+    empty = tmp_path / "empty-suite"
+    empty.mkdir()
+    none = rockroll("bench", "run", str(empty), home=tmp_path)
+    assert none.returncode == 1 and "holds no task folders" in none.stderr, none.stderr
+    assert not (tmp_path / "runs").exists() and "Traceback" not in zero.stderr + none.stderr
     dashes = rockroll("image", "ls", "--", "x", home=tmp_path)
     assert dashes.returncode == 2 and "'--' introduces a command" in dashes.stderr
     assert "Traceback" not in bad.stderr + dashes.stderr

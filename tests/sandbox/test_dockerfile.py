@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from rockroll import Sandbox
-from rockroll.sandbox.dockerfile import BuildError, build, parse, resolve_base
-from rockroll.sandbox.images import Image
+from rockroll.sandbox.dockerfile import BuildError, build, parse
+from rockroll.sandbox.images import Image, get_image
 from rockroll.sandbox.spec import DEFAULT_PATH
+from rockroll.sandbox.standins import StandInError, from_reference, normalize, stand_in
 
 # -- parsing -----------------------------------------------------------------------------------
 
@@ -78,21 +79,60 @@ def test_a_file_ending_inside_a_continued_line_is_an_error() -> None:
 # -- FROM mapping ------------------------------------------------------------------------------
 
 
-def test_from_maps_known_registry_images_to_local_ones() -> None:
-    assert resolve_base("python:3.11-slim") == ("base", [])
-    image, packages = resolve_base("buildpack-deps:jammy")
-    assert image == "base" and "tmux" in packages and "build-essential" in packages
+@pytest.mark.parametrize(
+    ("ref", "image", "normal"),
+    [
+        ("python:3.11-slim", "base", "python:3.11-slim"),
+        ("docker.io/library/python:3.11-slim", "base", "python:3.11-slim"),
+        ("public.ecr.aws/docker/library/python:3.12-slim-bookworm", "python3.13", None),
+        (f"python:3.13@sha256:{'ab' * 32}", "python3.13", "python:3.13"),
+        ("index.docker.io/library/ubuntu", "base", "ubuntu:latest"),
+        ("ghcr.io/laude-institute/t-bench/ubuntu-24-04:20250624", "python3.13", None),
+        ("ghcr.io/laude-institute/t-bench/ubuntu-24-04", "python3.13", None),
+        ("buildpack-deps:jammy", "base", None),
+    ],
+)
+def test_from_references_are_normalised_then_mapped(ref: str, image: str, normal: str) -> None:
+    found = stand_in(ref)
+    assert found.image == image and found.ref == ref
+    if normal is not None:
+        assert normalize(ref) == normal
+
+
+def test_stand_ins_say_what_they_add_and_how_they_differ() -> None:
+    py312 = stand_in("python:3.12")
+    assert {"python-is-python3", "python3-pip"} <= set(py312.packages)
+    assert py312.differs == ["Python 3.13 stands in for 3.12"] and py312.suite == "trixie"
+    tb = stand_in("ghcr.io/laude-institute/t-bench/ubuntu-24-04:latest")
+    assert {"tmux", "asciinema"} <= set(tb.packages) and "Ubuntu 24.04" in tb.differs[0]
+    assert stand_in("buildpack-deps:jammy").packages[-1] == "tmux"
+
+
+def test_from_flags_and_stage_names_are_not_the_image() -> None:
+    assert from_reference("--platform=linux/amd64 python:3.11 AS build") == "python:3.11"
+    assert from_reference("--platform linux/amd64 python:3.11") == "python:3.11"
+    with pytest.raises(StandInError, match="no image named"):
+        from_reference("--platform=linux/amd64")
 
 
 def test_image_map_json_extends_the_table(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("ROCKROLL_HOME", str(tmp_path))
-    with pytest.raises(BuildError, match=r"image-map\.json"):
-        resolve_base("registry.example/team/img:1")
-    (tmp_path / "image-map.json").write_text(json.dumps({"registry.example/team/*": "base"}))
-    assert resolve_base("registry.example/team/img:1") == ("base", [])
-    (tmp_path / "image-map.json").write_text("{not json")
-    with pytest.raises(BuildError, match="not valid JSON"):
-        resolve_base("registry.example/team/img:1")
+    table = tmp_path / "image-map.json"
+    monkeypatch.setenv("ROCKROLL_IMAGE_MAP", str(table))
+    with pytest.raises(StandInError, match=r"image-map\.json") as err:
+        stand_in("registry.example/team/img:1")
+    assert '"registry.example/team/img:1": "base"' in str(err.value)
+    table.write_text(json.dumps({"registry.example/team/*": "base", "python:3.11*": "mine"}))
+    assert stand_in("registry.example/team/img:1").image == "base"
+    assert stand_in("python:3.11").image == "mine"  # the user's entry comes first
+    table.write_text(json.dumps({"x/*": {"dockerfile": "nowhere/Dockerfile"}}))
+    with pytest.raises(StandInError, match=r'entry "x/\*": no Dockerfile at .*nowhere'):
+        stand_in("x/y:1")
+    table.write_text(json.dumps({"x/*": {"packages": ["git"]}}))
+    with pytest.raises(StandInError, match=r'needs "image" or "dockerfile"'):
+        stand_in("x/y:1")
+    table.write_text("{not json")
+    with pytest.raises(StandInError, match="not valid JSON"):
+        stand_in("registry.example/team/img:1")
 
 
 # -- real builds -------------------------------------------------------------------------------
@@ -152,8 +192,14 @@ def _built_names(log: list[str]) -> list[str]:
 
 def test_build_runs_every_step_and_files_are_in_the_image(built: Built) -> None:
     image = built.image
-    # Two layers were built (steps before the first COPY, then the rest), on the base image.
-    assert _built_names(built.log) == [image.meta["parent"], image.name]
+    # Two layers were built (steps before the first COPY, then the rest) on the stand-in for
+    # python:3.11 (its own layer on the base image, built first unless an earlier test did).
+    stand_in = get_image(image.meta["parent"]).meta["parent"]
+    assert _built_names(built.log) in (
+        [image.meta["parent"], image.name],
+        [stand_in, image.meta["parent"], image.name],
+    )
+    assert get_image(stand_in).meta["parent"] == "base"
     with Sandbox.create(image.name) as sb:
         assert sb.read_text("/greeting.txt") == f"hello-{built.marker}\n"  # ARG default in RUN
         assert sb.read_text("/app/file.txt") == "first content\n"  # COPY file .
@@ -229,7 +275,7 @@ def test_changed_copied_content_rebuilds_only_the_layer_after_the_first_copy(
     assert image.meta["parent"] == built.image.meta["parent"]
     assert image.layers[1:] == built.image.layers[1:]
     assert image.layers[0] != built.image.layers[0]
-    assert len(image.layers) == 3 and image.layers[-1].parent.name == "base"
+    assert len(image.layers) == 4 and image.layers[-1].parent.name == "base"  # base, stand-in
     with Sandbox.create(image.name) as sb:
         assert sb.read_text("/app/file.txt") == "second content\n"
         assert sb.read_text("/greeting.txt") == f"hello-{built.marker}\n"
@@ -261,6 +307,66 @@ def test_unknown_base_image_explains_image_map(base_image: str, tmp_path: Path) 
         build(path)
     assert "some/unknown:image" in str(err.value)
     assert "image-map.json" in str(err.value)
+
+
+def test_a_python_image_stands_in_with_python_pip_and_no_pep_668_marker(
+    base_image: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "FROM --platform=linux/amd64 "
+        f"docker.io/library/python:3.11-slim@sha256:{'0f' * 32} AS app\n"
+        "RUN python -c 'print(42)' > /py.txt && python -m pip --version\n"
+        "RUN ! ls /usr/lib/python3*/EXTERNALLY-MANAGED\n"
+    )
+    image = build(path)
+    with Sandbox.create(image.name) as sb:
+        assert sb.read_text("/py.txt") == "42\n"
+
+
+def test_terminal_bench_ubuntu_base_stands_in_with_its_tools(
+    base_image: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "FROM ghcr.io/laude-institute/t-bench/ubuntu-24-04:20250624\n"
+        "RUN tmux -V > /tools && asciinema --version >> /tools && python3 --version >> /tools\n"
+    )
+    log: list[str] = []
+    image = build(path, log=log.append)
+    with Sandbox.create(image.name) as sb:
+        tools = sb.read_text("/tools")
+    assert tools.startswith("tmux ") and "asciinema" in tools and "Python 3.13" in tools
+    assert any("differs: Debian 13 stands in for Ubuntu 24.04" in line for line in log)
+
+
+def test_an_image_map_entry_may_name_a_dockerfile_to_build_the_stand_in_from(
+    base_image: str, tmp_path: Path, monkeypatch
+) -> None:
+    marker = uuid.uuid4().hex
+    (tmp_path / "toolchain").mkdir()
+    (tmp_path / "toolchain" / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN echo {marker} > /etc/toolchain\n"
+    )
+    table = tmp_path / "map.json"
+    table.write_text(json.dumps({"myorg/toolchain:*": {"dockerfile": "toolchain/Dockerfile"}}))
+    monkeypatch.setenv("ROCKROLL_IMAGE_MAP", str(table))
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "Dockerfile").write_text("FROM myorg/toolchain:1.2\n" + "RUN cp /etc/toolchain /seen\n")
+    log: list[str] = []
+    image = build(task / "Dockerfile", log=log.append)
+    with Sandbox.create(image.name) as sb:
+        assert sb.read_text("/seen") == f"{marker}\n"
+    assert any(str(tmp_path / "toolchain" / "Dockerfile") in line for line in log)
+    assert build(task / "Dockerfile").name == image.name  # built once: the second is cached
+
+
+def test_a_second_from_is_refused_with_its_line(base_image: str, tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(f"FROM {base_image} AS build\nRUN true\nFROM {base_image}\n")
+    with pytest.raises(BuildError, match=r"Dockerfile:3: multi-stage builds are not supported"):
+        build(path)
 
 
 def test_add_from_a_url_is_refused(base_image: str, tmp_path: Path) -> None:

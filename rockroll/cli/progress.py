@@ -1,0 +1,87 @@
+"""Progress of a long run, for a person at a terminal and for a log file alike.
+
+On a terminal: a bar. On a pipe or a file (where a bar prints nothing until the end): one line
+per finished item, every log line the run emits (image builds), and while items are running a
+line at least every `every` seconds saying how many are done and how long it has been.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+
+class RunProgress:
+    """`done(line, passed)` after each item; `log(line)` for what happens in between."""
+
+    def __init__(self, label: str, total: int, console: Console, every: float = 30.0) -> None:
+        self.label, self.total, self.console, self.every = label, total, console, every
+        self.finished = self.passed = 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._bar: Progress | None = None
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> RunProgress:
+        if self.console.is_terminal:
+            self._bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        else:
+            self._say(f"{self.label}: {self.total} to run")
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._bar is not None:
+            self._bar.__exit__(kind, exc, tb)
+        if self._ticker is not None:
+            self._ticker.join()
+            self._say(self._status())
+
+    def done(self, line: str, passed: bool) -> None:
+        with self._lock:
+            self.finished += 1
+            self.passed += passed
+            status = f"{self.passed} passed"
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=f"{self.label}: {status}")
+        else:
+            self._say(f"[{self.finished}/{self.total}] {line}")
+
+    def log(self, line: str) -> None:
+        if self._bar is None:
+            self._say(line)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every):
+            self._say(self._status() + " so far")
+
+    def _status(self) -> str:
+        elapsed = time.monotonic() - self.started
+        return (
+            f"{self.label}: {self.finished}/{self.total} done, {self.passed} passed, "
+            f"{elapsed:.0f} s"
+        )
+
+    def _say(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.console.print(f"{stamp} {line}", markup=False, highlight=False, soft_wrap=True)
