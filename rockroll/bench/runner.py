@@ -16,7 +16,7 @@ from rockroll.bench.agents import Agent
 from rockroll.errors import InvalidArgument, SandboxError, TaskError
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
-from rockroll.tasks.workspace import open_sandbox, task_image
+from rockroll.tasks.workspace import task_image, task_sandbox
 
 RESULTS = "results.jsonl"
 
@@ -56,7 +56,7 @@ def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: No
         image = task_image(task, log)
         times["build"] = time.monotonic() - clock
         clock = time.monotonic()
-        with open_sandbox(task, image) as sb:
+        with task_sandbox(task, image, log) as sb:
             times["sandbox"] = time.monotonic() - clock
             clock = time.monotonic()
             acted = agent.run(task, sb)

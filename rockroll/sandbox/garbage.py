@@ -11,6 +11,7 @@ from rockroll.errors import SandboxError, SetupError
 from rockroll.sandbox.backends import backend_for
 from rockroll.sandbox.disk import empty_trash
 from rockroll.sandbox.mounts import mounts_under, unmount
+from rockroll.sandbox.networks import stale_networks
 from rockroll.sandbox.records import SandboxRecord, load_record, owner_alive, sandboxes_dir
 from rockroll.sandbox.snapshots import collect_snapshots, stale_snapshot_tmps
 
@@ -55,6 +56,7 @@ def collect_garbage(mine: set[str]) -> GcReport:
     for leftover in stale_snapshot_tmps():
         shutil.rmtree(leftover, ignore_errors=True)
     report.snapshots += collect_snapshots()
+    report.resources += [f"network:{name}" for name in stale_networks()]
     empty_trash()
     return report
 

@@ -21,6 +21,7 @@ from rockroll.sandbox.base import (
 )
 from rockroll.sandbox.checks import check_cap, check_env, check_timeout
 from rockroll.sandbox.files import MAX_READ, sandbox_path
+from rockroll.sandbox.networks import namespace_of
 from rockroll.sandbox.records import SandboxRecord, SnapshotRecord, read_audit
 from rockroll.sandbox.runtime import LocalRuntime, local_runtime
 from rockroll.sandbox.session import LocalSession
@@ -219,6 +220,14 @@ class LocalSandbox(Sandbox, place="local"):
             user = accounts.resolve(self._fs, owner).user
             ids = (user.uid, user.gid)
         extract_tar(self._fs, self.path(path), archive, ids)
+
+    def network_namespace(self) -> str:
+        """The sandbox's own network namespace (`/proc/PID/ns/net`), for a `PrivateNetwork`
+        to plug it into; only `network="none"` sandboxes on this host have one."""
+        self.check_open()
+        if self.spec.network != "none" or self._rec.backend_pid is None:
+            raise InvalidArgument("only a network='none' sandbox has a network of its own to join")
+        return namespace_of(self._rec.backend_pid)
 
     def upper_layer(self) -> str:
         """A host path of the sandbox's writable layer as stored (ids as inside), to copy it

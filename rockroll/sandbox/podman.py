@@ -287,6 +287,9 @@ def _spawn(argv: list[str], rec: SandboxRecord, listen_fd: int, ready_fd: int) -
         targets = ((high[0], 0), (high[1], 1), (high[1], 2), (high[2], 3), (high[3], 4))
         targets += ((high[4], INIT_FD),)
         actions = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in targets]
+        # conmon leaves files in its working directory (an `oom` marker after an OOM kill):
+        # the sandbox's own directory, not wherever the caller happens to be
+        argv = ["env", f"--chdir={rec.dir}", *argv]
         return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
     finally:
         for fd in (log, null, *high):

@@ -23,6 +23,7 @@ import tomllib
 from pathlib import Path
 
 from rockroll.errors import TaskError
+from rockroll.tasks.compose import compose_files, load_services
 from rockroll.tasks.schema import Environment, Metadata, Resources, Solution, Task, Verifier
 
 REWARD_FILES = ["/logs/verifier/reward.txt", "/logs/verifier/reward.json"]
@@ -46,18 +47,21 @@ def load_harbor(path: Path) -> Task:
     env_table = _table(meta, "environment", task_id)
     verifier = _table(meta, "verifier", task_id)
     info = _table(meta, "metadata", task_id)
+    environment = _environment(path, env_table, task_id)
+    # A task with services runs on their private network: allowed the internet, it gets none.
+    internet = bool(env_table.get("allow_internet")) and not environment.services
     return Task(
         id=task_id,
         source="harbor",
         path=path,
         instruction=instruction_file.read_text(),
-        environment=_environment(path, env_table),
+        environment=environment,
         resources=Resources(
             memory=_size(env_table, "memory", "2g"),
             cpus=float(env_table.get("cpus", 1.0)),
             disk=_size(env_table, "storage", "10g"),
         ),
-        network="full" if env_table.get("allow_internet") else "none",
+        network="full" if internet else "none",
         agent_timeout=float(_table(meta, "agent", task_id).get("timeout_sec", 600.0)),
         verifier=Verifier(
             command="mkdir -p /logs/verifier && bash /tests/test.sh",
@@ -75,12 +79,15 @@ def load_harbor(path: Path) -> Task:
     )
 
 
-def _environment(path: Path, table: dict) -> Environment:
-    dockerfile = path / "environment" / "Dockerfile"
+def _environment(path: Path, table: dict, task_id: str) -> Environment:
+    folder = path / "environment"
+    compose = next((c for c in compose_files(folder)), None)
+    services = load_services(compose, task_id, folder)[0] if compose else []
+    dockerfile = folder / "Dockerfile"
     if dockerfile.is_file():
-        return Environment(dockerfile=dockerfile, context=dockerfile.parent)
+        return Environment(dockerfile=dockerfile, context=folder, services=services)
     image = table.get("docker_image") or table.get("image") or "base"
-    return Environment(image=str(image), workdir=table.get("workdir"))
+    return Environment(image=str(image), workdir=table.get("workdir"), services=services)
 
 
 def _solution(path: Path, env: dict[str, str]) -> Solution | None:

@@ -39,7 +39,7 @@ from rockroll.tasks.schema import Task
 
 # `[SETUP && ]bash SCRIPT`: the script a verifier command runs, after optional set-up steps.
 SCRIPT_COMMAND = re.compile(r"^(?P<head>(?:.*&&\s*)?)(?P<shell>bash|sh)\s+(?P<path>[^\s;&|]+)\s*$")
-PREPARE_VERSION = "1"
+PREPARE_VERSION = "2"
 _APT = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
 _PIP = (
     f"(python3 -m pip --version >/dev/null 2>&1 || ({_APT}--no-install-recommends python3-pip)) "
@@ -133,7 +133,11 @@ def _command(step: Install) -> str | None:
     if step.kind == "python":
         parts = [f"-r {shlex.quote(step.requirements)}"] if step.requirements else []
         parts += [packages] if packages else []
-        return _PIP + " ".join(parts) if parts else None
+        if not parts:
+            return None
+        # pip cannot replace a distribution's own packages (python3-pytest): install beside them
+        args = " ".join(parts)
+        return f"{_PIP}{args} || {_PIP}--ignore-installed {args}"
     where = f"cd {shlex.quote(step.directory)} && " if step.directory else ""
     return f"{where}npm install --no-audit --no-fund {packages}".rstrip()
 

@@ -12,6 +12,32 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test: list[str] = Field(description='argv; ["sh", "-c", CMD] for CMD-SHELL and strings')
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+class Service(BaseModel):
+    """One extra service: where its image comes from and how it starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dockerfile: Path | None = None
+    context: Path | None = None
+    image: str | None = None
+    command: list[str] = Field(default_factory=list, description="argv; [] for the image's")
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    health: Health | None = None
+    depends_on: list[str] = Field(default_factory=list)
+
+
 class Environment(BaseModel):
     """Where the agent works: a built image, or a Dockerfile to build one from."""
 
@@ -22,6 +48,10 @@ class Environment(BaseModel):
     context: Path | None = Field(None, description="build context directory on the host")
     workdir: str | None = Field(None, description="working directory (default: the image's)")
     env: dict[str, str] = Field(default_factory=dict)
+    services: list[Service] = Field(
+        default_factory=list,
+        description="Compose's extra services, in start order (rockroll.tasks.compose)",
+    )
 
 
 class Resources(BaseModel):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from rockroll.sandbox.dockerfile import BuildError, UnmappedBase, build
 from rockroll.sandbox.images import Image, get_image
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.sdk import Sandbox
+from rockroll.tasks.compose import running_services
 from rockroll.tasks.prepare import prepared_image
-from rockroll.tasks.schema import Task
+from rockroll.tasks.schema import Service, Task
 
 
 def task_image(task: Task, log: Callable[[str], None] = lambda s: None) -> Image:
@@ -57,18 +59,17 @@ def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
     """A fresh sandbox for the task, with the image's and the task's settings and files;
     `overrides` are further `Sandbox.create` options (detached, ttl...)."""
     config = image.config
-    sb = Sandbox.create(
-        image.name,
-        memory=task.resources.memory,
-        cpus=task.resources.cpus,
-        pids=task.resources.pids,
-        disk=task.resources.disk,
-        network=task.network,
-        env=dict(config.get("env", {})) | task.environment.env,
-        workdir=task.environment.workdir or config.get("workdir", "/"),
-        user=_user(config.get("user")),
-        **overrides,
-    )
+    settings: dict[str, Any] = {
+        "memory": task.resources.memory,
+        "cpus": task.resources.cpus,
+        "pids": task.resources.pids,
+        "disk": task.resources.disk,
+        "network": task.network,
+        "env": dict(config.get("env", {})) | task.environment.env,
+        "workdir": task.environment.workdir or config.get("workdir", "/"),
+        "user": _user(config.get("user")),
+    }
+    sb = Sandbox.create(image.name, **(settings | overrides))
     try:
         put_files(sb, task.files)
     except BaseException:
@@ -82,6 +83,39 @@ def _user(user: object) -> str | None:
     if not isinstance(user, str) or user.strip() in ("", "root", "0", "root:root", "0:0"):
         return None
     return user.strip()
+
+
+@contextlib.contextmanager
+def task_sandbox(
+    task: Task, image: Image, log: Callable[[str], None] = lambda s: None, **overrides: Any
+) -> Iterator[Sandbox]:
+    """The task's sandbox, as a context; for a multi-container task with its Compose services
+    running beside it on a private network (`rockroll.tasks.compose`), stopped on exit."""
+    services = task.environment.services
+    if not services:
+        with open_sandbox(task, image, **overrides) as sb:
+            yield sb
+        return
+    if task.network != "none":
+        raise TaskError(
+            task.id, "invalid-task", "a task with services runs on their private network only"
+        )
+    images = {s.name: _service_image(task, s, log).name for s in services}
+    with running_services(
+        services, images, lambda: open_sandbox(task, image, **overrides), log
+    ) as sb:
+        yield sb
+
+
+def _service_image(task: Task, service: Service, log: Callable[[str], None]) -> Image:
+    try:
+        if service.dockerfile is not None:
+            return build(service.dockerfile, service.context, log=log)
+        return _named_image(service.image or "base", log)
+    except UnmappedBase as exc:
+        raise TaskError(task.id, "image-missing", f"service {service.name}: {exc}") from None
+    except BuildError as exc:
+        raise TaskError(task.id, "build-failed", f"service {service.name}: {exc}") from None
 
 
 def put_files(sb: Sandbox, files: dict[str, Path | str]) -> None:

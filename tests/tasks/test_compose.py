@@ -1,0 +1,115 @@
+"""Multi-container tasks: Compose's extra services as sandboxes of their own on a private
+network that only the task's sandboxes share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rockroll.bench.agents import NoopAgent, OracleAgent
+from rockroll.bench.runner import run_task
+from rockroll.errors import TaskError
+from rockroll.sandbox import Sandbox
+from rockroll.tasks.harbor import load_harbor
+from rockroll.tasks.workspace import task_image, task_sandbox
+from tests.taskdirs import harbor
+
+SERVER = """\
+import http.server
+import os
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ["SECRET"].encode() if self.path == "/secret" else b"?"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+http.server.HTTPServer(("0.0.0.0", 5000), Handler).serve_forever()
+"""
+COMPOSE = """\
+services:
+  main:
+    depends_on:
+      api:
+        condition: service_healthy
+  api:
+    build:
+      context: ./api
+    environment:
+      SECRET: tulip-{marker}
+    healthcheck:
+      test:
+        - CMD
+        - python3
+        - -c
+        - import socket; socket.create_connection(('localhost', 5000), 2)
+      interval: 1s
+      retries: 30
+"""
+FETCH = (
+    'python3 -c "import urllib.request as u; '
+    "print(u.urlopen('http://{host}:5000/secret', timeout=5).read().decode())\""
+)
+
+
+def _task(root: Path, marker: str) -> Path:
+    return harbor(
+        root,
+        "with-api",
+        instruction="Ask the api service for its secret and write it to /app/answer.\n",
+        solve=FETCH.format(host="api") + " > /app/answer\n",
+        test=(
+            f"expected=$({FETCH.format(host='api')})\n"
+            'if [ -n "$expected" ] && [ "$(cat /app/answer 2>/dev/null)" = "$expected" ]; '
+            "then echo 1 > /logs/verifier/reward.txt; else echo 0 > /logs/verifier/reward.txt; fi\n"
+        ),
+        dockerfile="FROM python:3.11-slim\nWORKDIR /app\n",
+        extra_environment={
+            "docker-compose.yaml": COMPOSE.replace("{marker}", marker),
+            "api/Dockerfile": (
+                "FROM python:3.11-slim\nCOPY server.py /srv/server.py\n"
+                'CMD ["python3", "/srv/server.py"]\n'
+            ),
+            "api/server.py": SERVER,
+        },
+    )
+
+
+def test_the_app_reaches_its_service_by_name_and_the_oracle_passes(
+    base_image: str, tmp_path: Path
+) -> None:
+    task = load_harbor(_task(tmp_path, "1"))
+    assert [s.name for s in task.environment.services] == ["api"]
+    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
+    assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
+    assert not noop.passed and noop.reason == "tests-failed", noop
+
+
+def test_the_service_is_unreachable_from_sandboxes_outside_the_task(
+    base_image: str, tmp_path: Path
+) -> None:
+    task = load_harbor(_task(tmp_path, "2"))
+    with task_sandbox(task, task_image(task)) as sb:
+        inside = sb.exec(FETCH.format(host="api"), timeout=30)
+        assert inside.exit_code == 0 and inside.stdout.strip() == "tulip-2", inside
+        address = sb.exec(["getent", "hosts", "api"]).stdout.split()[0]
+        with Sandbox.create() as outsider:
+            outside = outsider.exec(FETCH.format(host=address), timeout=30)
+            assert outside.exit_code != 0 and "unreachable" in outside.output, outside.output
+    # and the network went with the task
+    with Sandbox.create() as later:
+        assert later.exec(FETCH.format(host=address), timeout=30).exit_code != 0
+
+
+def test_a_depends_on_cycle_is_the_tasks_fault(tmp_path: Path) -> None:
+    root = _task(tmp_path, "3")
+    (root / "environment" / "docker-compose.yaml").write_text(
+        "services:\n  a:\n    image: base\n    depends_on: [b]\n"
+        "  b:\n    image: base\n    depends_on: [a]\n"
+    )
+    with pytest.raises(TaskError, match="depends_on cycle"):
+        load_harbor(root)
