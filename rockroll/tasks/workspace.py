@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ def task_image(task: Task, log: Callable[[str], None] = lambda s: None) -> Image
     except UnmappedBase as exc:  # no stand-in for a registry image: say how to add one
         raise TaskError(task.id, "image-missing", str(exc)) from None
     except BuildError as exc:
-        raise TaskError(task.id, "build-failed", str(exc)) from None
+        raise TaskError(task.id, _build_reason(exc), str(exc)) from None
     except SandboxError as exc:
         raise TaskError(task.id, "image-missing", str(exc)) from None
 
@@ -115,7 +116,21 @@ def _service_image(task: Task, service: Service, log: Callable[[str], None]) -> 
     except UnmappedBase as exc:
         raise TaskError(task.id, "image-missing", f"service {service.name}: {exc}") from None
     except BuildError as exc:
-        raise TaskError(task.id, "build-failed", f"service {service.name}: {exc}") from None
+        raise TaskError(task.id, _build_reason(exc), f"service {service.name}: {exc}") from None
+
+
+# What a build step prints when a host it downloads from cannot be reached (curl, wget, pip,
+# apt, git): the build had the host's network, so the task needs more of the internet than
+# this machine has, not a fix.
+_UNREACHABLE = re.compile(
+    r"Could not resolve host|Temporary failure in name resolution|Name or service not known|"
+    r"Network is unreachable|Failed to connect to|unable to resolve host address|"
+    r"Could not connect to|Connection timed out"
+)
+
+
+def _build_reason(exc: BuildError) -> str:
+    return "needs-network" if _UNREACHABLE.search(exc.output) else "build-failed"
 
 
 def put_files(sb: Sandbox, files: dict[str, Path | str]) -> None:

@@ -131,3 +131,20 @@ def test_results_carry_the_network_steps(base_image: str, tmp_path: Path) -> Non
     run_suite(load_suite(str(tmp_path / "suite")), OracleAgent(), tmp_path / "out")
     (row,) = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert row["reason"] == "needs-network" and "example.invalid/data.csv" in row["network"][0]
+
+
+def test_a_build_that_cannot_reach_its_download_host_is_needs_network(
+    base_image: str, tmp_path: Path
+) -> None:
+    """The build has the host's network; a host it cannot reach is a network the task needs.
+    The step's resolver fails every name itself, so no query leaves the machine."""
+    fetch = (
+        'python3 -c "import socket, urllib.request as u; '
+        "socket.getaddrinfo = lambda *a, **k: (_ for _ in ()).throw("
+        "socket.gaierror(-2, 'Name or service not known')); "
+        "u.urlopen('https://downloads.example.invalid/tool.zip')\""
+    )
+    task = harbor(tmp_path, "build-download", dockerfile=f"FROM {base_image}\nRUN {fetch}\n")
+    result = run_task(load_harbor(task), OracleAgent())
+    assert result.reason == "needs-network", result
+    assert "Name or service not known" in (result.error or "")
