@@ -143,7 +143,7 @@ def make_offline_tree(
     for _ in range(100):  # more assumed, more changed: this settles, within len(scripts) + 1
         walk = _Walk(cached, ask, assumed)
         walk.script(entry, text, posixpath.dirname(entry), dict(env), 0)
-        if set(walk.scripts) == assumed:
+        if not walk.revisited or set(walk.scripts) == assumed:
             break
         assumed = set(walk.scripts)
     changed = entry in walk.scripts
@@ -168,6 +168,7 @@ class _Walk:
         self.rewrites: list[Rewrite] = []
         self.installs: list[Install] = []
         self.network: list[NetworkStep] = []
+        self.revisited = False  # a script was reached again: a second pass may differ
 
     def script(self, path: str, text: str, zero_dir: str, env: dict[str, str], depth: int) -> str:
         """The script rewritten; noted in `scripts` when it changed."""
@@ -219,6 +220,7 @@ class _Walk:
         if ref is None:
             return
         path, start, end, sourced, direct = ref
+        self.revisited |= path in self.changed  # what it becomes may rest on `assumed`
         child = self.read(path) if path not in self.changed else None
         if child is not None:
             zero_dir = scope.zero_dir if sourced else posixpath.dirname(path)
