@@ -49,6 +49,7 @@ def _create_options(create: argparse.ArgumentParser) -> None:
     create.add_argument("--network", choices=["none", "full"], default="none")
     create.add_argument("--env", action="append", default=[], metavar="K=V")
     create.add_argument("--workdir", default="/")
+    create.add_argument("--user", help="who commands run as by default, like Docker's USER (root)")
     create.add_argument("--ttl", type=float, default=3600.0, help="idle seconds before removal")
     create.add_argument("--backend", choices=["bwrap", "podman"], default="bwrap")
 
@@ -69,6 +70,7 @@ def create(args: argparse.Namespace) -> int:
         network=args.network,
         env=env_pairs(args.env),
         workdir=args.workdir,
+        user=args.user,
         ttl=args.ttl,
         backend=args.backend,
         detached=local,

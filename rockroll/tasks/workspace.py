@@ -58,7 +58,19 @@ def _named_image(ref: str, log: Callable[[str], None]) -> Image:
 
 def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
     """A fresh sandbox for the task, with the image's and the task's settings and files;
-    `overrides` are further `Sandbox.create` options (detached, ttl...)."""
+    `overrides` are further `Sandbox.create` options (detached, ttl...). A task with Compose
+    services needs them running: `task_sandbox` starts them, this refuses such a task."""
+    if task.environment.services:
+        raise TaskError(
+            task.id,
+            "invalid-task",
+            "the task has Compose services, which only `rockroll bench run` starts so far "
+            "(environments, training and `agent run` do not)",
+        )
+    return _open(task, image, **overrides)
+
+
+def _open(task: Task, image: Image, **overrides: Any) -> Sandbox:
     config = image.config
     settings: dict[str, Any] = {
         "memory": task.resources.memory,
@@ -102,9 +114,7 @@ def task_sandbox(
             task.id, "invalid-task", "a task with services runs on their private network only"
         )
     images = {s.name: _service_image(task, s, log).name for s in services}
-    with running_services(
-        services, images, lambda: open_sandbox(task, image, **overrides), log
-    ) as sb:
+    with running_services(services, images, lambda: _open(task, image, **overrides), log) as sb:
         yield sb
 
 

@@ -265,3 +265,17 @@ def test_one_interface_chooses_the_implementation(base_image: str, via: dict[str
         snap = sb.snapshot()
         assert isinstance(snap, rockroll.Snapshot) and snap.source == sb.id
         snap.remove()
+
+
+def test_a_default_user_runs_commands_that_name_none(base_image: str, via: dict[str, str]) -> None:
+    """Docker's USER: `user=` at create is who exec, sessions and streams run as by default;
+    a command may still name another (root included)."""
+    with Sandbox.create(base_image, user="nobody", **via) as sb:
+        assert sb.spec.user == "nobody"
+        assert sb.exec("id -un").stdout == "nobody\n"
+        assert sb.exec("id -un", user="root").stdout == "root\n"
+        with sb.session() as sh:
+            assert sh.run("id -un").stdout == "nobody\n"
+        assert sb.exec("touch /root/x").exit_code != 0  # nobody may not write there
+    with Sandbox.create(base_image, **via) as plain:
+        assert plain.exec("id -un").stdout == "root\n"

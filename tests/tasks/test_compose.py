@@ -113,3 +113,14 @@ def test_a_depends_on_cycle_is_the_tasks_fault(tmp_path: Path) -> None:
     )
     with pytest.raises(TaskError, match="depends_on cycle"):
         load_harbor(root)
+
+
+def test_paths_that_do_not_start_services_refuse_such_a_task(
+    base_image: str, tmp_path: Path
+) -> None:
+    from rockroll.sandbox.images import get_image
+    from rockroll.tasks.workspace import open_sandbox
+
+    task = load_harbor(_task(tmp_path, "4"))
+    with pytest.raises(TaskError, match="only `rockroll bench run` starts so far"):
+        open_sandbox(task, get_image(base_image))
