@@ -66,6 +66,16 @@ class _State:
     user: str = "root"
     shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
     config: dict = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() past which the build has run too long
+
+    def step_timeout(self, where: str) -> float:
+        """Seconds the next RUN step may take: STEP_TIMEOUT, or what the build has left."""
+        if self.deadline is None:
+            return STEP_TIMEOUT
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise BuildError(f"{where}: the build ran past its time limit")
+        return min(STEP_TIMEOUT, left)
 
     def expand(self, text: str) -> str:
         # Docker images define PATH, so `ENV PATH=/x:$PATH` keeps the system directories.
@@ -170,20 +180,22 @@ def build(
     *,
     log: Callable[[str], None] = lambda s: None,
     depth: int = 0,
+    timeout: float | None = None,
 ) -> Image:
     """The image for this Dockerfile, built now unless an identical one was built before.
 
     The steps before the first COPY/ADD read nothing from the context, so they are built (and
     cached) as an image of their own: Dockerfiles that differ only in what they copy share it.
     So are the steps that complete a stand-in base (its packages), shared by every Dockerfile
-    that starts FROM the same image.
+    that starts FROM the same image. `timeout` bounds the steps that run (cached ones cost
+    nothing), as Harbor's `build_timeout_sec` does.
     """
     dockerfile = Path(dockerfile)
     context = Path(context) if context else dockerfile.parent
     if not dockerfile.is_file():
         raise BuildError(f"{dockerfile}: no such Dockerfile")
     instructions = parse(dockerfile.read_text(), str(dockerfile))
-    state = _State()
+    state = _State(deadline=None if timeout is None else time.monotonic() + timeout)
     while instructions and instructions[0].keyword == "ARG":
         _arg(state, instructions.pop(0).args)
     first = instructions[0]
@@ -306,18 +318,19 @@ def _step(sb, state: _State, ins: Instruction, context: Path, where: str) -> Non
     if ins.keyword == "RUN":
         argv = _exec_form(ins.args) or [*state.shell, ins.args]
         user = None if state.user in ("root", "0", "root:root", "0:0") else state.user
+        timeout = state.step_timeout(where)
         try:
             res = sb.exec(
                 argv,
                 cwd=state.workdir,
                 env=state.args | state.env,
-                timeout=STEP_TIMEOUT,
+                timeout=timeout,
                 user=user,
             )
         except InvalidArgument as exc:  # USER names no account of the image
             raise BuildError(f"{where}: {exc}") from None
         if res.timed_out:
-            raise BuildError(f"{where}: timed out after {STEP_TIMEOUT:.0f} s", res.output)
+            raise BuildError(f"{where}: timed out after {timeout:.0f} s", res.output)
         if res.exit_code != 0:
             raise BuildError(f"{where}: failed with exit code {res.exit_code}", res.output)
     elif ins.keyword in ("COPY", "ADD"):

@@ -4,7 +4,8 @@ instruction.md            what the agent is told
 task.toml                 [metadata]; [agent] timeout_sec; [verifier] timeout_sec, env;
                           [solution] env; [environment] cpus, memory_mb (or memory = "2G"),
                           storage_mb (or storage = "10G": the disk limit), allow_internet,
-                          docker_image (a prebuilt image, when there is no Dockerfile)
+                          docker_image (a prebuilt image, when there is no Dockerfile),
+                          build_timeout_sec
 environment/Dockerfile    the environment (build context: environment/)
 solution/                 the reference solution: solve.sh and what it uses, copied to
                           /solution and run there, as Harbor's oracle does
@@ -84,10 +85,12 @@ def _environment(path: Path, table: dict, task_id: str) -> Environment:
     compose = next((c for c in compose_files(folder)), None)
     services = load_services(compose, task_id, folder)[0] if compose else []
     dockerfile = folder / "Dockerfile"
+    limit = table.get("build_timeout_sec")
+    common = {"services": services, "build_timeout": float(limit) if limit else None}
     if dockerfile.is_file():
-        return Environment(dockerfile=dockerfile, context=folder, services=services)
+        return Environment(dockerfile=dockerfile, context=folder, **common)
     image = table.get("docker_image") or table.get("image") or "base"
-    return Environment(image=str(image), workdir=table.get("workdir"), services=services)
+    return Environment(image=str(image), workdir=table.get("workdir"), **common)
 
 
 def _solution(path: Path, env: dict[str, str]) -> Solution | None:

@@ -48,6 +48,9 @@ class Environment(BaseModel):
     context: Path | None = Field(None, description="build context directory on the host")
     workdir: str | None = Field(None, description="working directory (default: the image's)")
     env: dict[str, str] = Field(default_factory=dict)
+    build_timeout: float | None = Field(
+        None, description="seconds the image build may take (None: each step 30 min)"
+    )
     services: list[Service] = Field(
         default_factory=list,
         description="Compose's extra services, in start order (rockroll.tasks.compose)",

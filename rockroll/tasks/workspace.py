@@ -27,7 +27,7 @@ def task_image(task: Task, log: Callable[[str], None] = lambda s: None) -> Image
     env = task.environment
     try:
         if env.dockerfile is not None:
-            image = build(env.dockerfile, env.context, log=log)
+            image = build(env.dockerfile, env.context, log=log, timeout=env.build_timeout)
         else:
             image = _named_image(env.image or "base", log)
         return prepared_image(task, image, log)

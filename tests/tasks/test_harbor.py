@@ -194,3 +194,18 @@ def test_rewards_are_in_the_results_file(base_image: str, tmp_path: Path) -> Non
         ("b", {"x": 0.0, "y": 0.0}),
     ]
     assert summarize(read_results(tmp_path / "out"))["dimensions"] == {"x": 0.5, "y": 0.0}
+
+
+def test_build_timeout_sec_bounds_the_build(base_image: str, tmp_path: Path) -> None:
+    import time
+
+    task = harbor(
+        tmp_path,
+        "slow-build",
+        toml="[environment]\nbuild_timeout_sec = 3\n",
+        dockerfile=f"FROM {base_image}\nRUN sleep 120\n",
+    )
+    started = time.monotonic()
+    result = run_task(load_harbor(task), OracleAgent())
+    assert result.reason == "build-failed" and "timed out after 3 s" in (result.error or "")
+    assert time.monotonic() - started < 60
