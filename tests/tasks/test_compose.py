@@ -13,7 +13,7 @@ from rockroll.errors import TaskError
 from rockroll.sandbox import Sandbox
 from rockroll.tasks.harbor import load_harbor
 from rockroll.tasks.workspace import task_image, task_sandbox
-from tests.taskdirs import harbor
+from tests.taskdirs import harbor, terminal_bench, write
 
 SERVER = """\
 import http.server
@@ -124,3 +124,56 @@ def test_paths_that_do_not_start_services_refuse_such_a_task(
     task = load_harbor(_task(tmp_path, "4"))
     with pytest.raises(TaskError, match="only `rockroll bench run` starts so far"):
         open_sandbox(task, get_image(base_image))
+
+
+# Terminal-Bench 1.0: the agent's container is the `client` service, built from the task folder;
+# the extra service here names its own build context, as such tasks do.
+TB_COMPOSE = """\
+services:
+  client:
+    build:
+      context: .
+    image: ${T_BENCH_TASK_DOCKER_CLIENT_IMAGE_NAME}
+    command: ["sh", "-c", "sleep infinity"]
+    depends_on: [api]
+  api:
+    build: ./api
+    environment:
+      - SECRET=tb-secret
+"""
+TB_TEST = """\
+import urllib.request
+from pathlib import Path
+
+
+def test_answer_is_the_services_secret():
+    secret = urllib.request.urlopen("http://api:5000/secret", timeout=5).read().decode()
+    assert Path("/app/answer").read_text().strip() == secret
+"""
+
+
+def test_a_terminal_bench_task_with_a_service_runs_beside_its_client(
+    base_image: str, tmp_path: Path
+) -> None:
+    from rockroll.tasks.terminal_bench import load_terminal_bench
+
+    root = terminal_bench(
+        tmp_path,
+        "tb-with-api",
+        run_tests="cd /app && python3 -m pytest $TEST_DIR/test_outputs.py -rA\n",
+        tests={"test_outputs.py": TB_TEST},
+        solution="for i in $(seq 50); do "
+        + FETCH.format(host="api")
+        + " > /app/answer && break; sleep 0.2; done\n",
+    )
+    write(root / "docker-compose.yaml", TB_COMPOSE)
+    write(
+        root / "api" / "Dockerfile",
+        'FROM python:3.11-slim\nCOPY server.py /srv/server.py\nCMD ["python3", "/srv/server.py"]\n',
+    )
+    write(root / "api" / "server.py", SERVER)
+    task = load_terminal_bench(root)
+    assert [s.name for s in task.environment.services] == ["api"]
+    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
+    assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
+    assert not noop.passed and noop.reason == "tests-failed", noop
