@@ -28,6 +28,7 @@ _SKIPS_KEY = pytest.StashKey[list[str]]()  # the reasons that fail a CI run
 # fixture fails at collection, so the list stays true.
 FAST = {
     "tests/test_structure.py",
+    "tests/test_progress.py",
     "tests/agent/test_context.py",
     "tests/cli/test_entry.py",
     "tests/cli/test_errors.py",

@@ -212,6 +212,7 @@ def test_benchmarks_use_public_paths(script: Path):
 LAYERS = {
     "errors": 0,
     "strict": 0,
+    "progress": 0,
     "sandbox": 1,
     "models": 2,
     "tasks": 3,

@@ -56,7 +56,7 @@ def _suite(spec: str) -> list[Task | TaskError]:
 def run_bench(args: argparse.Namespace) -> int:
     from rockroll.bench.report import render, summarize
     from rockroll.bench.runner import RESULTS, TaskResult, run_suite, write_summary
-    from rockroll.cli.progress import RunProgress
+    from rockroll.progress import RunProgress
 
     name = Path(args.suite.rstrip("/")).name.replace("?", "_").replace(":", "_")
     folder = Path(args.out or f"runs/{name}-{args.agent}")

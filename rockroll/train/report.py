@@ -9,13 +9,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rockroll.progress import RunProgress
 from rockroll.train.config import TrainConfig
 from rockroll.train.evaluation import EvalResult
 
 
+def _step_line(m: dict) -> str:
+    last = (
+        f"reward {m.get('reward', 0):.2f} success {m.get('success', 0):.0%} "
+        f"loss {m.get('loss', 0):+.3f} |g| {m.get('grad_norm', 0):.3f} "
+        f"rollout {m.get('rollout_seconds', 0):.0f}s train {m.get('train_seconds', 0):.0f}s"
+    )
+    return last + (f" eval {m['eval_success']:.0%}" if "eval_success" in m else "")
+
+
 @contextlib.contextmanager
 def progress_printer(console: Console, cfg: TrainConfig) -> Iterator[Callable[[dict], None]]:
-    """A progress bar over the RL steps, with the latest reward, success and timings."""
+    """A progress bar over the RL steps, with the latest reward, success and timings; on a pipe
+    or a file, a line per step and a status line at least every 30 s (warm-up and evaluations
+    included, which run before and between the steps)."""
+    if not console.is_terminal:
+        with RunProgress(f"{cfg.algorithm} steps", cfg.steps, console, counted=None) as lines:
+            yield lambda m: lines.done(f"step {m['step']}: {_step_line(m)}")
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -28,14 +44,7 @@ def progress_printer(console: Console, cfg: TrainConfig) -> Iterator[Callable[[d
         bar = progress.add_task(f"{cfg.algorithm} steps", total=cfg.steps, last="")
 
         def on_step(m: dict) -> None:
-            last = (
-                f"reward {m.get('reward', 0):.2f} success {m.get('success', 0):.0%} "
-                f"loss {m.get('loss', 0):+.3f} |g| {m.get('grad_norm', 0):.3f} "
-                f"rollout {m.get('rollout_seconds', 0):.0f}s train {m.get('train_seconds', 0):.0f}s"
-            )
-            if "eval_success" in m:
-                last += f" eval {m['eval_success']:.0%}"
-            progress.update(bar, completed=m["step"], last=last)
+            progress.update(bar, completed=m["step"], last=_step_line(m))
 
         yield on_step
 

@@ -16,10 +16,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 
 class RunProgress:
-    """`done(line, passed)` after each item; `log(line)` for what happens in between."""
+    """`done(line, hit)` after each item (`hit`: it counts, e.g. passed); `log(line)` for what
+    happens in between."""
 
-    def __init__(self, label: str, total: int, console: Console, every: float = 30.0) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        console: Console,
+        every: float = 30.0,
+        counted: str | None = "passed",
+    ) -> None:
         self.label, self.total, self.console, self.every = label, total, console, every
+        self.counted = counted  # what `done(..., hit=True)` counts, None: nothing
         self.finished = self.passed = 0
         self.started = time.monotonic()
         self._lock = threading.Lock()
@@ -57,11 +66,11 @@ class RunProgress:
             self._ticker.join()
             self._say(self._status())
 
-    def done(self, line: str, passed: bool) -> None:
+    def done(self, line: str, hit: bool = False) -> None:
         with self._lock:
             self.finished += 1
-            self.passed += passed
-            status = f"{self.passed} passed"
+            self.passed += hit
+            status = f"{self.passed} {self.counted}" if self.counted else f"{self.finished} done"
         if self._bar is not None:
             self._bar.update(self._task, advance=1, description=f"{self.label}: {status}")
         else:
@@ -77,10 +86,8 @@ class RunProgress:
 
     def _status(self) -> str:
         elapsed = time.monotonic() - self.started
-        return (
-            f"{self.label}: {self.finished}/{self.total} done, {self.passed} passed, "
-            f"{elapsed:.0f} s"
-        )
+        counted = f", {self.passed} {self.counted}" if self.counted else ""
+        return f"{self.label}: {self.finished}/{self.total} done{counted}, {elapsed:.0f} s"
 
     def _say(self, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
