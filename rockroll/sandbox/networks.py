@@ -15,28 +15,35 @@ The host sets this up as root with `ip` (iproute2) and `nsenter`. The namespace 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shutil
 import subprocess
 from pathlib import Path
 
-from rockroll.errors import SandboxError, SetupError
+from rockroll.errors import InvalidArgument, SandboxError, SetupError
 
-SUBNET = "10.89.0"  # private addresses .2 to .254; every network has its own copy
+SUBNET = "10.89.0"  # the default network: .2 to .254 (every network has its own copy)
 NETNS_DIR = Path("/run/netns")
 PREFIX = "rockroll-"
 
 
 class PrivateNetwork:
-    """A bridge in its own network namespace; `attach(netns)` plugs a sandbox in."""
+    """A bridge in its own network namespace; `attach(netns)` plugs a sandbox in. `subnet`
+    (an IPv4 network like "10.0.0.0/24") is where addresses come from; its first host address
+    is left free, as Docker keeps it for the gateway."""
 
-    def __init__(self) -> None:
+    def __init__(self, subnet: str = SUBNET + ".0/24") -> None:
         for tool in ("ip", "nsenter"):
             if shutil.which(tool) is None:
                 raise SetupError(f"private networks need `{tool}`: run `apt-get install iproute2`")
+        try:
+            self.subnet = ipaddress.IPv4Network(subnet)
+        except ValueError as exc:
+            raise InvalidArgument(f"subnet {subnet!r} is not an IPv4 network: {exc}") from None
         self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
-        self._next = 2
+        self._taken: set[str] = {str(next(self.subnet.hosts()))}
         self._closed = False
         _ip("netns", "add", self.name)
         try:
@@ -46,19 +53,29 @@ class PrivateNetwork:
             self.close()
             raise
 
-    def attach(self, netns: str) -> str:
+    def reserve(self, address: str | None = None) -> str:
+        """Claim `address` (or the next free one) for a sandbox about to join."""
+        if address is None:
+            address = next((str(a) for a in self.subnet.hosts() if str(a) not in self._taken), "")
+            if not address:
+                raise SandboxError(f"private network {self.name} ({self.subnet}) is full")
+        elif ipaddress.IPv4Address(address) not in self.subnet or address in self._taken:
+            raise InvalidArgument(f"address {address} is taken or outside {self.subnet}")
+        self._taken.add(address)
+        return address
+
+    def attach(self, netns: str, address: str | None = None) -> str:
         """Plug the sandbox whose network namespace is `netns` (a /proc/PID/ns/net path) into
-        the bridge; its address on the network."""
-        if self._next > 254:
-            raise SandboxError(f"private network {self.name} is full (253 sandboxes)")
-        address, outer = f"{SUBNET}.{self._next}", f"rr{secrets.token_hex(4)}"
-        self._next += 1
+        the bridge, at `address` (reserved now if it was not); the address."""
+        if address is None or address not in self._taken:
+            address = self.reserve(address)
+        outer = f"rr{secrets.token_hex(4)}"
         pid = netns.split("/")[2]
         _ip("link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", pid)
         _ip("link", "set", outer, "netns", self.name)
         _ip("-n", self.name, "link", "set", outer, "master", "br0", "up")
         inside = ["nsenter", f"--net={netns}", "ip"]
-        _run([*inside, "addr", "add", f"{address}/24", "dev", "eth0"])
+        _run([*inside, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0"])
         _run([*inside, "link", "set", "eth0", "up"])
         return address
 

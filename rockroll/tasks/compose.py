@@ -9,8 +9,9 @@ until it is healthy before what depends on it starts; then the agent's sandbox j
 Compose service `main` in Harbor, `client` or the one built from the task folder in
 Terminal-Bench 1.0; its settings come from the task as before). Read from Compose: `build`
 (context, dockerfile) or `image`, `command`, `entrypoint`, `environment`, `working_dir`,
-`healthcheck` (`test`, `interval`, `timeout`, `retries`, `start_period`) and `depends_on`.
-Ports need no mapping: every service is reached at its own address.
+`healthcheck` (`test`, `interval`, `timeout`, `retries`, `start_period`), `depends_on`, a
+network's `ipam` subnet, `networks.*.ipv4_address` and `dns`. Ports need no mapping: every
+service is reached at its own address.
 """
 
 from __future__ import annotations
@@ -42,8 +43,21 @@ def compose_files(folder: Path) -> list[Path]:
     return [folder / n for n in names if (folder / n).is_file()]
 
 
-def load_services(compose: Path, task_id: str, main_context: Path) -> tuple[list[Service], dict]:
-    """The extra services of a compose file (in start order) and the main service's entry."""
+def compose_settings(folder: Path, task_id: str, main_context: Path) -> dict:
+    """`Environment` fields from the folder's Compose file: services, main, subnet ({} when
+    there is no file, or when it adds no service)."""
+    files = compose_files(folder)
+    if not files:
+        return {}
+    services, main, subnet = load_services(files[0], task_id, main_context)
+    return {"services": services, "main": main, "subnet": subnet} if services else {}
+
+
+def load_services(
+    compose: Path, task_id: str, main_context: Path
+) -> tuple[list[Service], Service | None, str | None]:
+    """The extra services of a compose file (in start order), the agent's own entry (for its
+    address and dns), and the subnet of the network Compose names, if it names one."""
     try:
         data = yaml.safe_load(compose.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -57,8 +71,49 @@ def load_services(compose: Path, task_id: str, main_context: Path) -> tuple[list
         for name, spec in services.items()
         if name != main
     ]
-    main_entry = services.get(main) or {}
-    return _ordered(extra, compose, task_id), main_entry if isinstance(main_entry, dict) else {}
+    entry = services.get(main) if main else None
+    agent = None
+    if isinstance(entry, dict):
+        where = f"{compose}: services.{main}"
+        agent = Service(
+            name="main", image="main", address=_address(entry), dns=_dns(entry, where, task_id)
+        )
+    return _ordered(extra, compose, task_id), agent, _subnet(data.get("networks"))
+
+
+def _address(spec: dict) -> str | None:
+    """The first `ipv4_address` among a service's networks."""
+    networks = spec.get("networks")
+    if isinstance(networks, dict):
+        for value in networks.values():
+            if isinstance(value, dict) and value.get("ipv4_address"):
+                return str(value["ipv4_address"])
+    return None
+
+
+def _dns(spec: dict, where: str, task_id: str) -> list[str]:
+    value = spec.get("dns")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    raise TaskError(task_id, "invalid-task", f"{where}.dns must be an address or a list")
+
+
+def _subnet(networks: object) -> str | None:
+    """The subnet of the first network whose ipam config names one."""
+    if not isinstance(networks, dict):
+        return None
+    for value in networks.values():
+        configs = (
+            ((value or {}).get("ipam") or {}).get("config") if isinstance(value, dict) else None
+        )
+        for config in configs or []:
+            if isinstance(config, dict) and config.get("subnet"):
+                return str(config["subnet"])
+    return None
 
 
 def _main_name(services: dict, folder: Path, main_context: Path) -> str | None:
@@ -96,6 +151,8 @@ def _service(name: str, spec: dict, compose: Path, task_id: str) -> Service:
         workdir=spec.get("working_dir"),
         health=_health(spec.get("healthcheck"), where, task_id),
         depends_on=[str(d) for d in depends],  # a list, or a mapping of conditions
+        address=_address(spec),
+        dns=_dns(spec, where, task_id),
     )
 
 
@@ -174,27 +231,33 @@ def running_services(
     images: dict[str, str],
     open_main: Callable[[], Sandbox],
     log: Callable[[str], None] = lambda s: None,
+    main: Service | None = None,
+    subnet: str | None = None,
 ) -> Iterator[Sandbox]:
-    """Start `services` (from `images`: name -> built image) on a private network, then the
-    main sandbox; yield the main sandbox; on exit stop everything."""
+    """Start `services` (from `images`: name -> built image) on a private network (`subnet`,
+    or the default one), then the main sandbox; yield the main sandbox; on exit stop
+    everything. Fixed addresses are kept; the others are handed out in order."""
     with contextlib.ExitStack() as stack:
-        network = stack.enter_context(PrivateNetwork())
-        names = [s.name for s in services]
-        hosts = {name: f"10.89.0.{i}" for i, name in enumerate(names, 2)}
-        started: list[LocalSandbox] = []
+        network = stack.enter_context(PrivateNetwork(subnet) if subnet else PrivateNetwork())
+        agent = main or Service(name="main", image="main")
+        everyone = [*services, agent]
+        for s in everyone:
+            if s.address:
+                network.reserve(s.address)
+        hosts = {s.name: s.address or network.reserve() for s in everyone}
         for service in services:
             sb = stack.enter_context(_service_sandbox(images[service.name], service))
-            _join(network, sb, hosts[service.name], hosts)
+            network.attach(sb.network_namespace(), hosts[service.name])
+            _names(sb, hosts, service.dns)
             _start(sb, service)
-            started.append(sb)
             if service.health is not None:
                 _wait_healthy(sb, service, log)
-        main = stack.enter_context(open_main())
-        if not isinstance(main, LocalSandbox):
+        sandbox = stack.enter_context(open_main())
+        if not isinstance(sandbox, LocalSandbox):
             raise SandboxError("multi-container tasks run on this host's sandboxes only")
-        address = network.attach(main.network_namespace())
-        _hosts(main, hosts | {"main": address})
-        yield main
+        network.attach(sandbox.network_namespace(), hosts["main"])
+        _names(sandbox, hosts, agent.dns)
+        yield sandbox
 
 
 def _service_sandbox(image: str, service: Service) -> LocalSandbox:
@@ -212,16 +275,12 @@ def _service_sandbox(image: str, service: Service) -> LocalSandbox:
     return sb
 
 
-def _join(network: PrivateNetwork, sb: LocalSandbox, expect: str, hosts: dict[str, str]) -> None:
-    address = network.attach(sb.network_namespace())
-    if address != expect:
-        raise SandboxError(f"private network handed out {address}, expected {expect}")
-    _hosts(sb, hosts)
-
-
-def _hosts(sb: LocalSandbox, hosts: dict[str, str]) -> None:
+def _names(sb: LocalSandbox, hosts: dict[str, str], dns: list[str]) -> None:
+    """Every service by name in /etc/hosts; the name servers Compose gave, if any."""
     lines = "".join(f"{address}\t{name}\n" for name, address in hosts.items())
     sb.write_text("/etc/hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n" + lines)
+    if dns:
+        sb.write_text("/etc/resolv.conf", "".join(f"nameserver {d}\n" for d in dns))
 
 
 def _start(sb: LocalSandbox, service: Service) -> None:

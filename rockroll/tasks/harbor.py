@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 
 from rockroll.errors import TaskError
-from rockroll.tasks.compose import compose_files, load_services
+from rockroll.tasks.compose import compose_settings
 from rockroll.tasks.schema import Environment, Metadata, Resources, Solution, Task, Verifier
 
 REWARD_FILES = ["/logs/verifier/reward.txt", "/logs/verifier/reward.json"]
@@ -82,11 +82,10 @@ def load_harbor(path: Path) -> Task:
 
 def _environment(path: Path, table: dict, task_id: str) -> Environment:
     folder = path / "environment"
-    compose = next((c for c in compose_files(folder)), None)
-    services = load_services(compose, task_id, folder)[0] if compose else []
     dockerfile = folder / "Dockerfile"
     limit = table.get("build_timeout_sec")
-    common = {"services": services, "build_timeout": float(limit) if limit else None}
+    common = compose_settings(folder, task_id, folder)
+    common["build_timeout"] = float(limit) if limit else None
     if dockerfile.is_file():
         return Environment(dockerfile=dockerfile, context=folder, **common)
     image = table.get("docker_image") or table.get("image") or "base"

@@ -36,6 +36,8 @@ class Service(BaseModel):
     workdir: str | None = None
     health: Health | None = None
     depends_on: list[str] = Field(default_factory=list)
+    address: str | None = Field(None, description="a fixed address (Compose's ipv4_address)")
+    dns: list[str] = Field(default_factory=list, description="name servers, e.g. a sidecar's")
 
 
 class Environment(BaseModel):
@@ -55,6 +57,10 @@ class Environment(BaseModel):
         default_factory=list,
         description="Compose's extra services, in start order (rockroll.tasks.compose)",
     )
+    main: Service | None = Field(
+        None, description="the agent's own Compose entry, for its address and dns"
+    )
+    subnet: str | None = Field(None, description="the services' network, when Compose names one")
 
 
 class Resources(BaseModel):

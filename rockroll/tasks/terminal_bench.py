@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from rockroll.errors import TaskError
-from rockroll.tasks.compose import compose_files, load_services
+from rockroll.tasks.compose import compose_settings
 from rockroll.tasks.schema import Environment, Metadata, Solution, Task, Verifier
 
 TEST_DIR = "/tests"
@@ -31,7 +31,6 @@ def load_terminal_bench(path: Path) -> Task:
     files: dict[str, Path | str] = {f"{TEST_DIR}/run-tests.sh": path / "run-tests.sh"}
     if (path / "tests").is_dir():
         files[TEST_DIR] = path / "tests"
-    compose = compose_files(path)
     solution = None
     if (path / "solution.sh").is_file():
         solution = Solution(script=(path / "solution.sh").read_text())
@@ -43,7 +42,7 @@ def load_terminal_bench(path: Path) -> Task:
         environment=Environment(
             dockerfile=path / "Dockerfile",
             context=path,
-            services=load_services(compose[0], task_id, path)[0] if compose else [],
+            **compose_settings(path, task_id, path),
         ),
         agent_timeout=float(meta.get("max_agent_timeout_sec", 600.0)),
         verifier=Verifier(

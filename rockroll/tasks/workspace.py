@@ -114,7 +114,9 @@ def task_sandbox(
             task.id, "invalid-task", "a task with services runs on their private network only"
         )
     images = {s.name: _service_image(task, s, log).name for s in services}
-    with running_services(services, images, lambda: _open(task, image, **overrides), log) as sb:
+    env = task.environment
+    main = lambda: _open(task, image, **overrides)  # noqa: E731
+    with running_services(services, images, main, log, env.main, env.subnet) as sb:
         yield sb
 
 

@@ -177,3 +177,90 @@ def test_a_terminal_bench_task_with_a_service_runs_beside_its_client(
     oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
     assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
     assert not noop.passed and noop.reason == "tests-failed", noop
+
+
+# A DNS sidecar at a fixed address on a network Compose names, and the agent's `dns:` pointing
+# at it (the shape of Harbor's sidecar-dns recipe; our own resolver, a few lines of Python).
+RESOLVER = """\
+import socket
+import sys
+
+if "--check" in sys.argv:  # the health check: ask for the name, expect the answer
+    q = b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00"
+    q += b"\\x05vault\\x08internal\\x00\\x00\\x01\\x00\\x01"
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(2)
+    c.sendto(q, ("127.0.0.1", 53))
+    sys.exit(0 if c.recv(512)[-4:] == bytes([10, 0, 0, 99]) else 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 53))
+while True:
+    query, peer = s.recvfrom(512)
+    end = query.index(b"\\x00", 12) + 5  # the question: labels, 0, type, class
+    name = query[12 : end - 4]
+    known = name == b"\\x05vault\\x08internal\\x00" and query[end - 4 : end - 2] == b"\\x00\\x01"
+    flags, answers = (b"\\x81\\x80", b"\\x00\\x01") if known else (b"\\x81\\x83", b"\\x00\\x00")
+    reply = query[:2] + flags + b"\\x00\\x01" + answers + b"\\x00\\x00\\x00\\x00" + query[12:end]
+    if known:
+        reply += b"\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x3c\\x00\\x04"
+        reply += bytes([10, 0, 0, 99])
+    s.sendto(reply, peer)
+"""
+DNS_COMPOSE = """\
+services:
+  main:
+    dns:
+      - "10.0.0.53"
+    depends_on:
+      resolver:
+        condition: service_healthy
+    networks:
+      tasknet:
+  resolver:
+    build:
+      context: ./resolver
+    networks:
+      tasknet:
+        ipv4_address: 10.0.0.53
+    healthcheck:
+      test: ["CMD", "python3", "/srv/dns.py", "--check"]
+      interval: 1s
+      retries: 30
+networks:
+  tasknet:
+    driver: bridge
+    ipam:
+      config:
+        - subnet: 10.0.0.0/24
+"""
+
+
+def test_a_dns_sidecar_at_a_fixed_address_answers_the_agent(
+    base_image: str, tmp_path: Path
+) -> None:
+    root = harbor(
+        tmp_path,
+        "sidecar",
+        instruction="Find the address of vault.internal and write it to /app/answer.\n",
+        solve="getent hosts vault.internal | cut -d' ' -f1 > /app/answer\n",
+        test=(
+            'if [ "$(cat /app/answer 2>/dev/null)" = 10.0.0.99 ] && '
+            '[ "$(getent hosts vault.internal | cut -d" " -f1)" = 10.0.0.99 ]; '
+            "then echo 1 > /logs/verifier/reward.txt; else echo 0 > /logs/verifier/reward.txt; fi\n"
+        ),
+        dockerfile="FROM python:3.11-slim\nWORKDIR /app\n",
+        extra_environment={
+            "docker-compose.yaml": DNS_COMPOSE,
+            "resolver/Dockerfile": (
+                'FROM python:3.11-slim\nCOPY dns.py /srv/dns.py\nCMD ["python3", "/srv/dns.py"]\n'
+            ),
+            "resolver/dns.py": RESOLVER,
+        },
+    )
+    task = load_harbor(root)
+    assert task.environment.subnet == "10.0.0.0/24"
+    assert task.environment.services[0].address == "10.0.0.53"
+    assert task.environment.main is not None and task.environment.main.dns == ["10.0.0.53"]
+    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
+    assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
+    assert not noop.passed and noop.reason == "tests-failed", noop
