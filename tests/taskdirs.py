@@ -5,6 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from rockroll.bench.agents import NoopAgent, OracleAgent
+from rockroll.bench.runner import TaskResult, run_task
+from rockroll.tasks.schema import Task
+
 SOLVE = "mkdir -p /app && echo yes > /app/done\n"
 CHECK = (
     "if grep -q yes /app/done 2>/dev/null; then echo 1 > /logs/verifier/reward.txt\n"
@@ -69,3 +73,17 @@ def terminal_bench(
     for rel, text in tests.items():
         write(task / "tests" / rel, text)
     return task
+
+
+def controls(task: Task) -> tuple[TaskResult, TaskResult]:
+    """The paired controls every task fixture must meet: the oracle passes, noop fails the
+    tests (fresh sandboxes each); both results."""
+    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
+    assert oracle.passed and oracle.reward == 1.0, (
+        oracle.reason,
+        oracle.error,
+        oracle.verifier_tail,
+        oracle.agent_tail,
+    )
+    assert not noop.passed and noop.reason == "tests-failed", noop
+    return oracle, noop

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rockroll.bench.agents import NoopAgent, OracleAgent
-from rockroll.bench.runner import run_task
 from rockroll.errors import TaskError
 from rockroll.sandbox import Sandbox
 from rockroll.tasks.harbor import load_harbor
 from rockroll.tasks.workspace import task_image, task_sandbox
-from tests.taskdirs import harbor, terminal_bench, write
+from tests.taskdirs import controls, harbor, terminal_bench, write
 
 SERVER = """\
 import http.server
@@ -84,9 +82,7 @@ def test_the_app_reaches_its_service_by_name_and_the_oracle_passes(
 ) -> None:
     task = load_harbor(_task(tmp_path, "1"))
     assert [s.name for s in task.environment.services] == ["api"]
-    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
-    assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
-    assert not noop.passed and noop.reason == "tests-failed", noop
+    controls(task)
 
 
 def test_the_service_is_unreachable_from_sandboxes_outside_the_task(
@@ -174,9 +170,7 @@ def test_a_terminal_bench_task_with_a_service_runs_beside_its_client(
     write(root / "api" / "server.py", SERVER)
     task = load_terminal_bench(root)
     assert [s.name for s in task.environment.services] == ["api"]
-    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
-    assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
-    assert not noop.passed and noop.reason == "tests-failed", noop
+    controls(task)
 
 
 # A DNS sidecar at a fixed address on a network Compose names, and the agent's `dns:` pointing
@@ -261,6 +255,4 @@ def test_a_dns_sidecar_at_a_fixed_address_answers_the_agent(
     assert task.environment.subnet == "10.0.0.0/24"
     assert task.environment.services[0].address == "10.0.0.53"
     assert task.environment.main is not None and task.environment.main.dns == ["10.0.0.53"]
-    oracle, noop = run_task(task, OracleAgent()), run_task(task, NoopAgent())
-    assert oracle.passed, (oracle.reason, oracle.error, oracle.verifier_tail, oracle.agent_tail)
-    assert not noop.passed and noop.reason == "tests-failed", noop
+    controls(task)
