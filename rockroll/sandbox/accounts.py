@@ -15,12 +15,21 @@ from rockroll.sandbox.files import RootFS
 from rockroll.sandbox.protocol import User
 
 MAX_ID = 65535  # ids a sandbox's user namespace maps
+_ROOT = ("", "root", "0", "root:root", "0:0")
 
 
 @dataclass(frozen=True)
 class Account:
     user: User
     home: str
+
+
+def default_user(user: object) -> str | None:
+    """A Dockerfile `USER` as a sandbox's default user: the name as given, or None for root
+    (and for no USER at all), which is what a sandbox runs as without one."""
+    if not isinstance(user, str) or user.strip() in _ROOT:
+        return None
+    return user.strip()
 
 
 def resolve(fs: RootFS, spec: str | int) -> Account:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rockroll.errors import InvalidArgument, SandboxError
+from rockroll.sandbox.accounts import default_user
 from rockroll.sandbox.disk import BUILD_DISK
 from rockroll.sandbox.images import Image, build_image, get_image, image_lock, images_dir
 from rockroll.sandbox.local import LocalSandbox
@@ -31,6 +32,11 @@ from rockroll.sandbox.standins import StandIn, StandInError, from_reference, sta
 
 BUILDER_VERSION = "6"
 STEP_TIMEOUT = 1800.0
+# Installs Debian packages in a build step (their names follow)
+APT_INSTALL = (
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+    "--no-install-recommends "
+)
 MAX_STAND_IN_DEPTH = 4  # image-map Dockerfiles that start FROM other mapped Dockerfiles
 KNOWN = {
     "FROM", "RUN", "COPY", "ADD", "WORKDIR", "ENV", "ARG", "USER", "CMD", "ENTRYPOINT",
@@ -227,10 +233,7 @@ def _stand_in_steps(base: StandIn) -> list[str]:
     """RUN commands that make the stand-in image more like the one it replaces."""
     steps = []
     if base.packages:
-        steps.append(
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-            "--no-install-recommends " + " ".join(base.packages)
-        )
+        steps.append(APT_INSTALL + " ".join(base.packages))
     return steps + list(base.setup)
 
 
@@ -317,7 +320,7 @@ def _step(sb, state: _State, ins: Instruction, context: Path, where: str) -> Non
     args = state.expand(ins.args) if ins.keyword not in ("RUN", "CMD", "ENTRYPOINT") else ins.args
     if ins.keyword == "RUN":
         argv = _exec_form(ins.args) or [*state.shell, ins.args]
-        user = None if state.user in ("root", "0", "root:root", "0:0") else state.user
+        user = default_user(state.user)
         timeout = state.step_timeout(where)
         try:
             res = sb.exec(

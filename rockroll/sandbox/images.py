@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rockroll.errors import ImageNotFound, InvalidArgument, SetupError
+from rockroll.sandbox.accounts import default_user
 from rockroll.sandbox.paths import home_subdir
 
 DEFAULT_IMAGE = "base"
@@ -64,6 +66,16 @@ class Image:
     def config(self) -> dict:
         """What a Dockerfile recorded: env, workdir, user, cmd, entrypoint."""
         return self.meta.get("config", {})
+
+    def defaults(self) -> dict[str, Any]:
+        """What a sandbox of the image runs with unless told otherwise, as `docker run` starts
+        a container: its ENV, WORKDIR and USER (None for root)."""
+        config = self.config
+        return {
+            "env": dict(config.get("env", {})),
+            "workdir": config.get("workdir", "/"),
+            "user": default_user(config.get("user")),
+        }
 
 
 def images_dir() -> Path:

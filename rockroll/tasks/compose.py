@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from rockroll.errors import SandboxError, TaskError
-from rockroll.sandbox.images import get_image
+from rockroll.sandbox.images import Image
 from rockroll.sandbox.local import LocalSandbox
 from rockroll.sandbox.networks import PrivateNetwork
 from rockroll.sandbox.sdk import Sandbox
@@ -228,13 +228,13 @@ def _ordered(services: list[Service], compose: Path, task_id: str) -> list[Servi
 @contextlib.contextmanager
 def running_services(
     services: list[Service],
-    images: dict[str, str],
+    images: dict[str, Image],
     open_main: Callable[[], Sandbox],
     log: Callable[[str], None] = lambda s: None,
     main: Service | None = None,
     subnet: str | None = None,
 ) -> Iterator[Sandbox]:
-    """Start `services` (from `images`: name -> built image) on a private network (`subnet`,
+    """Start `services` (from `images`: name -> its built image) on a private network (`subnet`,
     or the default one), then the main sandbox; yield the main sandbox; on exit stop
     everything. Fixed addresses are kept; the others are handed out in order."""
     with contextlib.ExitStack() as stack:
@@ -246,10 +246,11 @@ def running_services(
                 network.reserve(s.address)
         hosts = {s.name: s.address or network.reserve() for s in everyone}
         for service in services:
-            sb = stack.enter_context(_service_sandbox(images[service.name], service))
+            image = images[service.name]
+            sb = stack.enter_context(_service_sandbox(image, service))
             network.attach(sb.network_namespace(), hosts[service.name])
             _names(sb, hosts, service.dns)
-            _start(sb, service)
+            _start(sb, service, image.config)
             if service.health is not None:
                 _wait_healthy(sb, service, log)
         sandbox = stack.enter_context(open_main())
@@ -260,14 +261,13 @@ def running_services(
         yield sandbox
 
 
-def _service_sandbox(image: str, service: Service) -> LocalSandbox:
-    config = _image_config(image)
-    user = config.get("user")
+def _service_sandbox(image: Image, service: Service) -> LocalSandbox:
+    defaults = image.defaults()
     sb = Sandbox.create(
-        image,
-        env=dict(config.get("env", {})) | service.env,
-        workdir=service.workdir or config.get("workdir", "/"),
-        user=None if user in (None, "", "root", "0") else user,
+        image.name,
+        env=defaults["env"] | service.env,
+        workdir=service.workdir or defaults["workdir"],
+        user=defaults["user"],
     )
     if not isinstance(sb, LocalSandbox):
         sb.close()
@@ -283,9 +283,9 @@ def _names(sb: LocalSandbox, hosts: dict[str, str], dns: list[str]) -> None:
         sb.write_text("/etc/resolv.conf", "".join(f"nameserver {d}\n" for d in dns))
 
 
-def _start(sb: LocalSandbox, service: Service) -> None:
-    """The service's command, in the background: its output in /var/log/rockroll-service.log."""
-    config = _image_config(sb.spec.image)
+def _start(sb: LocalSandbox, service: Service, config: dict) -> None:
+    """The service's command (else the image's ENTRYPOINT and CMD from `config`), in the
+    background: its output in /var/log/rockroll-service.log."""
     argv = service.command or [*config.get("entrypoint", []), *config.get("cmd", [])]
     if not argv:
         raise TaskError(service.name, "invalid-task", "the service has no command to run")
@@ -293,13 +293,6 @@ def _start(sb: LocalSandbox, service: Service) -> None:
     res = sb.exec(f"setsid sh -c {shlex.quote(command)} > /var/log/rockroll-service.log 2>&1 &")
     if res.exit_code != 0:
         raise SandboxError(f"service {service.name} did not start: {res.output[-500:]}")
-
-
-def _image_config(image: str) -> dict:
-    try:
-        return get_image(image).config
-    except SandboxError:
-        return {}
 
 
 def _wait_healthy(sb: LocalSandbox, service: Service, log: Callable[[str], None]) -> None:

@@ -272,7 +272,7 @@ def _apt(words: list[str], text: str, scope: Scope) -> Found:
     rest = positional(words[1:], {"-o", "-t", "-c"})
     if rest == ["update"]:
         return "package lists not refreshed", "needs the network"
-    names = [_bare(n) for n in rest[1:]]
+    names = [bare_name(n) for n in rest[1:]]
     if rest[:1] == ["install"] and names and _plain(names) and scope.probe("apt", names):
         return "already installed: " + " ".join(names), _INSTALLED
     return None
@@ -283,7 +283,7 @@ def _pip(words: list[str], text: str, scope: Scope) -> Found:
     if args is None:
         return None
     specs, reqs = pip_split(args)
-    names = [_bare(s) for s in specs]
+    names = [bare_name(s) for s in specs]
     if not _plain(specs) or not (specs or reqs):
         return None
     for req in reqs:
@@ -353,11 +353,11 @@ def requirement_names(text: str) -> list[str] | None:
         spec = line.split(";", 1)[0].strip()
         if not _plain([spec]):
             return None
-        names.append(_bare(spec))
+        names.append(bare_name(spec))
     return names
 
 
-def _bare(spec: str) -> str:
+def bare_name(spec: str) -> str:
     """A package name without its version pin or extras."""
     return re.split(r"[=<>~!\[;@ ]", spec, maxsplit=1)[0]
 
@@ -430,8 +430,8 @@ _TOOL_PACKAGES = {"python": "", "python3": "", "py.test": "pytest"}  # tool -> i
 def tool_packages(tool: UvTool) -> list[str]:
     """The packages `uvx` installs for a tool: `--with`, and `--from` or the tool itself."""
     source = tool.source or _TOOL_PACKAGES.get(tool.name, tool.spec)
-    names = {_bare(p).lower() for p in tool.packages}
-    return tool.packages + ([source] if source and _bare(source).lower() not in names else [])
+    names = {bare_name(p).lower() for p in tool.packages}
+    return tool.packages + ([source] if source and bare_name(source).lower() not in names else [])
 
 
 def _uv_run(args: list[tuple[int, str]], toks: list[Tok], text: str, scope: Scope) -> Found:
@@ -450,7 +450,7 @@ def _uv_run(args: list[tuple[int, str]], toks: list[Tok], text: str, scope: Scop
         command = (tool.name if tool.uvx else toks[tool.tool].raw) + tail
     if not tool.uvx:
         return head + command, "runs with the image's Python instead of uv's"
-    names = [_bare(p) for p in tool_packages(tool)]
+    names = [bare_name(p) for p in tool_packages(tool)]
     found = scope.probe("python", [MODULES.get(n.lower(), n) for n in names]) if names else True
     state = "found" if found else "not all found"
     why = f"uvx needs the network: runs the image's {tool.name} ({state}: {' '.join(names)})"

@@ -29,20 +29,20 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rockroll.sandbox.dockerfile import build
+from rockroll.sandbox.accounts import default_user
+from rockroll.sandbox.dockerfile import APT_INSTALL, build
 from rockroll.sandbox.images import Image
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.offline import Install, Probe, make_offline_tree
-from rockroll.tasks.offline_rules import MODULES, requirement_names
+from rockroll.tasks.offline_rules import MODULES, bare_name, requirement_names
 from rockroll.tasks.schema import Task
 
 # `[SETUP && ]bash SCRIPT`: the script a verifier command runs, after optional set-up steps.
 SCRIPT_COMMAND = re.compile(r"^(?P<head>(?:.*&&\s*)?)(?P<shell>bash|sh)\s+(?P<path>[^\s;&|]+)\s*$")
 PREPARE_VERSION = "2"
-_APT = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
 _PIP = (
-    f"(python3 -m pip --version >/dev/null 2>&1 || ({_APT}--no-install-recommends python3-pip)) "
+    f"(python3 -m pip --version >/dev/null 2>&1 || ({APT_INSTALL}python3-pip)) "
     "&& PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore "
 )
 
@@ -75,7 +75,7 @@ def prepared_image(task: Task, image: Image, log: Callable[[str], None] = lambda
         nothing.touch()
         return image
     needed = {i.requirements for i in missing if i.requirements}
-    copies = {target: source for target, source in v.files.items() if _covers(target, needed)}
+    copies = {t: source for t, source in v.files.items() if any(_under(p, t) for p in needed)}
     key = hashlib.sha256(
         json.dumps([PREPARE_VERSION, image.name, commands, sorted(copies)]).encode()
     )
@@ -106,7 +106,7 @@ def _present(step: Install, probe: Probe, read: Callable[[str], str | None]) -> 
     """Whether the image already has what `step` installs (npm: never known, so never)."""
     if step.kind == "npm":
         return False
-    names = [_bare(p) for p in step.packages]
+    names = [bare_name(p) for p in step.packages]
     if step.requirements:
         text = read(step.requirements)
         listed = requirement_names(text) if text is not None else None
@@ -120,16 +120,11 @@ def _present(step: Install, probe: Probe, read: Callable[[str], str | None]) -> 
     return probe("python", [MODULES.get(n.lower(), n) for n in names])
 
 
-def _bare(spec: str) -> str:
-    """A package name without its version, extras or markers (`pytest==8.4.1` -> `pytest`)."""
-    return re.split(r"[=<>~!\[;@\s]", spec, maxsplit=1)[0]
-
-
 def _command(step: Install) -> str | None:
     """The shell command that installs what `step` asks for, with the network."""
     packages = " ".join(shlex.quote(p) for p in step.packages)
     if step.kind == "apt":
-        return f"{_APT}--no-install-recommends {packages}" if packages else None
+        return APT_INSTALL + packages if packages else None
     if step.kind == "python":
         parts = [f"-r {shlex.quote(step.requirements)}"] if step.requirements else []
         parts += [packages] if packages else []
@@ -147,7 +142,7 @@ def _host_reader(files: dict[str, Path | str]) -> Callable[[str], str | None]:
 
     def read(path: str) -> str | None:
         for target, source in files.items():
-            if path != target and not path.startswith(target.rstrip("/") + "/"):
+            if not _under(path, target):
                 continue
             if isinstance(source, str):
                 return source if path == target else None
@@ -161,8 +156,9 @@ def _host_reader(files: dict[str, Path | str]) -> Callable[[str], str | None]:
     return read
 
 
-def _covers(target: str, paths: set[str]) -> bool:
-    return any(p == target or p.startswith(target.rstrip("/") + "/") for p in paths)
+def _under(path: str, target: str) -> bool:
+    """Whether `path` is `target` or inside it."""
+    return path == target or path.startswith(target.rstrip("/") + "/")
 
 
 def _digest(update: Callable[[bytes], None], source: Path | str) -> None:
@@ -200,8 +196,7 @@ def _write_context(
         lines.append(f"RUN ({command}) || echo {note} >&2")
     if copies:
         lines.append("RUN rm -rf " + " ".join(shlex.quote(t) for t in sorted(copies)))
-    user = image.config.get("user")
-    if user and user not in ("root", "0"):
+    if user := default_user(image.config.get("user")):
         lines.append(f"USER {user}")
     (tmp / "Dockerfile").write_text("\n".join(lines) + "\n")
     try:

@@ -71,16 +71,16 @@ def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
 
 
 def _open(task: Task, image: Image, **overrides: Any) -> Sandbox:
-    config = image.config
+    defaults = image.defaults()
     settings: dict[str, Any] = {
         "memory": task.resources.memory,
         "cpus": task.resources.cpus,
         "pids": task.resources.pids,
         "disk": task.resources.disk,
         "network": task.network,
-        "env": dict(config.get("env", {})) | task.environment.env,
-        "workdir": task.environment.workdir or config.get("workdir", "/"),
-        "user": _user(config.get("user")),
+        "env": defaults["env"] | task.environment.env,
+        "workdir": task.environment.workdir or defaults["workdir"],
+        "user": defaults["user"],
     }
     sb = Sandbox.create(image.name, **(settings | overrides))
     try:
@@ -89,13 +89,6 @@ def _open(task: Task, image: Image, **overrides: Any) -> Sandbox:
         sb.close()
         raise
     return sb
-
-
-def _user(user: object) -> str | None:
-    """The image's USER, as commands run by default (None for root, as the spec says it)."""
-    if not isinstance(user, str) or user.strip() in ("", "root", "0", "root:root", "0:0"):
-        return None
-    return user.strip()
 
 
 @contextlib.contextmanager
@@ -113,7 +106,7 @@ def task_sandbox(
         raise TaskError(
             task.id, "invalid-task", "a task with services runs on their private network only"
         )
-    images = {s.name: _service_image(task, s, log).name for s in services}
+    images = {s.name: _service_image(task, s, log) for s in services}
     env = task.environment
     main = lambda: _open(task, image, **overrides)  # noqa: E731
     with running_services(services, images, main, log, env.main, env.subnet) as sb:

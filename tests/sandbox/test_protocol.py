@@ -245,18 +245,30 @@ def test_200_concurrent_runs(init: Init, tmp_path: Path) -> None:
     assert [(r.stdout, r.timed_out) for r in results] == [(f"{i}\n", False) for i in range(200)]
 
 
-def test_signal_descendants_spares_exempt_groups(init: Init) -> None:
+@contextlib.contextmanager
+def _two_jobs(init: Init) -> Iterator[tuple[protocol.Process, int, int]]:
+    """A shell under the init with two background jobs, each its own process group, started
+    one after the other: (the shell, the first job's pid, the second's)."""
     script = "set -m; sleep 100 & echo $!; sleep 101 & echo $!; wait"
     with protocol.spawn(init.sock, ["bash", "-c", script]) as proc:
         os.set_blocking(proc.stdout_fd, True)
         with os.fdopen(os.dup(proc.stdout_fd), "r") as out:
-            spared, hit = int(out.readline()), int(out.readline())
+            first, second = int(out.readline()), int(out.readline())
+        yield proc, first, second
+
+
+def _until_dead(pid: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_signal_descendants_spares_exempt_groups(init: Init) -> None:
+    with _two_jobs(init) as (proc, spared, hit):
         assert _stat(spared)[2] == spared and _stat(hit)[2] == hit  # type: ignore[index]
         n = protocol.signal_descendants(init.sock, proc.pid, signal.SIGTERM, [spared])
         assert n == 1
-        deadline = time.monotonic() + 30
-        while _alive(hit) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _until_dead(hit)
         assert not _alive(hit) and _alive(spared) and _alive(proc.pid)
 
 
@@ -266,20 +278,14 @@ def _start_tick(pid: int) -> int:
 
 
 def test_a_mark_tells_older_processes_from_newer_ones_within_one_tick(init: Init) -> None:
-    script = "set -m; sleep 100 & echo $!; sleep 101 & echo $!; wait"
-    with protocol.spawn(init.sock, ["bash", "-c", script]) as proc:
-        os.set_blocking(proc.stdout_fd, True)
-        with os.fdopen(os.dup(proc.stdout_fd), "r") as out:
-            older, newer = int(out.readline()), int(out.readline())
+    with _two_jobs(init) as (proc, older, newer):
         now = protocol.mark(init.sock)
         assert now.ticks >= _start_tick(newer) and now.last_pid > 0
         # a mark taken just after `older` started, in the same clock tick: ties go by pid
         tie = protocol.Mark(ticks=_start_tick(older), last_pid=older)
         n = protocol.signal_descendants(init.sock, proc.pid, signal.SIGTERM, since=tie)
         assert n == 1
-        deadline = time.monotonic() + 30
-        while _alive(newer) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _until_dead(newer)
         assert not _alive(newer) and _alive(older)
         # the control: a mark that knows no pid takes the tick's processes as newer
         blind = protocol.Mark(ticks=_start_tick(older), last_pid=0)
