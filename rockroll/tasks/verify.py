@@ -65,8 +65,8 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
     if folders := sorted({str(Path(p).parent) for p in v.reward_files}):
         # where the tests write their verdict, writable whoever the image's USER is (Harbor
         # mounts /logs/verifier for them)
-        sb.exec(["mkdir", "-p", *folders], user="root")
-        sb.exec(["chmod", "777", *folders], user="root")
+        make = 'mkdir -p -- "$@" && chmod 777 -- "$@"'
+        sb.exec(["sh", "-c", make, "sh", *folders], user="root")
     if v.kind == "python":
         module, _, name = (v.function or "").partition(":")
         reward, detail = getattr(importlib.import_module(module), name)(sb, v.args)
@@ -146,10 +146,8 @@ def _reader(sb: Sandbox) -> Callable[[str], str | None]:
 
     def read(path: str) -> str | None:
         try:
-            if not sb.exists(path) or sb.is_dir(path):
-                return None
             return sb.read_text(path)
-        except (OSError, SandboxError, UnicodeDecodeError):
+        except (OSError, SandboxError, UnicodeDecodeError):  # missing, a directory, binary
             return None
 
     return read
