@@ -25,6 +25,7 @@ FAULTS: dict[str, str] = {
     "invalid-task": "task",
     "invalid-reward": "task",
     "build-failed": "task",
+    "service-unhealthy": "task",
     "needs-network": "network",
     "image-missing": "rockroll",
     "sandbox-error": "rockroll",

@@ -26,7 +26,7 @@ from rockroll.sandbox.images import Image
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import VerifyResult, verify
-from rockroll.tasks.workspace import open_sandbox, task_image
+from rockroll.tasks.workspace import task_image, task_sandbox
 
 
 class Action(BaseModel):
@@ -82,6 +82,7 @@ class TaskEnv:
         self.tools = tools_by_name(tools or default_tools())
         self._sandbox: Sandbox | None = None
         self._ctx: ToolContext | None = None
+        self._stack = contextlib.ExitStack()  # the sandbox, and a task's services beside it
         self._image: Image | None = None
         self._steps = 0
         self._done = True
@@ -98,7 +99,7 @@ class TaskEnv:
         self.close()
         if self._image is None:
             self._image = task_image(self.task)
-        self._sandbox = open_sandbox(self.task, self._image)
+        self._sandbox = self._stack.enter_context(task_sandbox(self.task, self._image))
         self._ctx = ToolContext(
             sandbox=self._sandbox,
             max_output=self.max_output,
@@ -142,12 +143,12 @@ class TaskEnv:
     def close(self) -> None:
         """Release the sandbox (safe to call any number of times); `reset()` starts anew."""
         ctx, self._ctx = getattr(self, "_ctx", None), None
-        sb, self._sandbox = getattr(self, "_sandbox", None), None
+        self._sandbox = None
         self._done = True
         if ctx is not None:
             ctx.close()
-        if sb is not None:
-            sb.close()
+        if (stack := getattr(self, "_stack", None)) is not None:
+            stack.close()
 
     # -- conveniences ---------------------------------------------------------------------------
     @property

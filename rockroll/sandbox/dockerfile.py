@@ -18,7 +18,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -45,12 +45,34 @@ KNOWN = {
 _VAR = re.compile(r"\$(?:\{(\w+)(?::-([^}]*))?\}|(\w+))")
 
 
-class BuildError(SandboxError):
-    """A Dockerfile could not be built; names the file, the line and what went wrong."""
+# What a download tool prints when its host cannot be reached (curl, wget, pip, apt, git). A
+# build has the host's network, so a build that printed one needs more of the internet than
+# this machine has; a RUN step whose download failed quietly (`curl ... | sh` succeeds on
+# empty input) is remembered, since a later step that needed the download is what fails.
+UNREACHABLE = re.compile(
+    r"Could not resolve host|Temporary failure in name resolution|Name or service not known|"
+    r"Network is unreachable|Failed to connect to|unable to resolve host address|"
+    r"Could not connect to|Connection timed out"
+)
 
-    def __init__(self, message: str, output: str = "") -> None:
+
+def unreachable_lines(output: str) -> list[str]:
+    """The lines of `output` that say a download host could not be reached."""
+    return [line.strip()[:300] for line in output.splitlines() if UNREACHABLE.search(line)]
+
+
+class BuildError(SandboxError):
+    """A Dockerfile could not be built; names the file, the line and what went wrong.
+    `unreached`: what steps of this build (the failing one or an earlier one that still
+    succeeded) printed about a download host they could not reach."""
+
+    def __init__(self, message: str, output: str = "", unreached: Sequence[str] = ()) -> None:
+        unreached = list(unreached) + unreachable_lines(output)
+        if unreached and not UNREACHABLE.search(output):
+            message += f"; an earlier step could not download: {unreached[0]}"
         super().__init__(message + (f"\n--- output (tail) ---\n{output[-3000:]}" if output else ""))
         self.output = output
+        self.unreached = unreached
 
 
 class UnmappedBase(BuildError):
@@ -72,6 +94,7 @@ class _State:
     user: str = "root"
     shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
     config: dict = field(default_factory=dict)
+    unreached: list[str] = field(default_factory=list)  # see BuildError.unreached
     deadline: float | None = None  # time.monotonic() past which the build has run too long
 
     def step_timeout(self, where: str) -> float:
@@ -257,7 +280,10 @@ def _cached(
     state.env, state.workdir = dict(config["env"]), config["workdir"]
     state.args, state.shell = dict(config["args"]), list(config["shell"])
     state.user = config.get("user", state.user)  # a cached layer's USER holds for the next
-    state.config = {k: v for k, v in config.items() if k not in ("env", "workdir", "args")}
+    state.unreached = list(config.get("unreached", []))
+    state.config = {
+        k: v for k, v in config.items() if k not in ("env", "workdir", "args", "unreached")
+    }
     return image
 
 
@@ -301,6 +327,7 @@ def _build(
             "workdir": state.workdir,
             "args": state.args,
             "shell": state.shell,
+            "unreached": state.unreached,
         }
         meta = {
             "name": name,
@@ -333,9 +360,14 @@ def _step(sb, state: _State, ins: Instruction, context: Path, where: str) -> Non
         except InvalidArgument as exc:  # USER names no account of the image
             raise BuildError(f"{where}: {exc}") from None
         if res.timed_out:
-            raise BuildError(f"{where}: timed out after {timeout:.0f} s", res.output)
+            raise BuildError(
+                f"{where}: timed out after {timeout:.0f} s", res.output, state.unreached
+            )
         if res.exit_code != 0:
-            raise BuildError(f"{where}: failed with exit code {res.exit_code}", res.output)
+            raise BuildError(
+                f"{where}: failed with exit code {res.exit_code}", res.output, state.unreached
+            )
+        state.unreached += [f"{where[:160]}: {line}" for line in unreachable_lines(res.output)]
     elif ins.keyword in ("COPY", "ADD"):
         _copy(sb, state, args, context, where, ins.keyword)
     elif ins.keyword == "WORKDIR":

@@ -3,8 +3,9 @@
 Registry images cannot be pulled offline, so a FROM reference is mapped to a local image built
 with debootstrap, plus the packages and set-up that make it behave like the original (official
 `python:*` images have `python`, `pip` and no PEP 668 marker; Terminal-Bench's bases add tmux and
-asciinema). What a stand-in still does differently is said in `differs`, which the build log
-prints, so that a task failing on it says why.
+asciinema; Alpine's gets BusyBox's applets and an `apk` that installs Debian packages). What a
+stand-in still does differently is said in `differs`, which the build log prints, so that a task
+failing on it says why.
 
 A reference is normalised first, as Docker reads it: `--platform=...` is not part of it, nor are
 the default registry's prefixes (`docker.io/library/`, `index.docker.io/`, and the mirror
@@ -23,6 +24,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,24 @@ PIP_SETUP = ["rm -f /usr/lib/python3*/EXTERNALLY-MANAGED"]
 TRIXIE = {"image": "python3.13", "suite": "trixie"}  # Debian 13: Python 3.13, glibc 2.41
 TB_TOOLS = ["tmux", "asciinema"]  # what Terminal-Bench's base images add to theirs
 PY_IMAGE = {"packages": PIP_LIKE, "setup": PIP_SETUP}
+# Alpine runs as Debian with BusyBox's applets wherever Debian has no command of that name (a
+# package installed later replaces the link, as on Alpine), and `apk`, `adduser` and
+# `addgroup` that take Alpine's arguments (alpine.sh).
+_ALPINE_SHIM = (Path(__file__).parent / "alpine.sh").read_text()
+ALPINE = {
+    "image": "base",
+    "packages": ["busybox", "ca-certificates"],
+    "setup": [
+        f"printf '%s' {shlex.quote(_ALPINE_SHIM)} > /sbin/apk && chmod 755 /sbin/apk && "
+        "ln -sf /sbin/apk /usr/local/sbin/adduser && ln -sf /sbin/apk /usr/local/sbin/addgroup",
+        'for a in $(busybox --list); do command -v "$a" >/dev/null || '
+        'ln -s /bin/busybox "/usr/bin/$a"; done',
+    ],
+    "differs": [
+        "Debian 12 stands in for Alpine: glibc, not musl; apk installs the Debian packages "
+        "of the Alpine names"
+    ],
+}
 # Python's minor version matters to tests (3.12 changed float `sum()`), so each Python image
 # maps to the nearest Debian: bookworm has 3.11, trixie 3.13. First match wins.
 BASE_MAP: dict[str, dict] = {
@@ -60,6 +80,7 @@ BASE_MAP: dict[str, dict] = {
     "ubuntu:24.04*": TRIXIE | {"differs": ["Debian 13 stands in for Ubuntu 24.04"]},
     "ubuntu:noble*": TRIXIE | {"differs": ["Debian 13 stands in for Ubuntu 24.04"]},
     "ubuntu:*": {"image": "base", "differs": ["Debian 12 stands in for Ubuntu"]},
+    "alpine:*": ALPINE,
 }
 _PREFIXES = (
     "docker.io/library/",

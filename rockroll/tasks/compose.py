@@ -10,8 +10,9 @@ Compose service `main` in Harbor, `client` or the one built from the task folder
 Terminal-Bench 1.0; its settings come from the task as before). Read from Compose: `build`
 (context, dockerfile) or `image`, `command`, `entrypoint`, `environment`, `working_dir`,
 `healthcheck` (`test`, `interval`, `timeout`, `retries`, `start_period`), `depends_on`, a
-network's `ipam` subnet, `networks.*.ipv4_address` and `dns`. Ports need no mapping: every
-service is reached at its own address.
+network's `ipam` subnet, `networks.*.ipv4_address`, `dns` and `volumes`
+(`rockroll.tasks.compose_volumes`). Ports need no mapping: every service is reached at its own
+address. A service that never gets healthy raises `ServiceUnhealthy`.
 """
 
 from __future__ import annotations
@@ -26,15 +27,26 @@ from pathlib import Path
 import yaml
 
 from rockroll.errors import SandboxError, TaskError
+from rockroll.sandbox.dockerfile import unreachable_lines
 from rockroll.sandbox.images import Image
 from rockroll.sandbox.local import LocalSandbox
 from rockroll.sandbox.networks import PrivateNetwork
 from rockroll.sandbox.sdk import Sandbox
+from rockroll.tasks.compose_volumes import check_shared, read_mounts
 from rockroll.tasks.schema import Health, Service
 
 MAIN_NAMES = ("main", "client", "agent")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ServiceUnhealthy(SandboxError):
+    """A service's health check never passed; `unreached`: lines of its check or log saying
+    that a host could not be reached (the service needs the internet, as under Docker)."""
+
+    def __init__(self, message: str, unreached: list[str]) -> None:
+        super().__init__(message)
+        self.unreached = unreached
 
 
 def compose_files(folder: Path) -> list[Path]:
@@ -73,11 +85,20 @@ def load_services(
     ]
     entry = services.get(main) if main else None
     agent = None
+    uses = {s.name: s.volumes for s in extra}
     if isinstance(entry, dict):
         where = f"{compose}: services.{main}"
+        mounts = read_mounts(entry, compose, where, task_id)
+        uses[str(main)] = mounts.named
         agent = Service(
-            name="main", image="main", address=_address(entry), dns=_dns(entry, where, task_id)
+            name="main",
+            image="main",
+            address=_address(entry),
+            dns=_dns(entry, where, task_id),
+            files=mounts.files,
+            skipped=mounts.skipped,
         )
+    check_shared(uses, compose, task_id)
     return _ordered(extra, compose, task_id), agent, _subnet(data.get("networks"))
 
 
@@ -141,6 +162,7 @@ def _service(name: str, spec: dict, compose: Path, task_id: str) -> Service:
         raise TaskError(task_id, "invalid-task", f"{where} needs `build` or `image`")
     entry, command = _argv(spec.get("entrypoint")), _argv(spec.get("command"))
     depends = spec.get("depends_on") or []
+    mounts = read_mounts(spec, compose, where, task_id)
     return Service(
         name=name,
         dockerfile=dockerfile,
@@ -153,6 +175,9 @@ def _service(name: str, spec: dict, compose: Path, task_id: str) -> Service:
         depends_on=[str(d) for d in depends],  # a list, or a mapping of conditions
         address=_address(spec),
         dns=_dns(spec, where, task_id),
+        files=mounts.files,
+        volumes=mounts.named,
+        skipped=mounts.skipped,
     )
 
 
@@ -250,6 +275,7 @@ def running_services(
             sb = stack.enter_context(_service_sandbox(image, service))
             network.attach(sb.network_namespace(), hosts[service.name])
             _names(sb, hosts, service.dns)
+            _copy_in(sb, service, log)
             _start(sb, service, image.config)
             if service.health is not None:
                 _wait_healthy(sb, service, log)
@@ -258,6 +284,7 @@ def running_services(
             raise SandboxError("multi-container tasks run on this host's sandboxes only")
         network.attach(sandbox.network_namespace(), hosts["main"])
         _names(sandbox, hosts, agent.dns)
+        _copy_in(sandbox, agent, log)
         yield sandbox
 
 
@@ -281,6 +308,15 @@ def _names(sb: LocalSandbox, hosts: dict[str, str], dns: list[str]) -> None:
     sb.write_text("/etc/hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n" + lines)
     if dns:
         sb.write_text("/etc/resolv.conf", "".join(f"nameserver {d}\n" for d in dns))
+
+
+def _copy_in(sb: LocalSandbox, service: Service, log: Callable[[str], None]) -> None:
+    """The task files its Compose volumes bind, copied to where they are mounted."""
+    for line in service.skipped:
+        log(f"service {service.name}: {line}")
+    for target, source in service.files.items():
+        sb.exec(["mkdir", "-p", str(Path(target).parent)], user="root")
+        sb.upload(source, target)
 
 
 def _start(sb: LocalSandbox, service: Service, config: dict) -> None:
@@ -308,8 +344,9 @@ def _wait_healthy(sb: LocalSandbox, service: Service, log: Callable[[str], None]
         tries += 1
         if time.monotonic() >= deadline:
             tail = sb.exec(["tail", "-c", "1000", "/var/log/rockroll-service.log"]).output
-            raise SandboxError(
+            raise ServiceUnhealthy(
                 f"service {service.name} is not healthy after {tries} checks "
-                f"(`{' '.join(health.test)}`: {res.output[-300:]}); its log: {tail}"
+                f"(`{' '.join(health.test)}`: {res.output[-300:]}); its log: {tail}",
+                unreachable_lines(res.output + "\n" + tail),
             )
         time.sleep(min(health.interval, 1.0))

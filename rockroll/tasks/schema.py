@@ -38,6 +38,14 @@ class Service(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     address: str | None = Field(None, description="a fixed address (Compose's ipv4_address)")
     dns: list[str] = Field(default_factory=list, description="name servers, e.g. a sidecar's")
+    files: dict[str, Path] = Field(
+        default_factory=dict,
+        description="bind mounts of the task's own files: sandbox path -> host path, copied in",
+    )
+    volumes: list[str] = Field(default_factory=list, description="the named volumes it mounts")
+    skipped: list[str] = Field(
+        default_factory=list, description="what Compose asked that is not done, for the log"
+    )
 
 
 class Environment(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from rockroll.sandbox.dockerfile import BuildError, UnmappedBase, build
 from rockroll.sandbox.images import Image, get_image
 from rockroll.sandbox.paths import rockroll_home
 from rockroll.sandbox.sdk import Sandbox
-from rockroll.tasks.compose import running_services
+from rockroll.tasks.compose import ServiceUnhealthy, running_services
 from rockroll.tasks.prepare import prepared_image
 from rockroll.tasks.schema import Service, Task
 
@@ -59,13 +58,14 @@ def _named_image(ref: str, log: Callable[[str], None]) -> Image:
 def open_sandbox(task: Task, image: Image, **overrides: Any) -> Sandbox:
     """A fresh sandbox for the task, with the image's and the task's settings and files;
     `overrides` are further `Sandbox.create` options (detached, ttl...). A task with Compose
-    services needs them running: `task_sandbox` starts them, this refuses such a task."""
+    services needs them running: `task_sandbox` starts them (and stops them after), this
+    refuses such a task."""
     if task.environment.services:
         raise TaskError(
             task.id,
             "invalid-task",
-            "the task has Compose services, which only `rockroll bench run` starts so far "
-            "(environments, training and `agent run` do not)",
+            "the task has Compose services, which `rockroll bench run`, training and "
+            "environments start; `agent run` does not yet",
         )
     return _open(task, image, **overrides)
 
@@ -99,7 +99,7 @@ def task_sandbox(
     running beside it on a private network (`rockroll.tasks.compose`), stopped on exit."""
     services = task.environment.services
     if not services:
-        with open_sandbox(task, image, **overrides) as sb:
+        with _open(task, image, **overrides) as sb:
             yield sb
         return
     if task.network != "none":
@@ -109,7 +109,14 @@ def task_sandbox(
     images = {s.name: _service_image(task, s, log) for s in services}
     env = task.environment
     main = lambda: _open(task, image, **overrides)  # noqa: E731
-    with running_services(services, images, main, log, env.main, env.subnet) as sb:
+    with contextlib.ExitStack() as stack:
+        try:
+            sb = stack.enter_context(
+                running_services(services, images, main, log, env.main, env.subnet)
+            )
+        except ServiceUnhealthy as exc:  # as `docker compose up`: a dependency failed to start
+            reason = "needs-network" if exc.unreached else "service-unhealthy"
+            raise TaskError(task.id, reason, str(exc)) from None
         yield sb
 
 
@@ -124,18 +131,8 @@ def _service_image(task: Task, service: Service, log: Callable[[str], None]) -> 
         raise TaskError(task.id, _build_reason(exc), f"service {service.name}: {exc}") from None
 
 
-# What a build step prints when a host it downloads from cannot be reached (curl, wget, pip,
-# apt, git): the build had the host's network, so the task needs more of the internet than
-# this machine has, not a fix.
-_UNREACHABLE = re.compile(
-    r"Could not resolve host|Temporary failure in name resolution|Name or service not known|"
-    r"Network is unreachable|Failed to connect to|unable to resolve host address|"
-    r"Could not connect to|Connection timed out"
-)
-
-
 def _build_reason(exc: BuildError) -> str:
-    return "needs-network" if _UNREACHABLE.search(exc.output) else "build-failed"
+    return "needs-network" if exc.unreached else "build-failed"
 
 
 def put_files(sb: Sandbox, files: dict[str, Path | str]) -> None:

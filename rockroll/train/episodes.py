@@ -14,6 +14,7 @@ calls (queue and decode), the agent loop as a whole (model calls and tools) and 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,14 +22,15 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rockroll.agent.loop import AgentConfig, AgentLoop, RunResult
+from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState, RunResult
 from rockroll.agent.trajectory import Trajectory
 from rockroll.errors import SandboxError, TaskError
 from rockroll.models.base import BatchedDecoding
 from rockroll.models.local import LocalModel
+from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
-from rockroll.tasks.workspace import open_sandbox, task_image
+from rockroll.tasks.workspace import task_image, task_sandbox
 from rockroll.train.chunks import ChunkedSequence, chunk_trajectory
 from rockroll.train.config import RolloutConfig
 from rockroll.train.expert import Expert, ForcedModel, ResumedModel, oracle_expert
@@ -241,20 +243,34 @@ def _attempt(
                 pass  # the snapshot is gone or will not start: replay instead
         if sandbox is None:
             model, init = ResumedModel(policy, job.expert.replies, job.start), "replay"
-    if sandbox is None:
-        with _timed(timings, "sandbox"):
-            sandbox = open_sandbox(task, task_image(task))
-    with sandbox:
-        timed = _TimedModel(model, timings)
-        with _timed(timings, "loop"):
-            result = AgentLoop(timed, config=agent_cfg).run(  # type: ignore[arg-type]
-                task.instruction if state is None else None, sandbox, state=state
-            )
-        if result.termination == "sandbox_error":
-            raise SandboxError(result.error or "the sandbox failed during the episode")
-        with _timed(timings, "verify"):
-            verdict = verify(task, sandbox)
-    return result, float(verdict.reward), bool(verdict.passed), init
+    with contextlib.ExitStack() as stack:
+        if sandbox is None:
+            with _timed(timings, "sandbox"):
+                sandbox = stack.enter_context(task_sandbox(task, task_image(task)))
+        else:
+            stack.enter_context(sandbox)
+        return (*_play(task, model, state, sandbox, agent_cfg, timings), init)
+
+
+def _play(
+    task: Task,
+    model: Any,
+    state: LoopState | None,
+    sandbox: Sandbox,
+    agent_cfg: AgentConfig,
+    timings: dict[str, float],
+) -> tuple[RunResult, float, bool]:
+    """One episode in `sandbox`, verified: (the run, its reward, whether it passed)."""
+    timed = _TimedModel(model, timings)
+    with _timed(timings, "loop"):
+        result = AgentLoop(timed, config=agent_cfg).run(  # type: ignore[arg-type]
+            task.instruction if state is None else None, sandbox, state=state
+        )
+    if result.termination == "sandbox_error":
+        raise SandboxError(result.error or "the sandbox failed during the episode")
+    with _timed(timings, "verify"):
+        verdict = verify(task, sandbox)
+    return result, float(verdict.reward), bool(verdict.passed)
 
 
 @contextmanager

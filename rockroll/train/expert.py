@@ -179,10 +179,14 @@ class ExpertStates:
     def record(
         cls, policy: LocalModel, task: Task, expert: Expert, agent_cfg: AgentConfig
     ) -> ExpertStates:
-        """Replay the expert's turns before its last and keep the state after each."""
+        """Replay the expert's turns before its last and keep the state after each. A task with
+        Compose services keeps none: a fork would need its services forked too, so its
+        episodes that start along the expert replay it in a fresh sandbox instead."""
         prefix = expert.replies[:-1]
         snapshots: dict[int, Snapshot] = {}
         states: dict[int, LoopState] = {}
+        if task.environment.services:
+            return cls(snapshots, states)
         cfg = replace(agent_cfg, max_turns=len(prefix), temperature=0.0)
         with open_sandbox(task, task_image(task)) as sandbox:
 

@@ -340,6 +340,31 @@ def test_terminal_bench_ubuntu_base_stands_in_with_its_tools(
     assert any("differs: Debian 13 stands in for Ubuntu 24.04" in line for line in log)
 
 
+def test_an_alpine_dockerfile_builds_as_on_alpine(base_image: str, tmp_path: Path) -> None:
+    """apk with Alpine's package names and flags, BusyBox's adduser/addgroup and applets."""
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "FROM alpine:3.20\n"
+        "RUN apk update && apk add --no-cache --virtual .tools jq bind-tools py3-pip "
+        "&& apk add -U --no-cache 'tzdata=2024a-r0' && apk del .tools && apk add jq\n"
+        "RUN addgroup -S app && adduser -S -D -h /srv/app -G app app && addgroup app users\n"
+        "USER app\n"
+        "RUN id > /srv/app/id && jq -n 1 > /srv/app/jq && nc --help 2>&1 | head -1 > /srv/app/nc\n"
+    )
+    log: list[str] = []
+    image = build(path, log=log.append)
+    with Sandbox.create(image.name) as sb:
+        assert sb.exec("command -v pip3").exit_code != 0  # removed with .tools
+        assert sb.read_text("/srv/app/jq") == "1\n"
+        ident = sb.read_text("/srv/app/id")
+        assert "uid=" in ident and "(app)" in ident and "(users)" in ident, ident
+        assert "BusyBox" in sb.read_text("/srv/app/nc")
+        assert sb.exec("test -f /usr/share/zoneinfo/UTC").exit_code == 0
+        bad = sb.exec(["apk", "fetch", "jq"], user="root")
+    assert bad.exit_code == 1 and "only add, del, update, upgrade and info" in bad.output
+    assert any("differs: Debian 12 stands in for Alpine" in line for line in log)
+
+
 def test_an_image_map_entry_may_name_a_dockerfile_to_build_the_stand_in_from(
     base_image: str, tmp_path: Path, monkeypatch
 ) -> None:

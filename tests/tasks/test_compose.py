@@ -28,7 +28,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 http.server.HTTPServer(("0.0.0.0", 5000), Handler).serve_forever()
 """
-COMPOSE = """\
+API_HEALTH = """\
+    healthcheck:
+      test:
+        - CMD
+        - python3
+        - -c
+        - import socket; socket.create_connection(('localhost', 5000), 2)
+      interval: 1s
+      retries: 30
+"""
+COMPOSE = (
+    """\
 services:
   main:
     depends_on:
@@ -39,15 +50,9 @@ services:
       context: ./api
     environment:
       SECRET: tulip-{marker}
-    healthcheck:
-      test:
-        - CMD
-        - python3
-        - -c
-        - import socket; socket.create_connection(('localhost', 5000), 2)
-      interval: 1s
-      retries: 30
 """
+    + API_HEALTH
+)
 FETCH = (
     'python3 -c "import urllib.request as u; '
     "print(u.urlopen('http://{host}:5000/secret', timeout=5).read().decode())\""
@@ -118,8 +123,96 @@ def test_paths_that_do_not_start_services_refuse_such_a_task(
     from rockroll.tasks.workspace import open_sandbox
 
     task = load_harbor(_task(tmp_path, "4"))
-    with pytest.raises(TaskError, match="only `rockroll bench run` starts so far"):
+    with pytest.raises(TaskError, match="`agent run` does not yet"):
         open_sandbox(task, get_image(base_image))
+
+
+def test_an_environment_starts_the_services_and_stops_them_on_close(
+    base_image: str, tmp_path: Path
+) -> None:
+    from rockroll.envs.task_env import TaskEnv
+
+    env = TaskEnv(load_harbor(_task(tmp_path, "5")))
+    env.reset()
+    obs, *_ = env.step({"tool": "bash", "command": FETCH.format(host="api")})
+    assert "tulip-5" in obs, obs
+    assert env.sandbox is not None
+    address = env.sandbox.exec(["getent", "hosts", "api"]).stdout.split()[0]
+    env.close()
+    with Sandbox.create() as later:  # the task's network went with it
+        assert later.exec(FETCH.format(host=address), timeout=30).exit_code != 0
+
+
+VOLUMES = (
+    """\
+services:
+  main:
+    volumes:
+      - ${T_BENCH_TASK_LOGS_PATH}:${T_BENCH_CONTAINER_LOGS_PATH}
+  api:
+    build:
+      context: ./api
+    cap_add: [NET_ADMIN]
+    volumes:
+      - ./seed/secret.txt:/srv/seed/secret.txt:ro
+      - type: volume
+        source: cache
+        target: /var/cache/api
+      - /etc:/host-etc
+    command: ["sh", "-c", "SECRET=$(cat /srv/seed/secret.txt) exec python3 /srv/server.py"]
+"""
+    + API_HEALTH
+    + "volumes:\n  cache:\n"
+)
+
+
+def test_volumes_copy_the_tasks_own_files_and_name_what_is_not_mounted(
+    base_image: str, tmp_path: Path
+) -> None:
+    root = _task(tmp_path, "6")
+    env_dir = root / "environment"
+    (env_dir / "docker-compose.yaml").write_text(VOLUMES)
+    write(env_dir / "seed" / "secret.txt", "from-the-seed\n")
+    task = load_harbor(root)
+    (api,) = task.environment.services
+    assert api.volumes == ["cache"] and list(api.files) == ["/srv/seed/secret.txt"]
+    log: list[str] = []
+    with task_sandbox(task, task_image(task), log.append) as sb:
+        got = sb.exec(FETCH.format(host="api"), timeout=30)
+        assert got.stdout.strip() == "from-the-seed", got.output
+        assert sb.exec("test -e /host-etc").exit_code != 0
+    said = "\n".join(log)
+    assert "cap_add is not granted" in said and "/etc:/host-etc: not a path inside" in said
+    assert "${T_BENCH_TASK_LOGS_PATH}:${T_BENCH_CONTAINER_LOGS_PATH} is the harness's own" in said
+
+
+def test_a_named_volume_shared_by_two_services_is_refused(tmp_path: Path) -> None:
+    root = _task(tmp_path, "7")
+    (root / "environment" / "docker-compose.yaml").write_text(
+        "services:\n  main:\n    volumes: [data:/data]\n"
+        "  api:\n    image: base\n    volumes: ['data:/srv/data']\nvolumes:\n  data:\n"
+    )
+    with pytest.raises(TaskError, match="share the named volume data") as err:
+        load_harbor(root)
+    assert err.value.reason == "sandbox-error"
+
+
+def test_a_service_that_never_gets_healthy_fails_as_compose_would(
+    base_image: str, tmp_path: Path
+) -> None:
+    from rockroll.bench.agents import OracleAgent
+    from rockroll.bench.report import fault
+    from rockroll.bench.runner import run_task
+
+    root = _task(tmp_path, "8")
+    (root / "environment" / "docker-compose.yaml").write_text(
+        "services:\n  api:\n    image: base\n    command: [sleep, infinity]\n"
+        "    healthcheck:\n      test: [CMD, sh, -c, 'echo not ready; exit 1']\n"
+        "      interval: 0.2s\n      retries: 2\n"
+    )
+    result = run_task(load_harbor(root), OracleAgent())
+    assert result.reason == "service-unhealthy" and fault(result) == "task", result
+    assert "not ready" in (result.error or "")
 
 
 # Terminal-Bench 1.0: the agent's container is the `client` service, built from the task folder;
@@ -174,32 +267,15 @@ def test_a_terminal_bench_task_with_a_service_runs_beside_its_client(
 
 
 # A DNS sidecar at a fixed address on a network Compose names, and the agent's `dns:` pointing
-# at it (the shape of Harbor's sidecar-dns recipe; our own resolver, a few lines of Python).
-RESOLVER = """\
-import socket
-import sys
-
-if "--check" in sys.argv:  # the health check: ask for the name, expect the answer
-    q = b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00"
-    q += b"\\x05vault\\x08internal\\x00\\x00\\x01\\x00\\x01"
-    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    c.settimeout(2)
-    c.sendto(q, ("127.0.0.1", 53))
-    sys.exit(0 if c.recv(512)[-4:] == bytes([10, 0, 0, 99]) else 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 53))
-while True:
-    query, peer = s.recvfrom(512)
-    end = query.index(b"\\x00", 12) + 5  # the question: labels, 0, type, class
-    name = query[12 : end - 4]
-    known = name == b"\\x05vault\\x08internal\\x00" and query[end - 4 : end - 2] == b"\\x00\\x01"
-    flags, answers = (b"\\x81\\x80", b"\\x00\\x01") if known else (b"\\x81\\x83", b"\\x00\\x00")
-    reply = query[:2] + flags + b"\\x00\\x01" + answers + b"\\x00\\x00\\x00\\x00" + query[12:end]
-    if known:
-        reply += b"\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x3c\\x00\\x04"
-        reply += bytes([10, 0, 0, 99])
-    s.sendto(reply, peer)
+# at it: the shape of Harbor's sidecar-dns recipe, dnsmasq on Alpine, with our own names.
+RESOLVER_DOCKERFILE = """\
+FROM alpine:3.20
+RUN apk add --no-cache dnsmasq bind-tools
+COPY dnsmasq.conf /etc/dnsmasq.conf
+EXPOSE 53/udp 53/tcp
+CMD ["dnsmasq", "--no-daemon", "--log-queries"]
 """
+DNSMASQ_CONF = "no-resolv\nlocal=/internal/\nhost-record=vault.internal,10.0.0.99\n"
 DNS_COMPOSE = """\
 services:
   main:
@@ -217,7 +293,7 @@ services:
       tasknet:
         ipv4_address: 10.0.0.53
     healthcheck:
-      test: ["CMD", "python3", "/srv/dns.py", "--check"]
+      test: ["CMD", "nslookup", "vault.internal", "127.0.0.1"]
       interval: 1s
       retries: 30
 networks:
@@ -245,10 +321,8 @@ def test_a_dns_sidecar_at_a_fixed_address_answers_the_agent(
         dockerfile="FROM python:3.11-slim\nWORKDIR /app\n",
         extra_environment={
             "docker-compose.yaml": DNS_COMPOSE,
-            "resolver/Dockerfile": (
-                'FROM python:3.11-slim\nCOPY dns.py /srv/dns.py\nCMD ["python3", "/srv/dns.py"]\n'
-            ),
-            "resolver/dns.py": RESOLVER,
+            "resolver/Dockerfile": RESOLVER_DOCKERFILE,
+            "resolver/dnsmasq.conf": DNSMASQ_CONF,
         },
     )
     task = load_harbor(root)

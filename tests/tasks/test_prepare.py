@@ -148,3 +148,26 @@ def test_a_build_that_cannot_reach_its_download_host_is_needs_network(
     result = run_task(load_harbor(task), OracleAgent())
     assert result.reason == "needs-network", result
     assert "Name or service not known" in (result.error or "")
+
+
+def test_a_download_that_failed_quietly_makes_the_later_failure_needs_network(
+    base_image: str, tmp_path: Path
+) -> None:
+    """`curl -sSf URL | sh` succeeds when curl cannot resolve the host (sh runs nothing); the
+    step that needed what it would have installed fails later. The unreachable host is what the
+    task lacks, also when the quiet step's layer comes from the cache on a second run."""
+    fetch = (
+        'python3 -c "import socket, urllib.request as u; '
+        "socket.getaddrinfo = lambda *a, **k: (_ for _ in ()).throw("
+        "socket.gaierror(-2, 'Name or service not known')); "
+        "u.urlopen('https://tools.example.invalid/install.sh')\" | sh"
+    )
+    dockerfile = f"FROM {base_image}\nRUN {fetch}\nRUN mytool --version\n"
+    task = harbor(tmp_path, "quiet-download", dockerfile=dockerfile)
+    for _ in range(2):
+        result = run_task(load_harbor(task), OracleAgent())
+        assert result.reason == "needs-network", result
+        assert "earlier step could not download" in (result.error or ""), result.error
+        assert "Name or service not known" in (result.error or "")
+    broken = harbor(tmp_path / "b", "broken", dockerfile=f"FROM {base_image}\nRUN mytool -V\n")
+    assert run_task(load_harbor(broken), OracleAgent()).reason == "build-failed"
