@@ -29,6 +29,7 @@ _SKIPS_KEY = pytest.StashKey[list[str]]()  # the reasons that fail a CI run
 FAST = {
     "tests/test_structure.py",
     "tests/test_progress.py",
+    "tests/data/test_mutations.py",
     "tests/agent/test_context.py",
     "tests/cli/test_entry.py",
     "tests/cli/test_errors.py",

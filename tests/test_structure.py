@@ -221,6 +221,7 @@ LAYERS = {
     "bench": 5,
     "train": 5,
     "service": 5,
+    "data": 6,
     "demo": 6,
     "cli": 7,
 }

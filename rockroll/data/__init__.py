@@ -1,0 +1,1 @@
+"""Data synthesis: tasks made from real code (sources, strategies, builds, review, trajectories)."""
