@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := bubblewrap debootstrap podman runc uidmap gcc libc6-dev libseccomp2 python3-venv tar e2fsprogs qemu-system-x86 busybox-static iproute2
+APT_PACKAGES := git bubblewrap debootstrap podman runc uidmap gcc libc6-dev libseccomp2 python3-venv tar e2fsprogs qemu-system-x86 busybox-static iproute2
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint system-deps image clean

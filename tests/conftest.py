@@ -30,6 +30,7 @@ FAST = {
     "tests/test_structure.py",
     "tests/test_progress.py",
     "tests/data/test_mutations.py",
+    "tests/data/test_sources.py",
     "tests/agent/test_context.py",
     "tests/cli/test_entry.py",
     "tests/cli/test_errors.py",
