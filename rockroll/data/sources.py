@@ -120,20 +120,31 @@ def _clone(source: Source, cache: Path) -> Checkout:
 
 def _sdist(source: Source, cache: Path) -> Checkout:
     index = os.environ.get("ROCKROLL_PYPI_URL", DEFAULT_INDEX).rstrip("/")
-    page = (
-        f"{index}/{source.name}/{source.version}/json"
-        if source.version
-        else (f"{index}/{source.name}/json")
-    )
+    page = f"{index}/{source.name}/json"
     info = _get(page, source).json()
-    version = str(info["info"]["version"])
+    version, files = str(info["info"]["version"]), info.get("urls", [])
+    if source.version:  # the project page lists every release (mirrors may lack the others)
+        releases = info.get("releases")
+        if releases is None:
+            page = f"{index}/{source.name}/{source.version}/json"
+            files = _get(page, source).json().get("urls", [])
+        elif source.version not in releases:
+            raise SourceError(
+                f"pypi:{source.name}: no version {source.version} on the index "
+                f"(the latest is {version})"
+            )
+        else:
+            files = releases[source.version]
+        version = source.version
     root = cache / "pypi" / f"{source.name}-{version}"
     if (root / ".complete").exists():
         return Checkout(source, _top(root), version)
-    sdists = [u for u in info.get("urls", []) if u.get("packagetype") == "sdist"]
+    sdists = [u for u in files if u.get("packagetype") == "sdist"]
     if not sdists:
         raise SourceError(f"pypi:{source.name}=={version}: the index has no sdist, only wheels")
-    url, digest = sdists[0]["url"], sdists[0].get("digests", {}).get("sha256")
+    # a mirror may answer with links relative to the page
+    url = str(httpx.URL(page).join(sdists[0]["url"]))
+    digest = sdists[0].get("digests", {}).get("sha256")
     data = _get(url, source).content
     if digest and hashlib.sha256(data).hexdigest() != digest:
         raise SourceError(f"pypi:{source.name}=={version}: {url} does not match its sha256")

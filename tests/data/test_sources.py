@@ -87,7 +87,12 @@ class Index:
                     return self._send(index.packages[parts[1]][1] or b"")
                 if parts[0] == "pypi" and parts[1] in index.packages and parts[-1] == "json":
                     version, data, sha = index.packages[parts[1]]
-                    base = f"http://127.0.0.1:{self.server.server_port}"
+                    # absolute links, as pypi.org gives; relative ones, as some mirrors do
+                    base = (
+                        "../../.."
+                        if parts[1].startswith("rel")
+                        else (f"http://127.0.0.1:{self.server.server_port}")
+                    )
                     urls = (
                         []
                         if data is None
@@ -99,7 +104,7 @@ class Index:
                             }
                         ]
                     )
-                    body = {"info": {"version": version}, "urls": urls}
+                    body = {"info": {"version": version}, "urls": urls, "releases": {version: urls}}
                     return self._send(json.dumps(body).encode())
                 self.send_response(404)
                 self.end_headers()
@@ -131,12 +136,17 @@ def test_a_package_is_fetched_checked_unpacked_and_cached(index: Index, tmp_path
     assert (got.root / "tests" / "test_x.py").is_file()
     again = checkout(parse_source("pypi:tinylib==1.2"), tmp_path / "cache")
     assert again.root == got.root and index.downloads == 1
+    index.packages["rellib"] = ("0.1", _sdist("rellib", "0.1", {"rellib.py": ""}), None)
+    assert (checkout(parse_source("pypi:rellib"), tmp_path / "cache").root / "rellib.py").is_file()
 
 
 def test_bad_packages_say_what_is_wrong(index: Index, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with pytest.raises(SourceError, match=r"pypi:absent: not on the index"):
         checkout(parse_source("pypi:absent"), cache)
+    index.packages["onlyone"] = ("2.0", _sdist("onlyone", "2.0", {"a.py": ""}), None)
+    with pytest.raises(SourceError, match=r"no version 1\.0 on the index \(the latest is 2\.0\)"):
+        checkout(parse_source("pypi:onlyone==1.0"), cache)
     index.packages["wheelonly"] = ("1.0", None, None)
     with pytest.raises(SourceError, match="no sdist, only wheels"):
         checkout(parse_source("pypi:wheelonly"), cache)
