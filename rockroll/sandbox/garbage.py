@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def collect_garbage(mine: set[str]) -> GcReport:
     report = GcReport()
     live: set[str] = set()
     for path in sorted(sandboxes_dir().iterdir()):
+        if path.name.endswith(".new") and _abandoned(path):
+            shutil.rmtree(path, ignore_errors=True)  # a creation that died before its rename
+            continue
         if path.name in mine or path.name.startswith("."):
             live.add(path.name)
             continue
@@ -73,6 +77,14 @@ def alive(rec: SandboxRecord) -> bool:
 def unmount_all(rec: SandboxRecord) -> None:
     for mount in mounts_under(rec.dir):
         unmount(mount)
+
+
+def _abandoned(path: Path) -> bool:
+    """A sandbox folder still being made (`.ID.new`) whose maker is gone: unlocked, and older
+    than any creation takes between making the folder and locking it."""
+    with contextlib.suppress(OSError):
+        return time.time() - path.stat().st_mtime > 60 and not owner_alive(path)
+    return False
 
 
 def _collect(path: Path, rec: SandboxRecord | None, report: GcReport) -> None:

@@ -92,8 +92,13 @@ class LocalRuntime:
             created=time.time(),
             owner_pid=os.getpid(),
         )
-        rec.dir.mkdir(parents=True)
-        lock_fd = take_owner_lock(rec.dir)
+        # The folder appears under its name with its owner lock already held: gc (of this
+        # process's other threads, or of another process) skips dot-names, and takes a folder
+        # with no lock and no record for a dead sandbox's.
+        new = rec.dir.with_name(f".{rec.id}.new")
+        new.mkdir(parents=True)
+        lock_fd = take_owner_lock(new)
+        os.rename(new, rec.dir)
         try:
             if not spec.disk:  # a disk is the backend's to make (bwrap may have one ready)
                 for sub in ("upper", "work"):

@@ -190,3 +190,31 @@ def test_gc_leaves_a_record_it_cannot_read_alone(sandbox: Sandbox) -> None:
     finally:
         (alien / "meta.json").unlink()
         alien.rmdir()
+
+
+def test_a_gc_while_a_sandbox_is_being_made_leaves_it_alone(
+    base_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc (another thread's first create, or another process) that looks at the sandboxes'
+    folder while one is being made: the new folder must not look like a dead sandbox's. Here
+    the gc runs at the worst moment, just before the owner lock is taken."""
+    import rockroll.sandbox.runtime as runtime
+    from rockroll.sandbox.garbage import collect_garbage
+
+    real = runtime.take_owner_lock
+
+    def gc_first(folder: Path) -> int:
+        collect_garbage(set())
+        return real(folder)
+
+    monkeypatch.setattr(runtime, "take_owner_lock", gc_first)
+    with Sandbox.create(base_image) as sb:
+        assert sb.exec("echo ok").stdout == "ok\n"
+    monkeypatch.undo()
+    fresh, stale = sandboxes_dir() / ".0123456789ab.new", sandboxes_dir() / ".ba9876543210.new"
+    for folder in (fresh, stale):  # being made now; a creation that died before its rename
+        folder.mkdir()
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    collect_garbage(set())
+    assert fresh.exists() and not stale.exists()
+    fresh.rmdir()
