@@ -116,14 +116,8 @@ def find_mutations(
 
 
 def _moved_by_one(tree: ast.Module) -> set[int]:
-    """The integer constants off-by-one changes (added, subtracted, an index)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
-            out.add(id(node.right))
-        elif isinstance(node, ast.Subscript):
-            out.add(id(node.slice))
-    return out
+    """The integer constants off-by-one changes, so change-constant leaves them to it."""
+    return {id(target) for node in ast.walk(tree) if (target := _by_one(node)) is not None}
 
 
 class _Offsets:
@@ -215,8 +209,16 @@ def _flip(node: ast.AST) -> Iterator[ast.AST]:
         yield new
 
 
-def _int(node: ast.AST) -> bool:
-    return isinstance(node, ast.Constant) and type(node.value) is int
+def _by_one(node: ast.AST) -> ast.Constant | None:
+    """The integer that off-by-one moves in `node`: one added or subtracted, or an index."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+        target = node.right
+    elif isinstance(node, ast.Subscript):
+        target = node.slice
+    else:
+        return None
+    is_int = isinstance(target, ast.Constant) and type(target.value) is int
+    return target if is_int else None  # type: ignore[return-value]
 
 
 def _off_by_one(node: ast.AST) -> Iterator[ast.AST]:
@@ -224,15 +226,14 @@ def _off_by_one(node: ast.AST) -> Iterator[ast.AST]:
         new = copy.deepcopy(node)
         new.ops = [_BOUNDARY[type(node.ops[0])]()]
         yield new
-    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
-        if _int(node.right):
-            new = copy.deepcopy(node)
-            new.right = ast.Constant(node.right.value + 1)  # type: ignore[attr-defined]
-            yield new
-    elif isinstance(node, ast.Subscript) and _int(node.slice):
+    elif (target := _by_one(node)) is not None:
+        value = target.value
         new = copy.deepcopy(node)
-        value = node.slice.value  # type: ignore[attr-defined]
-        new.slice = ast.Constant(value + 1 if value >= 0 else value - 1)
+        moved = ast.Constant(value + 1 if isinstance(node, ast.BinOp) or value >= 0 else value - 1)
+        if isinstance(new, ast.BinOp):
+            new.right = moved
+        else:
+            new.slice = moved  # type: ignore[attr-defined]
         yield new
 
 

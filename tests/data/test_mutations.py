@@ -69,6 +69,11 @@ def test_every_operator_finds_its_sites() -> None:
     ]
     assert drop.after == "if x > hi:\n        return hi"  # the elif is all that is left
     assert {m.operator for m in find_mutations(SOURCE, "sample.py")} == set(OPERATORS)
+    # a float added is change-constant's (off-by-one moves integers only)
+    floats = find_mutations("def f(x):\n    return x + 0.5\n", "f.py")
+    assert [(m.operator, m.after) for m in floats if m.before == "0.5"] == [
+        ("change-constant", "1.5")
+    ]
 
 
 def test_a_mutation_changes_only_its_node_and_the_program_behaves_differently() -> None:
