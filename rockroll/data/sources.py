@@ -106,16 +106,27 @@ def _clone(source: Source, cache: Path) -> Checkout:
         ) from None
     root = cache / "git" / f"{source.name}-{commit[:12]}"
     if not (root / ".git").is_dir():
-        tmp = root.with_name(f".{root.name}.{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _staging(root)
         _git("clone", "--quiet", "--no-hardlinks", "--no-checkout", str(repo), str(tmp))
         _git("checkout", "--quiet", "--detach", commit, cwd=tmp)
-        if root.exists():  # another run cloned it meanwhile
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, root)
+        _publish(tmp, root)
     return Checkout(source, root, commit)
+
+
+def _staging(root: Path) -> Path:
+    """An empty-to-be folder beside `root` (its parent made), where it is put together."""
+    tmp = root.with_name(f".{root.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def _publish(tmp: Path, root: Path) -> None:
+    """`tmp` becomes `root` in one rename, unless another run published it meanwhile."""
+    if root.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, root)
 
 
 def _sdist(source: Source, cache: Path) -> Checkout:
@@ -148,18 +159,14 @@ def _sdist(source: Source, cache: Path) -> Checkout:
     data = _get(url, source).content
     if digest and hashlib.sha256(data).hexdigest() != digest:
         raise SourceError(f"pypi:{source.name}=={version}: {url} does not match its sha256")
-    tmp = root.with_name(f".{root.name}.{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _staging(root)
+    tmp.mkdir()
     archive = tmp / Path(url.split("?")[0]).name
     archive.write_bytes(data)
     _unpack(archive, tmp / "src", source)
     archive.unlink()
     (tmp / ".complete").touch()
-    if root.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, root)
+    _publish(tmp, root)
     return Checkout(source, _top(root), version)
 
 
