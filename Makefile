@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := git bubblewrap debootstrap podman runc uidmap gcc libc6-dev libseccomp2 python3-venv tar e2fsprogs qemu-system-x86 busybox-static iproute2
 STAMP := $(VENV)/.installed
 
+SDISTS := .cache/sdists/index.json
+
 .PHONY: demo test test-fast lint system-deps image clean
 
 system-deps:
@@ -26,6 +28,10 @@ $(STAMP): pyproject.toml | system-deps
 image: $(STAMP)
 	$(VENV)/bin/rockroll image build base
 
+# Real packages (sdists with their tests) that the data pipeline's tests serve on loopback.
+$(SDISTS): tests/data/sdists.py | $(STAMP)
+	$(PY) tests/data/sdists.py .cache/sdists
+
 demo: system-deps $(STAMP) image
 	$(VENV)/bin/rockroll demo
 
@@ -33,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rockroll tests benchmarks
 	$(VENV)/bin/ruff format --check rockroll tests benchmarks
 
-test: system-deps $(STAMP) image lint
+test: system-deps $(STAMP) image $(SDISTS) lint
 	$(PY) -m pytest -q -ra
 
 # The fast tier: no root, no sandboxes, no VM (algorithms, configs, parsing, the agent loop on a
@@ -43,4 +49,4 @@ test-fast:
 	$(PY) -m pytest -q -ra -m fast
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .cache

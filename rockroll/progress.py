@@ -66,6 +66,13 @@ class RunProgress:
             self._ticker.join()
             self._say(self._status())
 
+    def add_total(self, more: int) -> None:
+        """More items than first thought (a run that learns its size as it goes)."""
+        with self._lock:
+            self.total += more
+        if self._bar is not None:
+            self._bar.update(self._task, total=self.total)
+
     def done(self, line: str, hit: bool = False) -> None:
         with self._lock:
             self.finished += 1

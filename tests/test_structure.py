@@ -213,6 +213,7 @@ LAYERS = {
     "errors": 0,
     "strict": 0,
     "progress": 0,
+    "jsonl": 0,
     "sandbox": 1,
     "models": 2,
     "tasks": 3,

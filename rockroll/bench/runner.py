@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -14,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from rockroll.bench.agents import Agent
 from rockroll.errors import InvalidArgument, SandboxError, TaskError
+from rockroll.jsonl import append_line
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import task_image, task_sandbox
@@ -108,17 +108,7 @@ class ResultLog:
         return found
 
     def add(self, result: TaskResult) -> None:
-        data = (result.model_dump_json() + "\n").encode()
-        with self.lock, open(self.path, "a+b") as fh:
-            # A run killed mid-write leaves a cut last line: start a new one, or this result
-            # would be glued to the fragment and lost with it.
-            size = fh.seek(0, os.SEEK_END)
-            if size:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    data = b"\n" + data
-            fh.write(data)
-            fh.flush()
+        append_line(self.path, result.model_dump_json(), self.lock)
 
 
 def run_suite(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from rockroll.cli import agent, bench, demo, image, model, sandbox, serve, token, train
+from rockroll.cli import agent, bench, data, demo, image, model, sandbox, serve, token, train
 from rockroll.cli.common import err
 from rockroll.errors import RockrollError
 
@@ -59,5 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     token.register(nouns)
     serve.register(nouns)
     train.register(nouns)
+    data.register(nouns)
     demo.register(nouns)
     return parser

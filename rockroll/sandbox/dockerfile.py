@@ -37,6 +37,7 @@ APT_INSTALL = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
     "--no-install-recommends "
 )
+MAX_PARTS = 8  # layers one Dockerfile's steps are cut into (overlayfs stacks them all)
 MAX_STAND_IN_DEPTH = 4  # image-map Dockerfiles that start FROM other mapped Dockerfiles
 KNOWN = {
     "FROM", "RUN", "COPY", "ADD", "WORKDIR", "ENV", "ARG", "USER", "CMD", "ENTRYPOINT",
@@ -214,7 +215,8 @@ def build(
     """The image for this Dockerfile, built now unless an identical one was built before.
 
     The steps before the first COPY/ADD read nothing from the context, so they are built (and
-    cached) as an image of their own: Dockerfiles that differ only in what they copy share it.
+    cached) as an image of their own: Dockerfiles that differ only in what they copy share it;
+    each COPY/ADD then starts a layer of its own (`_parts`), so a later copy shares the earlier.
     So are the steps that complete a stand-in base (its packages), shared by every Dockerfile
     that starts FROM the same image. `timeout` bounds the steps that run (cached ones cost
     nothing), as Harbor's `build_timeout_sec` does.
@@ -245,11 +247,28 @@ def build(
     image, parts = parent, []
     if stand_in_steps := [Instruction(first.line, "RUN", c) for c in _stand_in_steps(base)]:
         parts.append(stand_in_steps)
-    cut = next((i for i, ins in enumerate(steps) if ins.keyword in ("COPY", "ADD")), 0)
-    parts += [steps[:cut], steps[cut:]] if cut else [steps]
+    parts += _parts(steps)
     for part in parts:
         image = _cached(image, part, state, dockerfile, context, log)
     return image
+
+
+def _parts(steps: list[Instruction]) -> list[list[Instruction]]:
+    """The steps as the layers they are built and cached in: those before the first COPY/ADD
+    (they read nothing from the context), then a new layer at each COPY/ADD that follows a RUN.
+    So `COPY repo/ /app/` + `RUN pip install ...` is a layer shared by every Dockerfile that
+    starts the same way and differs only in a later COPY (one task's changed file), as Docker's
+    per-instruction cache shares it. At most MAX_PARTS layers: the last holds the rest."""
+    parts: list[list[Instruction]] = [[]]
+    copied = False
+    for ins in steps:
+        if ins.keyword in ("COPY", "ADD"):
+            here, first, copied = parts[-1], not copied, True
+            ran = any(i.keyword == "RUN" for i in here)
+            if here and len(parts) < MAX_PARTS and (first or ran):
+                parts.append([])
+        parts[-1].append(ins)
+    return [p for p in parts if p]
 
 
 def _stand_in_steps(base: StandIn) -> list[str]:

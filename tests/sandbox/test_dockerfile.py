@@ -281,6 +281,36 @@ def test_changed_copied_content_rebuilds_only_the_layer_after_the_first_copy(
         assert sb.read_text("/greeting.txt") == f"hello-{built.marker}\n"
 
 
+def test_a_copy_after_a_run_is_a_layer_that_only_its_own_files_rebuild(
+    base_image: str, tmp_path: Path
+) -> None:
+    """As Docker's per-instruction cache: two Dockerfiles that differ only in what a last COPY
+    copies share every layer before it, the expensive RUN included."""
+    marker = uuid.uuid4().hex
+    images, logs = [], []
+    for n in (1, 2):
+        ctx = tmp_path / f"ctx{n}"
+        (ctx / "repo").mkdir(parents=True)
+        (ctx / "repo" / "lib.py").write_text("X = 1\n")
+        (ctx / "change").mkdir()
+        (ctx / "change" / "lib.py").write_text(f"X = {n + 1}\n")
+        (ctx / "Dockerfile").write_text(
+            "FROM python:3.11-slim\nWORKDIR /app\nCOPY repo/ /app/\n"
+            f"RUN echo {marker} > /app/installed\nCOPY change/ /app/\n"
+        )
+        log: list[str] = []
+        images.append(build(ctx / "Dockerfile", log=log.append))
+        logs.append(_built_names(log))
+    first, second = images
+    assert first.name != second.name
+    assert first.meta["parent"] == second.meta["parent"]  # COPY repo + RUN: one shared layer
+    assert logs[1] == [second.name]  # only the last COPY was built again
+    assert sum(p.stat().st_size for p in (second.path / "rootfs").rglob("*") if p.is_file()) < 100
+    with Sandbox.create(second.name) as sb:
+        assert sb.read_text("/app/lib.py") == "X = 3\n"
+        assert sb.read_text("/app/installed") == f"{marker}\n"
+
+
 def _dockerfile(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "Dockerfile"
     path.write_text(f"FROM python:3.11-slim\nRUN echo {uuid.uuid4().hex}\n{body}")

@@ -1,0 +1,194 @@
+"""Explore: strategies that draft tasks from a project, each a plug-in with a name.
+
+A strategy yields `Draft`s: one changed file each (the bug, the removed body), with the text it
+had, so the reference solution is putting it back. After the draft's tests have been run
+against it, the strategy writes the instruction from what failed. Instructions here come from
+templates (the failing tests' names and messages) and never contain the fix; the review's leak
+gate checks that, whoever wrote them.
+
+- `bug-injection`: one AST mutation (`rockroll.data.mutations`) of a function some passing test
+  calls; functions are taken in turn, one mutation each per round, so a limited run spreads over
+  the code instead of exhausting its first function.
+- `feature-removal`: a covered function with a docstring has its body replaced by
+  `raise NotImplementedError`; the task is to implement it again from the docstring and callers.
+
+`register_strategy` adds one (a name and an object with `drafts` and `instruction`).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from rockroll.data.mutations import apply, find_mutations
+from rockroll.data.project import Project
+from rockroll.errors import UsageError
+
+MAX_MESSAGE = 160
+MAX_LISTED = 8
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A candidate task: `path` (relative to the project) changed from `original` to `changed`
+    in `function`; `detail` is what changed, for the manifest (never for the agent)."""
+
+    strategy: str
+    path: str
+    function: str
+    line: int
+    detail: str
+    original: str
+    changed: str
+    docstring: str = ""
+
+    @property
+    def id(self) -> str:
+        text = f"{self.strategy}\0{self.path}\0{self.changed}"
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class Strategy(Protocol):
+    name: str
+
+    def drafts(self, project: Project, covered: set[tuple[str, str]]) -> Iterator[Draft]:
+        """Drafts over the project's code; `covered`: (file, function) pairs a passing test
+        calls."""
+        ...
+
+    def instruction(self, draft: Draft, project: Project, failing: dict[str, str]) -> str:
+        """What the agent is told, given the failing tests and their messages."""
+        ...
+
+
+class BugInjection:
+    name = "bug-injection"
+
+    def drafts(self, project: Project, covered: set[tuple[str, str]]) -> Iterator[Draft]:
+        queues = []
+        for path in project.code:
+            functions = {name for file, name in covered if file == path}
+            if not functions:
+                continue
+            source = _read(project, path)
+            if source is None:
+                continue
+            by_function: dict[str, list] = {}
+            for m in find_mutations(source, path, functions):
+                by_function.setdefault(m.function, []).append(m)
+            queues += [(source, ms) for ms in by_function.values()]
+        for round_ in range(max((len(ms) for _, ms in queues), default=0)):
+            for source, ms in queues:
+                if round_ < len(ms):
+                    m = ms[round_]
+                    yield Draft(
+                        self.name,
+                        m.path,
+                        m.function,
+                        m.line,
+                        m.describe(),
+                        source,
+                        apply(source, m),
+                    )
+
+    def instruction(self, draft: Draft, project: Project, failing: dict[str, str]) -> str:
+        return (
+            f"# Fix a bug in {project.name}\n\n"
+            f"Some of {project.name}'s own tests fail: the code they test has a bug. Find it in "
+            f"the project's source, under `/app`, and fix it, so that these tests pass again "
+            f"and the others still do:\n\n{_listing(failing)}\n\n"
+            "The tests are right; they are restored as they were before your work is checked.\n"
+        )
+
+
+class FeatureRemoval:
+    name = "feature-removal"
+
+    def drafts(self, project: Project, covered: set[tuple[str, str]]) -> Iterator[Draft]:
+        for path in project.code:
+            functions = {name for file, name in covered if file == path}
+            source = _read(project, path) if functions else None
+            if source is None:
+                continue
+            for name, node in _documented(ast.parse(source), functions):
+                changed = _without_body(source, node)
+                if changed is not None:
+                    doc = ast.get_docstring(node) or ""
+                    detail = f"feature-removal of {name} ({path}:{node.lineno})"
+                    yield Draft(self.name, path, name, node.lineno, detail, source, changed, doc)
+
+    def instruction(self, draft: Draft, project: Project, failing: dict[str, str]) -> str:
+        doc = "\n".join(f"    {line}" for line in draft.docstring.splitlines())
+        return (
+            f"# Implement `{draft.function}` in {project.name}\n\n"
+            f"`{draft.function}` in `/app/{draft.path}` has lost its implementation: it only "
+            f"raises NotImplementedError. Write it again, as its docstring says:\n\n{doc}\n\n"
+            f"These tests of the project call it and fail now; they must pass, and the others "
+            f"still:\n\n{_listing(failing)}\n\n"
+            "The tests are right; they are restored as they were before your work is checked.\n"
+        )
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (BugInjection(), FeatureRemoval())}
+DEFAULT = ("bug-injection", "feature-removal")
+
+
+def register_strategy(strategy: Strategy) -> None:
+    STRATEGIES[strategy.name] = strategy
+
+
+def get_strategies(names: list[str]) -> list[Strategy]:
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise UsageError(
+            f"--strategy: unknown {', '.join(unknown)}; known: {', '.join(sorted(STRATEGIES))}"
+        )
+    return [STRATEGIES[n] for n in names]
+
+
+def _read(project: Project, path: str) -> str | None:
+    try:
+        source = (project.root / path).read_text()
+        ast.parse(source)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return None
+    return source
+
+
+def _listing(failing: dict[str, str]) -> str:
+    lines = []
+    for test in sorted(failing)[:MAX_LISTED]:
+        message = " ".join(failing[test].split())[:MAX_MESSAGE]
+        lines.append(f"- `{test}`" + (f": {message}" if message else ""))
+    if len(failing) > MAX_LISTED:
+        lines.append(f"- and {len(failing) - MAX_LISTED} more")
+    return "\n".join(lines)
+
+
+def _documented(tree: ast.Module, functions: set[str]) -> Iterator[tuple[str, ast.FunctionDef]]:
+    def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.FunctionDef]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = prefix + child.name
+                if name in functions and ast.get_docstring(child) and len(child.body) > 2:
+                    yield name, child  # type: ignore[misc]
+            elif isinstance(child, ast.ClassDef):
+                yield from walk(child, prefix + child.name + ".")
+
+    yield from walk(tree, "")
+
+
+def _without_body(source: str, node: ast.FunctionDef) -> str | None:
+    """The source with the function's statements after its docstring replaced by a raise."""
+    first, last = node.body[1], node.body[-1]
+    if first.lineno == node.body[0].end_lineno or last.end_lineno is None:
+        return None  # a docstring and code on one line: no clean cut
+    lines = source.splitlines(keepends=True)
+    indent = lines[first.lineno - 1][: first.col_offset]
+    if indent.strip():
+        return None
+    body = [f"{indent}raise NotImplementedError\n"]
+    return "".join(lines[: first.lineno - 1] + body + lines[last.end_lineno :])

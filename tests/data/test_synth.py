@@ -1,0 +1,241 @@
+"""The pipeline end to end in real sandboxes, on a repository the test writes: accepted tasks
+pass the oracle and fail the no-op through the bench, a planted flaky test, a planted leaky
+instruction and a planted weak test are rejected with their reasons, bad sources are errors in
+the funnel while the run goes on, and a second run resumes instead of redoing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rockroll.bench.agents import NoopAgent, OracleAgent
+from rockroll.bench.runner import run_suite
+from rockroll.data.pipeline import Synth, SynthOptions
+from rockroll.data.project import Project
+from rockroll.data.strategies import STRATEGIES, BugInjection, Draft, register_strategy
+from rockroll.errors import UsageError
+from rockroll.tasks.suites import load_suite
+from tests.data.pypi_index import Index
+
+CALC = '''import random
+
+
+def clamp(x, lo, hi):
+    """x, limited to the range from lo to hi."""
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+def mean(values):
+    """The arithmetic mean of values."""
+    total = 0
+    for value in values:
+        total += value
+    return total / len(values)
+
+
+def shout(word):
+    return word.upper() + "!"
+
+
+def wobble_a(n):
+    return n * 2
+
+
+def wobble_b(n):
+    return n * 3
+
+
+def wobble_c(n):
+    return n * 4
+'''
+TESTS = """import random
+
+from calc import clamp, mean, shout, wobble_a, wobble_b, wobble_c
+
+
+def test_clamp_stays_in_range():  # checks that no hard-coded answer passes
+    for x in range(-5, 16):
+        assert 0 <= clamp(x, 0, 10) <= 10
+
+
+def test_clamp_keeps_what_is_inside():
+    for x in range(0, 11):
+        assert clamp(x, 0, 10) - x == 0
+
+
+def test_clamp_ends():
+    assert [clamp(x, 0, 10) for x in (-5, 15)] == [0, 10]
+
+
+def test_mean():
+    for values in ([1, 2, 3, 6], [4], [2, 2, 5]):
+        assert mean(values) * len(values) == sum(values)
+
+
+def test_shout():  # one input only: a hard-coded answer passes it
+    assert shout("hi") == "HI!"
+
+
+# flaky: each fails every other run, by chance
+def test_wobble_a():
+    assert wobble_a(2) == 4 and random.random() < 0.5
+
+
+def test_wobble_b():
+    assert wobble_b(2) == 6 and random.random() < 0.5
+
+
+def test_wobble_c():
+    assert wobble_c(2) == 8 and random.random() < 0.5
+"""
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True)
+    _git(path, "init", "-q")
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    _git(path, "add", ".")
+    _git(path, "commit", "-qm", "init")
+    return path
+
+
+class LeakyBugs(BugInjection):
+    """Bug injection whose instruction gives the fix away: the review must refuse it."""
+
+    name = "leaky-bugs"
+
+    def instruction(self, draft: Draft, project: Project, failing: dict[str, str]) -> str:
+        old = set(draft.changed.splitlines())
+        fix = [line.strip() for line in draft.original.splitlines() if line not in old]
+        return super().instruction(draft, project, failing) + f"\nHint: it should say {fix}\n"
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("synth")
+    calc = _repo(root / "calc", {"calc.py": CALC, "tests/test_calc.py": TESTS})
+    untested = _repo(root / "untested", {"lib.py": "def f():\n    return 1\n"})
+    broken = _repo(
+        root / "broken",
+        {
+            "broken.py": "def g():\n    return 2\n",
+            "test_broken.py": "from broken import g\n\n\ndef test_g():\n    assert g() == 2\n",
+            "pyproject.toml": '[project]\nname = "broken"\nversion = "1"\n'
+            'dependencies = ["nothere @ file:///nonexistent/nothere.tar.gz"]\n',
+        },
+    )
+    register_strategy(LeakyBugs())
+    index = Index()
+    records: list[dict] = []
+    options = SynthOptions(
+        strategies=("bug-injection", "feature-removal", "leaky-bugs"), jobs=2, baseline_runs=8
+    )
+    sources = [str(untested), "pypi:nosuchpackage", str(broken), str(calc)]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROCKROLL_PYPI_URL", index.url)
+    try:
+        summary = Synth(root / "ds", options, on_candidate=records.append).run(sources)
+        yield {"root": root, "summary": summary, "records": records, "calc": calc}
+    finally:
+        mp.undo()
+        index.server.shutdown()
+        STRATEGIES.pop("leaky-bugs", None)
+
+
+def test_accepted_tasks_pass_the_oracle_and_fail_the_noop_in_the_bench(synthesized: dict) -> None:
+    tasks = synthesized["root"] / "ds" / "tasks"
+    accepted = [r for r in synthesized["records"] if r["accepted"]]
+    assert len(accepted) >= 4, Counter(r["reason"] for r in synthesized["records"])
+    assert sorted(p.name for p in tasks.iterdir()) == sorted(
+        r["task"].split("/")[1] for r in accepted
+    )
+    assert {r["strategy"] for r in accepted} == {"bug-injection", "feature-removal"}
+    items = load_suite(str(tasks))
+    oracle = run_suite(items, OracleAgent(), synthesized["root"] / "oracle", jobs=2)
+    noop = run_suite(items, NoopAgent(), synthesized["root"] / "noop", jobs=2)
+    assert len(oracle) == len(accepted) and all(r.passed for r in oracle), [
+        (r.task, r.reason, r.verifier_tail[-300:]) for r in oracle if not r.passed
+    ]
+    assert not any(r.passed for r in noop) and {r.reason for r in noop} == {"tests-failed"}
+    for r in accepted:  # the gates' verdicts are in the manifest, every one passed
+        assert set(r["gates"]) == {"leak", "build", "controls", "hack-probe", "runtime"}
+        assert all(g["ok"] for g in r["gates"].values())
+        assert r["fail_to_pass"] and r["pass_to_pass"]
+
+
+def test_an_accepted_task_holds_no_trace_of_the_fix_for_the_agent(synthesized: dict) -> None:
+    for task in (synthesized["root"] / "ds" / "tasks").iterdir():
+        change = task / "environment" / "change"
+        changed = next(change.rglob("*.py"))
+        original = (task / "solution" / "original" / changed.relative_to(change)).read_text()
+        assert changed.read_text() != original
+        dockerfile = (task / "environment" / "Dockerfile").read_text()
+        assert dockerfile.endswith("COPY change/ /app/\n") and ".git" not in dockerfile
+        assert not (task / "environment" / "repo" / ".git").exists()  # no history to diff against
+        expected = json.loads((task / "tests" / "expected.json").read_text())
+        assert set(expected["fail_to_pass"]) <= set(expected["tests"])
+
+
+def test_planted_flaky_tests_leaky_instructions_and_weak_tests_are_rejected(
+    synthesized: dict,
+) -> None:
+    records = synthesized["records"]
+    reasons = Counter(r["reason"] for r in records)
+    wobbles = [r for r in records if r["function"].startswith("wobble")]
+    assert wobbles and all(not r["accepted"] for r in wobbles)
+    assert {r["reason"] for r in wobbles} <= {"flaky-tests", "flaky", "no-usable-tests"}
+    assert reasons["flaky-tests"] + reasons["flaky"] >= 1
+    leaky = [r for r in records if r["strategy"] == "leaky-bugs" and r["stage"] != "candidates"]
+    assert leaky and {r["reason"] for r in leaky} == {"leak"}
+    assert all("the instruction contains the fix" in r["gates"]["leak"]["detail"] for r in leaky)
+    shout = [r for r in records if r["function"] == "shout" and r.get("stage") == "reviewed"]
+    assert shout and {r["reason"] for r in shout} == {"hackable"}
+    assert "hard-code" in shout[0]["gates"]["hack-probe"]["detail"]
+    summary = synthesized["summary"]
+    assert summary["rejected"]["leak"] == len(leaky)
+
+
+def test_bad_sources_are_errors_in_the_funnel_and_the_run_goes_on(synthesized: dict) -> None:
+    sources = {s["source"].rsplit("/", 1)[-1]: s for s in synthesized["summary"]["sources"]}
+    assert sources["calc"]["status"] == "ok"
+    assert sources["untested"]["status"] == "error"
+    assert "no tests" in sources["untested"]["error"]
+    assert sources["pypi:nosuchpackage"]["status"] == "error"
+    assert "not on the index" in sources["pypi:nosuchpackage"]["error"]
+    assert sources["broken"]["status"] == "error"
+    assert "does not build" in sources["broken"]["error"]
+
+
+def test_a_second_run_resumes_and_a_dataset_is_not_overwritten(synthesized: dict) -> None:
+    root, calc = synthesized["root"], synthesized["calc"]
+    with pytest.raises(UsageError, match="--resume"):
+        Synth(root / "ds", SynthOptions())
+    before = (root / "ds" / "manifest.jsonl").read_text().splitlines()
+    again: list[dict] = []
+    options = SynthOptions(
+        strategies=("bug-injection", "feature-removal"), resume=True, baseline_runs=8
+    )
+    Synth(root / "ds", options, on_candidate=again.append).run([str(calc)])
+    assert again == []  # every candidate was decided: nothing runs twice
+    after = (root / "ds" / "manifest.jsonl").read_text().splitlines()
+    assert after[: len(before)] == before and len(after) == len(before) + 1  # a source line
