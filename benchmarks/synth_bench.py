@@ -34,6 +34,7 @@ from rockroll.bench.agents import NoopAgent, OracleAgent
 from rockroll.bench.runner import run_task
 from rockroll.data.mutations import apply, find_mutations
 from rockroll.data.pipeline import Synth, SynthOptions
+from rockroll.data.trajectories import make_trajectories
 from rockroll.tasks.harbor import load_harbor
 from rockroll.tasks.workspace import task_image
 
@@ -105,7 +106,7 @@ def _peer(repo: Path, records: list[dict], limit: int) -> tuple[int, int, float]
     for record in records:
         if record.get("strategy") != "bug-injection" or tried >= limit:
             continue
-        tests = record.get("test_files", [])
+        tests = record.get("files_of", [])
         if not tests:
             continue
         path = root / record["path"]
@@ -138,6 +139,12 @@ def main() -> None:
     parser.add_argument("--accept", type=int, default=40, help="accepted tasks to make")
     parser.add_argument("-j", "--jobs", type=int, default=2)
     parser.add_argument("--peer", type=int, default=60, help="mutants the peer runs")
+    parser.add_argument(
+        "--label-model", default="local:smollm2", help="the model whose pass@8 labels difficulty"
+    )
+    parser.add_argument(
+        "--label-tasks", type=int, default=0, help="accepted tasks to label (0: none; slow)"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     info = machine()
@@ -149,6 +156,7 @@ def main() -> None:
     tried, killed, peer_seconds = _peer(repo, records, args.peer)
     figures["peer_killed_per_hour"] = killed / peer_seconds * 3600 if peer_seconds else 0.0
     figures["peer_mutants"] = tried
+    figures["labels"] = _labels(tmp / "ds", args.label_model, args.label_tasks)
     ratio = figures["peer_killed_per_hour"] / max(figures["accepted_per_hour"], 1e-9)
     figures["peer_ratio"] = ratio
     _print(figures)
@@ -188,6 +196,28 @@ def _figures(out: Path, records: list[dict], seconds: float) -> dict:
             if r["reason"] == "leak"
         ],
         "gates": {f"{name}:{'pass' if ok else 'fail'}": n for (name, ok), n in gates.items()},
+    }
+
+
+def _labels(out: Path, model: str, n: int) -> dict:
+    """Difficulty from the model's pass@8 on the first `n` accepted tasks (the rest moved aside
+    for the run and put back)."""
+    if n <= 0:
+        return {}
+    tasks = sorted((out / "tasks").iterdir())
+    aside = out / "aside"
+    aside.mkdir()
+    for task in tasks[n:]:
+        task.rename(aside / task.name)
+    try:
+        labels = make_trajectories(out, model, attempts=8, jobs=2, max_turns=8)
+    finally:
+        for task in aside.iterdir():
+            task.rename(out / "tasks" / task.name)
+    return {
+        "model": model,
+        "tasks": len(labels),
+        "counts": dict(Counter(v["difficulty"] for v in labels.values())),
     }
 
 
@@ -251,10 +281,10 @@ def _print(f: dict) -> None:
         ),
         (
             "difficulty from pass@8",
-            "not measured",
+            _label_text(f["labels"]),
             "every task",
-            False,
-            "the Trajectory stage is not built yet",
+            bool(f["labels"]) and f["labels"]["tasks"] == f["accepted"],
+            f"{f['labels']['model']}" if f["labels"] else "run with --label-tasks N (slow)",
         ),
     ]
     console.print(figures_table(rows))
@@ -262,6 +292,12 @@ def _print(f: dict) -> None:
     for line in f["leaks"]:
         console.print(f"leak: {line}", markup=False)
     console.print(f"gates: {f['gates']}")
+
+
+def _label_text(labels: dict) -> str:
+    if not labels:
+        return "not measured"
+    return f"{labels['tasks']} tasks: " + ", ".join(f"{n} {d}" for d, n in labels["counts"].items())
 
 
 if __name__ == "__main__":

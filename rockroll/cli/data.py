@@ -22,8 +22,8 @@ def register(nouns: Verbs) -> None:
     synth.add_argument("--out", required=True, help="the dataset folder")
     synth.add_argument(
         "--strategy",
-        default="bug-injection,feature-removal",
-        help="comma-separated strategies (default bug-injection,feature-removal)",
+        help="comma-separated strategies: bug-injection, feature-removal, commit-replay (the "
+        "default: all three) and any a plug-in registered",
     )
     synth.add_argument(
         "--limit", type=positive, help="stop drafting a source after N of its tasks are accepted"
@@ -33,23 +33,46 @@ def register(nouns: Verbs) -> None:
         "--reruns", type=positive, default=3, help="k: runs of each control (default 3)"
     )
     synth.add_argument("--resume", action="store_true", help="continue the dataset in --out")
+    synth.add_argument(
+        "--model",
+        help="a model that writes the instructions (e.g. openai:NAME@URL); else templates",
+    )
+    trajectories = add(
+        commands,
+        "trajectories",
+        run_trajectories,
+        "run a model on a dataset's tasks: verified trajectories and each task's difficulty",
+    )
+    trajectories.add_argument("dataset")
+    trajectories.add_argument(
+        "--model", required=True, help="oracle (the reference change as tool calls) or a model SPEC"
+    )
+    trajectories.add_argument(
+        "--attempts", type=positive, default=8, help="attempts per task (default 8: pass@8)"
+    )
+    trajectories.add_argument("--max-turns", type=positive, default=30, help="turns per attempt")
+    trajectories.add_argument("-j", "--jobs", type=positive, default=2, help="attempts at once")
     report = add(commands, "report", run_report, "the funnel of a dataset; --html writes a page")
     report.add_argument("dataset")
     report.add_argument("--html", help="write the funnel as a self-contained HTML page here")
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from rockroll.data.explore import DEFAULT, get_strategies
     from rockroll.data.manifest import funnel_html, funnel_text
     from rockroll.data.pipeline import Synth, SynthOptions
     from rockroll.progress import RunProgress
 
     dataset = Path(args.out)
+    names = args.strategy.split(",") if args.strategy else DEFAULT
+    get_strategies([n.strip() for n in names if n.strip()])  # refused before anything runs
     options = SynthOptions(
-        strategies=tuple(s.strip() for s in args.strategy.split(",") if s.strip()),
+        strategies=tuple(s.strip() for s in names if s.strip()),
         limit=args.limit,
         jobs=args.jobs,
         reruns=args.reruns,
         resume=args.resume,
+        model=args.model,
     )
     with RunProgress("synth", 0, err, counted="accepted") as progress:
 
@@ -64,9 +87,49 @@ def run_synth(args: argparse.Namespace) -> int:
 
         synth = Synth(dataset, options, log=progress.log, on_candidate=seen)
         summary = synth.run(list(args.sources), on_source=source)
-    out.print(funnel_text(summary), markup=False, highlight=False)
+    out.print(funnel_text(summary), markup=False, highlight=False, soft_wrap=True)
     (dataset / "report.html").write_text(funnel_html(summary, f"rockroll dataset: {dataset}"))
     out.print(f"tasks: {dataset / 'tasks'}  manifest: {dataset / 'manifest.jsonl'}")
+    if not any(s["status"] == "ok" for s in summary["sources"]):
+        err.print("error: no source could be read; the funnel above says why", markup=False)
+        return 1
+    return 0
+
+
+def run_trajectories(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from rockroll.bench.runner import TaskResult
+    from rockroll.data.trajectories import ORACLE, make_trajectories
+    from rockroll.progress import RunProgress
+
+    dataset = Path(args.dataset)
+    tasks = len([p for p in (dataset / "tasks").glob("*/task.toml")])
+    total = tasks * (1 if args.model == ORACLE else args.attempts)
+    with RunProgress(f"{args.model} on {dataset}", total, err) as progress:
+
+        def seen(result: TaskResult) -> None:
+            verdict = "passed" if result.passed else f"failed ({result.reason})"
+            progress.done(f"{result.task}: {verdict}", result.passed)
+
+        labels = make_trajectories(
+            dataset,
+            args.model,
+            attempts=args.attempts,
+            jobs=args.jobs,
+            max_turns=args.max_turns,
+            on_result=seen,
+            log=progress.log,
+        )
+    counts = Counter(label["difficulty"] for label in labels.values())
+    passes = sum(label["passes"] for label in labels.values())
+    runs = sum(label["attempts"] for label in labels.values())
+    out.print(
+        f"{args.model}: {passes}/{runs} attempts passed; "
+        + ", ".join(f"{counts[d]} {d}" for d in ("easy", "moderate", "hard")),
+        markup=False,
+    )
+    out.print(f"verified trajectories: {dataset / 'trajectories'}", markup=False)
     return 0
 
 
@@ -77,7 +140,7 @@ def run_report(args: argparse.Namespace) -> int:
     if not (dataset / "manifest.jsonl").is_file():
         raise UsageError(f"{dataset}: no manifest.jsonl; make one with `rockroll data synth`")
     summary = funnel(Manifest(dataset).lines())
-    out.print(funnel_text(summary), markup=False, highlight=False)
+    out.print(funnel_text(summary), markup=False, highlight=False, soft_wrap=True)
     if args.html:
         Path(args.html).write_text(funnel_html(summary, f"rockroll dataset: {dataset}"))
         out.print(f"HTML report: {args.html}")

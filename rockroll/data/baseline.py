@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rockroll.data.project import Project, write_context
 from rockroll.data.sources import SourceError
-from rockroll.data.testrun import TestRun, install_plugin, run_tests, test_files
+from rockroll.data.testrun import SuiteRun, files_of, install_plugin, run_tests
 from rockroll.sandbox.dockerfile import BuildError, build
 from rockroll.sandbox.images import Image
 from rockroll.sandbox.sdk import Sandbox
@@ -36,7 +36,7 @@ class Baseline:
 
     image: Image
     installs: list[str]
-    run: TestRun  # the traced run
+    run: SuiteRun  # the traced run
     flaky: set[str] = field(default_factory=set)
     durations: dict[str, float] = field(default_factory=dict)  # untraced, the slowest run's
     seconds: float = 0.0  # building and running, all rounds
@@ -66,7 +66,7 @@ def make_baseline(
     image does not build or no test passes in it."""
     started = time.monotonic()
     installs: list[str] = []
-    files = test_files(project.tests)
+    files = files_of(project.tests)
     for _ in range(REFINE_ROUNDS + 1):
         image = _image(project, folder, installs, label, log)
         with Sandbox.create(image.name, **SANDBOX) as sb:
@@ -107,7 +107,7 @@ def _image(
         raise SourceError(f"{label}: its image does not build: {first}") from None
 
 
-def _missing(run: TestRun, project: Project, installs: list[str]) -> list[str]:
+def _missing(run: SuiteRun, project: Project, installs: list[str]) -> list[str]:
     own = {p.split("/")[0].removesuffix(".py") for p in project.code}
     own |= {p.split("/")[1].removesuffix(".py") for p in project.code if p.startswith("src/")}
     text = "\n".join([*run.collect_errors.values(), *run.messages.values(), run.output])
@@ -119,7 +119,7 @@ def _missing(run: TestRun, project: Project, installs: list[str]) -> list[str]:
     return found
 
 
-def _flaky(traced: TestRun, others: list[TestRun]) -> set[str]:
+def _flaky(traced: SuiteRun, others: list[SuiteRun]) -> set[str]:
     flaky = set()
     for other in others:
         for test in traced.outcomes.keys() | other.outcomes.keys():
@@ -128,7 +128,7 @@ def _flaky(traced: TestRun, others: list[TestRun]) -> set[str]:
     return flaky
 
 
-def _why(run: TestRun) -> str:
+def _why(run: SuiteRun) -> str:
     if run.timed_out:
         return " (the run timed out)"
     if run.collect_errors:

@@ -29,18 +29,20 @@ from pathlib import Path
 from queue import Queue
 
 from rockroll.data.baseline import SANDBOX, Baseline, make_baseline
+from rockroll.data.explore import DEFAULT, get_strategies
 from rockroll.data.manifest import Manifest, funnel
 from rockroll.data.project import Project, read_project
 from rockroll.data.review import leak, review
-from rockroll.data.sources import checkout, parse_source
-from rockroll.data.strategies import DEFAULT, Draft, Strategy, get_strategies
+from rockroll.data.sources import SourceError, checkout, parse_source
+from rockroll.data.strategies import Draft, Strategy
 from rockroll.data.taskdir import write_task
-from rockroll.data.testrun import install_plugin, run_tests, test_files
-from rockroll.errors import RockrollError, UsageError
+from rockroll.data.testrun import files_of, install_plugin, run_tests
+from rockroll.data.writer import check_model, load_writer, write_instruction
+from rockroll.errors import ModelError, RockrollError, UsageError
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.harbor import load_harbor
 
-SHORT = {"bug-injection": "bug", "feature-removal": "impl"}
+SHORT = {"bug-injection": "bug", "feature-removal": "impl", "commit-replay": "commit"}
 FAR_TESTS = 20  # pass-to-pass tests from test files that do not call the changed function
 
 
@@ -58,6 +60,7 @@ class SynthOptions:
     select_seconds: float = 10.0  # baseline seconds of the tests one task is verified by
     budget: float = 60.0  # seconds the oracle's verification may take
     resume: bool = False
+    model: str | None = None  # writes the instructions (any harness backend); else templates
 
 
 @dataclass
@@ -100,6 +103,8 @@ class Synth:
             (r["source"], r["id"]): r for r in self.manifest.lines() if r.get("kind") == "candidate"
         }
         shutil.rmtree(dataset / "work", ignore_errors=True)
+        self.writer = load_writer(options.model) if options.model else None
+        self.writer_lock = threading.Lock()
 
     def run(
         self, specs: list[str], on_source: Callable[[str, int], None] = lambda s, n: None
@@ -130,6 +135,13 @@ class Synth:
 
     def _prepare(self, spec: str) -> _Repo:
         source = parse_source(spec)
+        if source.kind == "seeds":
+            raise SourceError(
+                f"{spec}: seed descriptions become tasks through a model's terminal workflows, "
+                "which this release does not draft yet; give a repository or pypi:NAME"
+            )
+        if self.writer is not None and self.options.model:
+            check_model(self.writer, self.options.model)
         got = checkout(source)
         project = read_project(got)
         label = spec
@@ -200,6 +212,8 @@ class Synth:
         }  # fmt: skip
         try:
             self._decide(repo, strategy, draft, record)
+        except ModelError as exc:
+            record["reason"], record["error"] = "model-error", str(exc).splitlines()[0]
         except RockrollError as exc:
             record["reason"], record["error"] = "error", str(exc).splitlines()[0]
         record["times"]["total"] = time.monotonic() - started
@@ -218,6 +232,9 @@ class Synth:
         instruction = strategy.instruction(
             draft, repo.project, {t: messages.get(t, "") for t in failing}
         )
+        if self.writer is not None:
+            with self.writer_lock:
+                instruction = write_instruction(self.writer, draft, repo.project, instruction)
         verdict = leak(instruction, draft)
         record["gates"]["leak"] = verdict.record()
         if not verdict.ok:
@@ -237,7 +254,7 @@ class Synth:
         self, repo: _Repo, draft: Draft, record: dict
     ) -> tuple[list[str], list[str], dict] | None:
         b, o = repo.baseline, self.options
-        callers = repo.callers.get((draft.path, draft.function), set())
+        callers = self._callers(repo, draft)
         stable = b.stable_passing()
         quick = {t for t in stable if b.durations.get(t, 0.0) <= o.test_seconds}
         usable = callers & quick
@@ -254,7 +271,7 @@ class Synth:
             if len(select) < o.max_tests and (not select or seconds + took <= o.select_seconds):
                 select.append(test)
                 seconds += took
-        record["test_files"] = test_files(select)
+        record["files_of"] = files_of(select)
         sb = repo.sandboxes.get()
         try:
             target = f"/app/{draft.path}"
@@ -263,7 +280,7 @@ class Synth:
                 run = run_tests(
                     sb,
                     repo.project,
-                    record["test_files"],
+                    record["files_of"],
                     select=select,
                     timeout=max(30.0, 10 * seconds + 10),
                 )
@@ -281,6 +298,18 @@ class Synth:
         elif not passing:
             record["reason"] = "no-pass-to-pass"
         return (failing, passing, run.messages) if failing and passing else None
+
+    @staticmethod
+    def _callers(repo: _Repo, draft: Draft) -> set[str]:
+        """The tests that call the changed function (any function of the file for "*"), from
+        the draft's focus files when it names some."""
+        if draft.function == "*":
+            found = set().union(*(t for (p, _), t in repo.callers.items() if p == draft.path))
+        else:
+            found = set(repo.callers.get((draft.path, draft.function), set()))
+        if draft.focus:
+            found = {t for t in found if t.split("::")[0] in draft.focus}
+        return found
 
     def _build_and_review(
         self,

@@ -12,7 +12,7 @@ gate checks that, whoever wrote them.
 - `feature-removal`: a covered function with a docstring has its body replaced by
   `raise NotImplementedError`; the task is to implement it again from the docstring and callers.
 
-`register_strategy` adds one (a name and an object with `drafts` and `instruction`).
+The registry of strategies by name is `rockroll.data.explore`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Protocol
 
 from rockroll.data.mutations import apply, find_mutations
 from rockroll.data.project import Project
-from rockroll.errors import UsageError
 
 MAX_MESSAGE = 160
 MAX_LISTED = 8
@@ -43,7 +42,8 @@ class Draft:
     detail: str
     original: str
     changed: str
-    docstring: str = ""
+    docstring: str = ""  # what the instruction may quote: a docstring, a commit message
+    focus: tuple[str, ...] = ()  # test files the fail-to-pass tests come from (all: empty)
 
     @property
     def id(self) -> str:
@@ -99,7 +99,7 @@ class BugInjection:
             f"# Fix a bug in {project.name}\n\n"
             f"Some of {project.name}'s own tests fail: the code they test has a bug. Find it in "
             f"the project's source, under `/app`, and fix it, so that these tests pass again "
-            f"and the others still do:\n\n{_listing(failing)}\n\n"
+            f"and the others still do:\n\n{listing(failing)}\n\n"
             "The tests are right; they are restored as they were before your work is checked.\n"
         )
 
@@ -127,26 +127,9 @@ class FeatureRemoval:
             f"`{draft.function}` in `/app/{draft.path}` has lost its implementation: it only "
             f"raises NotImplementedError. Write it again, as its docstring says:\n\n{doc}\n\n"
             f"These tests of the project call it and fail now; they must pass, and the others "
-            f"still:\n\n{_listing(failing)}\n\n"
+            f"still:\n\n{listing(failing)}\n\n"
             "The tests are right; they are restored as they were before your work is checked.\n"
         )
-
-
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (BugInjection(), FeatureRemoval())}
-DEFAULT = ("bug-injection", "feature-removal")
-
-
-def register_strategy(strategy: Strategy) -> None:
-    STRATEGIES[strategy.name] = strategy
-
-
-def get_strategies(names: list[str]) -> list[Strategy]:
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown:
-        raise UsageError(
-            f"--strategy: unknown {', '.join(unknown)}; known: {', '.join(sorted(STRATEGIES))}"
-        )
-    return [STRATEGIES[n] for n in names]
 
 
 def _read(project: Project, path: str) -> str | None:
@@ -158,7 +141,8 @@ def _read(project: Project, path: str) -> str | None:
     return source
 
 
-def _listing(failing: dict[str, str]) -> str:
+def listing(failing: dict[str, str]) -> str:
+    """The failing tests as a Markdown list, each with its message (a few, then a count)."""
     lines = []
     for test in sorted(failing)[:MAX_LISTED]:
         message = " ".join(failing[test].split())[:MAX_MESSAGE]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from rockroll.data.project import APP, CONFIG_FILES, Project
 from rockroll.data.strategies import Draft
-from rockroll.data.testrun import PLUGIN, test_files
+from rockroll.data.testrun import PLUGIN, files_of
 
 TEST_TIMEOUT = 600
 
@@ -54,7 +54,8 @@ def write_task(
     dockerfile = (context / "Dockerfile").read_text()
     (env / "Dockerfile").write_text(dockerfile + f"COPY change/ {APP}/\n")
     (folder / "instruction.md").write_text(instruction)
-    (folder / "task.toml").write_text(_toml(draft, project, source))
+    commands = expert_commands(draft, fail_to_pass)
+    (folder / "task.toml").write_text(_toml(draft, project, source, commands))
     solution = folder / "solution"
     _write(solution / "original" / draft.path, draft.original)
     (solution / "fix.diff").write_text(fix_diff(draft))
@@ -79,6 +80,44 @@ def fix_diff(draft: Draft) -> str:
     )
 
 
+def expert_commands(draft: Draft, fail_to_pass: list[str]) -> list[str]:
+    """The reference change as an agent would make it, one shell command a turn: run a failing
+    test, edit the file (the changed lines replaced by the original ones, with what context
+    makes them unique), run the failing tests again. The trainer's SFT and resampling replay
+    these (`expert_commands` in the task's metadata)."""
+    before, after = _hunk(draft.changed, draft.original)
+    edit = (
+        "python - <<'EOF'\nfrom pathlib import Path\n"
+        f"path = Path({draft.path!r})\ntext = path.read_text()\n"
+        f"path.write_text(text.replace({before!r}, {after!r}, 1))\nEOF"
+    )
+    some = " ".join(shlex.quote(t) for t in fail_to_pass[:5])
+    return [
+        f"python -m pytest -q -x {shlex.quote(fail_to_pass[0])}",
+        edit,
+        f"python -m pytest -q {some}",
+    ]
+
+
+def _hunk(changed: str, original: str) -> tuple[str, str]:
+    """The smallest block of whole lines of `changed` that, replaced by its counterpart in
+    `original`, gives `original`, grown by context lines until it occurs once."""
+    a, b = changed.splitlines(keepends=True), original.splitlines(keepends=True)
+    ops = [
+        op
+        for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+        if op[0] != "equal"
+    ]
+    i1, i2, j1, j2 = ops[0][1], ops[-1][2], ops[0][3], ops[-1][4]
+    for context in range(len(a) + 1):
+        lo, hi = max(0, i1 - context), min(len(a), i2 + context)
+        before = "".join(a[lo:hi])
+        if before and changed.count(before) == 1:
+            after = "".join(a[lo:i1] + b[j1:j2] + a[i2:hi])
+            return before, after
+    return changed, original
+
+
 def _link(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
@@ -91,7 +130,7 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _toml(draft: Draft, project: Project, source: str) -> str:
+def _toml(draft: Draft, project: Project, source: str, commands: list[str]) -> str:
     def q(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)  # a TOML basic string
 
@@ -103,7 +142,8 @@ def _toml(draft: Draft, project: Project, source: str) -> str:
         f'tags = ["synthesized", {q(draft.strategy)}, {q(project.name)}]\n'
         f"source = {q(source)}\n"
         f"revision = {q(project.version)}\n"
-        f"change = {q(draft.detail)}\n\n"
+        f"change = {q(draft.detail)}\n"
+        f"expert_commands = [{', '.join(q(c) for c in commands)}]\n\n"
         "[agent]\ntimeout_sec = 900\n\n"
         f"[verifier]\ntimeout_sec = {TEST_TIMEOUT + 60}\n\n"
         "[environment]\ncpus = 1\nmemory_mb = 2048\nstorage_mb = 4096\nbuild_timeout_sec = 1800\n"
@@ -119,7 +159,7 @@ def _tests(tests: Path, project: Project, fail_to_pass: list[str], pass_to_pass:
     (tests / "plugin").mkdir()
     shutil.copy(PLUGIN, tests / "plugin" / PLUGIN.name)
     script = tests / "test.sh"
-    script.write_text(test_script(project, test_files(expected["tests"])))
+    script.write_text(test_script(project, files_of(expected["tests"])))
     script.chmod(0o755)
 
 

@@ -23,7 +23,7 @@ SELECT = "/tmp/rockroll-select.json"
 
 
 @dataclass
-class TestRun:
+class SuiteRun:
     """What one pytest run did: per test id its outcome ("passed", "failed", "error",
     "skipped", ...), seconds and failure message; `calls` (traced runs only): the (file,
     qualified name) of the repository's functions each test called."""
@@ -46,7 +46,7 @@ def install_plugin(sb: Sandbox) -> None:
     sb.write_text(f"{PLUGIN_DIR}/rockroll_outcomes.py", PLUGIN.read_text())
 
 
-def test_files(tests: list[str] | tuple[str, ...]) -> list[str]:
+def files_of(tests: list[str] | tuple[str, ...]) -> list[str]:
     """The files pytest collects among `tests` (test ids or paths): what it is given to run."""
     files = {t.split("::")[0] for t in tests}
     return sorted(
@@ -62,7 +62,7 @@ def run_tests(
     select: list[str] | None = None,
     trace: bool = False,
     timeout: float = 300.0,
-) -> TestRun:
+) -> SuiteRun:
     """pytest over `files` (only the ids in `select`, when given) in `sb`, whose plugin is
     installed (`install_plugin`)."""
     env = {
@@ -79,7 +79,7 @@ def run_tests(
     argv = ["python", "-m", "pytest", "-p", "rockroll_outcomes", "-p", "no:cacheprovider"]
     argv += ["-q", "--tb=short", "--rootdir", APP, *files]
     done = sb.exec(argv, cwd=APP, env=env, timeout=timeout)
-    run = TestRun(
+    run = SuiteRun(
         exit_code=done.exit_code,
         seconds=done.duration,
         timed_out=done.timed_out,

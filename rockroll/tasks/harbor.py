@@ -1,7 +1,8 @@
 """Harbor / Terminal-Bench 2.x task folders, our own task format.
 
 instruction.md            what the agent is told
-task.toml                 [metadata]; [agent] timeout_sec; [verifier] timeout_sec, env;
+task.toml                 [metadata] (its other keys kept: expert_commands, source...);
+                          [agent] timeout_sec; [verifier] timeout_sec, env;
                           [solution] env; [environment] cpus, memory_mb (or memory = "2G"),
                           storage_mb (or storage = "10G": the disk limit), allow_internet,
                           docker_image (a prebuilt image, when there is no Dockerfile),
@@ -76,6 +77,7 @@ def load_harbor(path: Path) -> Task:
             difficulty=info.get("difficulty"),
             category=info.get("category"),
             tags=list(info.get("tags", [])),
+            **{k: v for k, v in info.items() if k not in ("difficulty", "category", "tags")},
         ),
     )
 

@@ -160,6 +160,23 @@ def _terminal(spec: str) -> list[Task]:
     return [t for family in select(names) for t in load_terminal(family, seed=seed, size=size)]
 
 
+def _dataset(rest: str) -> list[Task]:
+    """The accepted tasks of a dataset `rockroll data synth` made (DATASET/tasks/), those of one
+    difficulty (easy, moderate, hard: the pass rates `rockroll data trajectories` measured)
+    with `?difficulty=`; `?moderate` is `?difficulty=moderate`, the paper's RL selection."""
+    path, _, query = rest.partition("?")
+    folder = Path(path) / "tasks"
+    if not folder.is_dir():
+        raise UsageError(f"data:{path}: no {folder} (make a dataset with `rockroll data synth`)")
+    options = parse_qs(query, keep_blank_values=True)
+    wanted = options.get("difficulty", ["moderate"] if "moderate" in options else [None])[-1]
+    unknown = set(options) - {"difficulty", "moderate"}
+    if unknown:
+        raise UsageError(f"data:{rest}: unknown option {sorted(unknown)[0]!r} (use difficulty=)")
+    tasks = [load_harbor(p) for p in sorted(folder.iterdir()) if is_harbor(p)]
+    return [t for t in tasks if wanted is None or t.metadata.difficulty == wanted]
+
+
 def _natural(path: Path) -> tuple:
     return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
 
@@ -168,3 +185,4 @@ register_suite("humaneval", _humaneval_all)
 register_suite("humaneval/", _humaneval_one, usage="humaneval/N")
 register_suite("rg:", _procedural, usage="rg:NAME?seed=S&size=N")
 register_suite("term:", _terminal, usage="term:FAMILY?seed=S&size=N")
+register_suite("data:", _dataset, usage="data:DATASET[?difficulty=moderate]")

@@ -102,6 +102,12 @@ class SFTConfig(Strict):
     lr: float = Field(5e-5, gt=0, description="learning rate of the warm-up")
     batch_size: int = Field(8, ge=1, description="expert episodes per SFT step")
     tasks: str | None = Field(None, description="suite of expert tasks (default: train.tasks)")
+    data: Path | None = Field(
+        None,
+        description="a dataset (`rockroll data synth`) whose verified trajectories "
+        "(DATASET/trajectories/, from `rockroll data trajectories`) are the experts, replayed "
+        "on its tasks, instead of the tasks' expert commands",
+    )
 
 
 class ResampleConfig(Strict):

@@ -21,16 +21,18 @@ import contextlib
 import threading
 import uuid
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState
 from rockroll.agent.trajectory import Trajectory
-from rockroll.errors import ModelError, SandboxError
+from rockroll.errors import ConfigError, ModelError, SandboxError
 from rockroll.models.local import LocalModel
 from rockroll.models.messages import Completion, Message
 from rockroll.sandbox.sdk import Sandbox, Snapshot
 from rockroll.tasks.schema import Task
 from rockroll.tasks.workspace import open_sandbox, task_image
+from rockroll.train.sampler import load_tasks
 
 Source = Literal["oracle", "teacher", "policy"]
 EXPERT_KEY = "expert_commands"
@@ -73,6 +75,24 @@ def expert_replies(task: Task, action_format: str = "bash") -> list[str]:
 
 def oracle_expert(task: Task, action_format: str = "bash") -> Expert:
     return Expert(task.id, expert_replies(task, action_format), "oracle")
+
+
+def dataset_experts(dataset: Path) -> list[tuple[Task, Expert]]:
+    """The verified trajectories a dataset holds (DATASET/trajectories/MODEL/ATTEMPT/TASK.json)
+    as experts of its tasks; a ConfigError when it has none."""
+    tasks = {t.id: t for t in load_tasks(f"data:{dataset}", "sft.data")}
+    found = []
+    for path in sorted((dataset / "trajectories").glob("*/*/*.json")):
+        task = tasks.get(path.stem.replace("__", "/"))
+        if task is not None:
+            replies = replies_of(Trajectory.load(path))
+            found.append((task, Expert(task.id, replies, "teacher")))
+    if not found:
+        raise ConfigError(
+            f"sft.data: no verified trajectories of its tasks in {dataset / 'trajectories'} "
+            "(make some with `rockroll data trajectories`)"
+        )
+    return found
 
 
 def replies_of(trajectory: Trajectory) -> list[str]:

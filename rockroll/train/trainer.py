@@ -25,6 +25,7 @@ from rockroll.train.chunks import chunk_trajectory
 from rockroll.train.config import TrainConfig
 from rockroll.train.episodes import Episode, Job, expert_episode, sequences_of
 from rockroll.train.evaluation import EvalResult, evaluate
+from rockroll.train.expert import dataset_experts
 from rockroll.train.learner import Learner
 from rockroll.train.metrics import MetricsLog, rollout_metrics
 from rockroll.train.policy import load_policy
@@ -172,8 +173,12 @@ class Trainer:
     def sft(self) -> None:
         """Warm up on verified expert episodes (error-masked NLL), then go on with RL."""
         cfg = self.cfg
-        tasks = load_tasks(cfg.sft.tasks, "sft.tasks") if cfg.sft.tasks else self.tasks
-        episodes = [expert_episode(self.policy, t, cfg.rollout) for t in tasks]
+        if cfg.sft.data is not None:
+            pairs = dataset_experts(cfg.sft.data)
+        else:
+            tasks = load_tasks(cfg.sft.tasks, "sft.tasks") if cfg.sft.tasks else self.tasks
+            pairs = [(t, None) for t in tasks]
+        episodes = [expert_episode(self.policy, t, cfg.rollout, e) for t, e in pairs]
         good = [e for e in episodes if e.passed and e.trajectory is not None]
         self.log(f"SFT: {len(good)}/{len(episodes)} expert episodes verified")
         if not good:

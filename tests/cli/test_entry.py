@@ -23,6 +23,7 @@ NOUNS = {
     "token": ["create", "ls", "revoke"],
     "serve": [],
     "train": [],
+    "data": ["synth", "trajectories", "report"],
     "demo": [],
 }
 

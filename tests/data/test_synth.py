@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rockroll.bench.agents import NoopAgent, OracleAgent
 from rockroll.bench.runner import run_suite
+from rockroll.data.explore import STRATEGIES, register_strategy
 from rockroll.data.pipeline import Synth, SynthOptions
 from rockroll.data.project import Project
-from rockroll.data.strategies import STRATEGIES, BugInjection, Draft, register_strategy
+from rockroll.data.strategies import BugInjection, Draft
+from rockroll.data.trajectories import make_trajectories, model_slug
 from rockroll.errors import UsageError
 from rockroll.tasks.suites import load_suite
+from rockroll.tasks.verify import verify
+from rockroll.tasks.workspace import task_image, task_sandbox
 from tests.data.pypi_index import Index
 
 CALC = '''import random
@@ -108,14 +114,16 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
-def _repo(path: Path, files: dict[str, str]) -> Path:
+def _repo(path: Path, files: dict[str, str], *later: tuple[str, dict[str, str]]) -> Path:
+    """A git repository of `files`, then of each later (message, files) commit."""
     path.mkdir(parents=True)
     _git(path, "init", "-q")
-    for rel, text in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(text)
-    _git(path, "add", ".")
-    _git(path, "commit", "-qm", "init")
+    for message, tree in [("init", files), *later]:
+        for rel, text in tree.items():
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (path / rel).write_text(text)
+        _git(path, "add", ".")
+        _git(path, "commit", "-qm", message)
     return path
 
 
@@ -133,7 +141,12 @@ class LeakyBugs(BugInjection):
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("synth")
-    calc = _repo(root / "calc", {"calc.py": CALC, "tests/test_calc.py": TESTS})
+    before = {  # mean was wrong, and untested, until the commit that fixed it
+        "calc.py": CALC.replace("return total / len(values)", "return total / (len(values) + 1)"),
+        "tests/test_calc.py": TESTS.replace("def test_mean():", "def _no_test_mean():"),
+    }
+    fix = "Fix the mean of a list\n\nmean() divided by one more than the number of values."
+    calc = _repo(root / "calc", before, (fix, {"calc.py": CALC, "tests/test_calc.py": TESTS}))
     untested = _repo(root / "untested", {"lib.py": "def f():\n    return 1\n"})
     broken = _repo(
         root / "broken",
@@ -148,7 +161,9 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> It
     index = Index()
     records: list[dict] = []
     options = SynthOptions(
-        strategies=("bug-injection", "feature-removal", "leaky-bugs"), jobs=2, baseline_runs=8
+        strategies=("bug-injection", "feature-removal", "commit-replay", "leaky-bugs"),
+        jobs=2,
+        baseline_runs=8,
     )
     sources = [str(untested), "pypi:nosuchpackage", str(broken), str(calc)]
     mp = pytest.MonkeyPatch()
@@ -169,7 +184,11 @@ def test_accepted_tasks_pass_the_oracle_and_fail_the_noop_in_the_bench(synthesiz
     assert sorted(p.name for p in tasks.iterdir()) == sorted(
         r["task"].split("/")[1] for r in accepted
     )
-    assert {r["strategy"] for r in accepted} == {"bug-injection", "feature-removal"}
+    assert {r["strategy"] for r in accepted} == {
+        "bug-injection",
+        "feature-removal",
+        "commit-replay",
+    }
     items = load_suite(str(tasks))
     oracle = run_suite(items, OracleAgent(), synthesized["root"] / "oracle", jobs=2)
     noop = run_suite(items, NoopAgent(), synthesized["root"] / "noop", jobs=2)
@@ -239,3 +258,110 @@ def test_a_second_run_resumes_and_a_dataset_is_not_overwritten(synthesized: dict
     assert again == []  # every candidate was decided: nothing runs twice
     after = (root / "ds" / "manifest.jsonl").read_text().splitlines()
     assert after[: len(before)] == before and len(after) == len(before) + 1  # a source line
+
+
+def test_expert_commands_make_the_reference_change_as_an_agent_would(synthesized: dict) -> None:
+    for task in load_suite(f"data:{synthesized['root'] / 'ds'}"):
+        assert not isinstance(task, Exception)
+        commands = task.metadata.expert_commands  # type: ignore[attr-defined]
+        assert commands[0].startswith("python -m pytest") and "/solution" not in " ".join(commands)
+        with task_sandbox(task, task_image(task)) as sb:
+            for command in commands:
+                sb.exec(["bash", "-c", command], cwd="/app")
+            assert verify(task, sb).passed, (task.id, commands[1])
+
+
+def test_the_loop_closes_training_on_the_dataset_with_sft_and_resampling(
+    synthesized: dict, tmp_path: Path
+) -> None:
+    """SFT on the dataset's verified trajectories, then IPA with resampling anchored on the
+    tasks' expert turns, with the tiny model: the trainer's own reading of `data:DATASET`."""
+    dataset = synthesized["root"] / "ds"
+    tasks = len(list((dataset / "tasks").iterdir()))
+    make_trajectories(dataset, "oracle", jobs=2)  # resumes when an earlier test made them
+    config = {
+        "model": "local:tiny-random",
+        "tasks": f"data:{dataset}",
+        "steps": 1,
+        "lr": 1e-3,
+        "sft": {"steps": 1, "batch_size": 2, "data": str(dataset)},
+        "resample": {"enabled": True, "sources": ["oracle"], "init": "replay"},
+        "rollout": {"group_size": 2, "tasks_per_step": 1, "max_turns": 2,
+                    "max_tokens_per_turn": 8, "workers": 1},
+        "tensorboard": False,
+        "out": str(tmp_path / "run"),
+    }  # fmt: skip
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "rockroll", "train", str(tmp_path / "train.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"SFT: {tasks}/{tasks} expert episodes verified" in done.stdout + done.stderr
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("sft_loss" in r for r in rows)
+    step = next(r for r in rows if r.get("step") == 1 and "resampled_episodes" in r)
+    assert step["resampled_episodes"] >= 0  # the resampler took part, anchored on the experts
+
+
+def test_trajectories_keep_the_verified_ones_and_label_each_tasks_difficulty(
+    synthesized: dict, tmp_path: Path
+) -> None:
+    dataset = synthesized["root"] / "ds"
+    tasks = sorted(p.name for p in (dataset / "tasks").iterdir())
+    oracle = make_trajectories(dataset, "oracle", jobs=2)  # the reference change as tool calls
+    assert sorted(oracle) == tasks and all(v["passes"] == 1 for v in oracle.values())
+    kept = sorted(p.stem for p in (dataset / "trajectories" / "oracle" / "0").glob("*.json"))
+    assert kept == tasks
+    steps = json.loads((dataset / "trajectories" / "oracle" / "0" / f"{tasks[0]}.json").read_text())
+    assert steps["steps"][-1]["source"] and "schema_version" in steps  # ATIF
+    quitter = tmp_path / "quit.json"
+    quitter.write_text(json.dumps(["```bash\nsubmit\n```"]))
+    labels = make_trajectories(dataset, f"scripted:{quitter}", attempts=2, jobs=2)
+    assert {v["difficulty"] for v in labels.values()} == {"hard"}
+    assert not list((dataset / "trajectories" / model_slug(f"scripted:{quitter}")).rglob("*.json"))
+    assert len(load_suite(f"data:{dataset}?difficulty=hard")) == len(tasks)
+    with pytest.raises(UsageError, match="names no tasks"):
+        load_suite(f"data:{dataset}?moderate")
+    lines = [json.loads(x) for x in (dataset / "manifest.jsonl").read_text().splitlines()]
+    labelled = {(r["task"], r["model"]) for r in lines if r["kind"] == "difficulty"}
+    assert len(labelled) == 2 * len(tasks)
+
+
+def test_a_configured_model_writes_the_instructions_and_one_that_is_down_fails_its_source(
+    synthesized: dict, tmp_path: Path
+) -> None:
+    calc = str(synthesized["calc"])
+    text = (
+        "# Something is broken\n\n"
+        "The tests in tests/test_calc.py fail now; find out why and make them pass again."
+    )
+    writer = tmp_path / "writer.json"
+    writer.write_text(json.dumps(["OK"] + [text] * 40))
+    options = SynthOptions(
+        strategies=("bug-injection",),
+        limit=1,
+        jobs=1,
+        model=f"scripted:{writer}",
+        baseline_runs=8,
+    )
+    summary = Synth(tmp_path / "written", options).run([calc])
+    (task,) = summary["accepted"]
+    assert (tmp_path / "written" / task / "instruction.md").read_text() == text + "\n"
+    down = SynthOptions(model="openai:teacher@http://127.0.0.1:9/v1", baseline_runs=8)
+    summary = Synth(tmp_path / "down", down).run([calc])
+    assert [s["status"] for s in summary["sources"]] == ["error"]
+    assert "the model does not answer" in summary["sources"][0]["error"]
+
+
+def test_a_commit_that_fixed_code_and_its_tests_is_replayed_as_a_task(synthesized: dict) -> None:
+    (record,) = [r for r in synthesized["records"] if r["strategy"] == "commit-replay"]
+    assert record["accepted"], record
+    assert record["fail_to_pass"] == ["tests/test_calc.py::test_mean"]
+    task = synthesized["root"] / "ds" / record["task"]
+    instruction = (task / "instruction.md").read_text()
+    assert instruction.startswith("# Fix the mean of a list\n")
+    assert "divided by one more" in instruction and "len(values)" not in instruction
+    assert "(len(values) + 1)" in (task / "environment" / "change" / "calc.py").read_text()
