@@ -48,7 +48,9 @@ class RunProgress:
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=self.total)
         else:
-            self._say(f"{self.label}: {self.total} to run")
+            self._say(
+                f"{self.label}: {self.total} to run" if self.total else f"{self.label}: starting"
+            )
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
         return self

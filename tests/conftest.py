@@ -31,6 +31,7 @@ FAST = {
     "tests/test_progress.py",
     "tests/data/test_mutations.py",
     "tests/data/test_sources.py",
+    "tests/data/test_gates.py",
     "tests/agent/test_context.py",
     "tests/cli/test_entry.py",
     "tests/cli/test_errors.py",

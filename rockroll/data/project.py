@@ -118,16 +118,17 @@ def _has_package(folder: Path) -> bool:
 
 def _requirements(root: Path, name: str) -> list[str]:
     """What the package needs to run: `[project] dependencies`, or setup.cfg's
-    `install_requires`; its own name left out."""
+    `install_requires`; its own name (the source's, or pyproject's) left out."""
     found: list[str] = []
+    names = {_normal(name)}
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
-            found = list(
-                tomllib.loads(pyproject.read_text()).get("project", {}).get("dependencies", [])
-            )
+            table = tomllib.loads(pyproject.read_text()).get("project", {})
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            found = []
+            table = {}
+        found = [str(r) for r in table.get("dependencies", [])]
+        names.add(_normal(str(table.get("name", name))))
     setup_cfg = root / "setup.cfg"
     if not found and setup_cfg.is_file():
         parser = configparser.ConfigParser(interpolation=None)
@@ -137,8 +138,7 @@ def _requirements(root: Path, name: str) -> list[str]:
         except (configparser.Error, UnicodeDecodeError):
             text = ""
         found = [line.strip() for line in text.splitlines() if line.strip()]
-    own = _normal(name)
-    return [r for r in found if (m := _REQUIREMENT.match(r)) and _normal(m.group(1)) != own]
+    return [r for r in found if (m := _REQUIREMENT.match(r)) and _normal(m.group(1)) not in names]
 
 
 def _normal(name: str) -> str:

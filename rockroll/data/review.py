@@ -37,12 +37,13 @@ class Verdict:
 
 
 def leak(instruction: str, draft: Draft) -> Verdict:
-    """The instruction leaks when it holds a line that the fix adds (whitespace aside)."""
+    """The instruction leaks when it holds a line that the fix adds (whitespace aside) and the
+    code the agent starts from does not already show (a docstring's example, say)."""
     text = " ".join(instruction.split())
-    old = set(draft.changed.splitlines())
+    shown = " ".join(draft.changed.split())
     for line in draft.original.splitlines():
         norm = " ".join(line.split())
-        if line not in old and len(norm) >= MIN_LEAK and norm in text:
+        if len(norm) >= MIN_LEAK and norm in text and norm not in shown:
             return Verdict("leak", False, f"the instruction contains the fix: {norm[:120]!r}")
     return Verdict("leak", True)
 
