@@ -124,10 +124,12 @@ class Synth:
                 )  # fmt: skip
                 continue
             try:
-                candidates = list(self._candidates(repo))
-                self.manifest.add(self._source_line(spec, repo, len(candidates), started))
-                on_source(spec, len(candidates))
-                self._drive(repo, candidates)
+                # counted in one pass and drafted again in the next: a draft holds a file's
+                # text, and a large repository has tens of thousands of them
+                count = sum(1 for _ in self._candidates(repo))
+                self.manifest.add(self._source_line(spec, repo, count, started))
+                on_source(spec, count)
+                self._drive(repo, self._candidates(repo))
             finally:
                 while not repo.sandboxes.empty():
                     repo.sandboxes.get().close()
@@ -185,10 +187,10 @@ class Synth:
                 elif (repo.label, item[1].id) not in self.done:
                     yield item
 
-    def _drive(self, repo: _Repo, candidates: list[tuple[Strategy, Draft]]) -> None:
+    def _drive(self, repo: _Repo, candidates: Iterator[tuple[Strategy, Draft]]) -> None:
         limit = self.options.limit
         pending: set[Future] = set()
-        items = iter(candidates)
+        items = candidates
         with ThreadPoolExecutor(max_workers=self.options.jobs) as pool:
             while True:
                 while len(pending) < self.options.jobs and (limit is None or repo.accepted < limit):
@@ -216,6 +218,8 @@ class Synth:
             record["reason"], record["error"] = "model-error", str(exc).splitlines()[0]
         except RockrollError as exc:
             record["reason"], record["error"] = "error", str(exc).splitlines()[0]
+        except Exception as exc:  # one bad candidate must not end the run; the reason says why
+            record["reason"], record["error"] = "error", f"{type(exc).__name__}: {exc}"[:500]
         record["times"]["total"] = time.monotonic() - started
         self.manifest.add(record)
         self.on_candidate(record)
