@@ -84,12 +84,12 @@ class HarnessAgent:
     def _model(self, task: Task) -> Model:
         spec = self.model_spec
         if spec.startswith("scripted:") and Path(spec[9:]).is_dir():
-            spec = f"scripted:{Path(spec[9:]) / _safe(task.id)}.json"
+            spec = f"scripted:{Path(spec[9:]) / task_file(task.id)}.json"
         return make_model(spec)
 
     def run(self, task: Task, sandbox: Sandbox) -> AgentResult:
         started = time.monotonic()
-        path = self.trajectory_dir / f"{_safe(task.id)}.json" if self.trajectory_dir else None
+        path = self.trajectory_dir / f"{task_file(task.id)}.json" if self.trajectory_dir else None
         loop = AgentLoop(self._model(task), config=self.config)
         result = loop.run(task.instruction, sandbox, trajectory_path=path)
         return AgentResult(
@@ -100,7 +100,8 @@ class HarnessAgent:
         )
 
 
-def _safe(task_id: str) -> str:
+def task_file(task_id: str) -> str:
+    """The file name (without suffix) of a task's scripted replies and of its trajectory."""
     return task_id.replace("/", "__")
 
 

@@ -31,9 +31,9 @@ class CommitReplay:
             return
         code, tests = set(project.code), set(project.tests)
         commits = _git(project, "rev-list", "--no-merges", f"--max-count={MAX_COMMITS}", "HEAD")
-        for commit in commits.split():
+        for commit in (commits or "").split():
             names = _git(project, "diff-tree", "--no-commit-id", "--name-only", "-r", commit)
-            changed = names.splitlines()
+            changed = (names or "").splitlines()
             files = [f for f in changed if f in code]
             touched = tuple(f for f in changed if f in tests)
             if len(files) != 1 or not touched:
@@ -44,7 +44,7 @@ class CommitReplay:
             before = _show(project, f"{commit}^", path)
             if after != now or before is None or before == now:
                 continue  # changed since, or added by the commit: not replayable on this tree
-            message = _git(project, "log", "-1", "--format=%B", commit).strip()
+            message = (_git(project, "log", "-1", "--format=%B", commit) or "").strip()
             yield Draft(
                 self.name,
                 path,
@@ -67,19 +67,13 @@ class CommitReplay:
         )
 
 
-def _git(project: Project, *args: str) -> str:
+def _git(project: Project, *args: str) -> str | None:
+    """git's output in the repository, None when it fails (a file a revision lacks)."""
     done = subprocess.run(
         ["git", *args], cwd=project.root, capture_output=True, text=True, errors="replace"
     )
-    return done.stdout if done.returncode == 0 else ""
+    return done.stdout if done.returncode == 0 else None
 
 
 def _show(project: Project, revision: str, path: str) -> str | None:
-    done = subprocess.run(
-        ["git", "show", f"{revision}:{path}"],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
-    return done.stdout if done.returncode == 0 else None
+    return _git(project, "show", f"{revision}:{path}")

@@ -23,12 +23,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rockroll.bench.agents import HarnessAgent
+from rockroll.bench.agents import HarnessAgent, task_file
 from rockroll.bench.runner import TaskResult, run_suite
 from rockroll.data.manifest import Manifest
 from rockroll.errors import UsageError
-from rockroll.tasks.harbor import is_harbor, load_harbor
 from rockroll.tasks.schema import Task
+from rockroll.tasks.suites import load_suite
+from rockroll.train.expert import expert_replies
 
 ORACLE = "oracle"
 
@@ -86,13 +87,7 @@ def make_trajectories(
 
 
 def _tasks(dataset: Path) -> list[Task]:
-    folder = dataset / "tasks"
-    if not folder.is_dir():
-        raise UsageError(f"{dataset}: no tasks/ folder (make a dataset with `rockroll data synth`)")
-    tasks = [load_harbor(p) for p in sorted(folder.iterdir()) if is_harbor(p)]
-    if not tasks:
-        raise UsageError(f"{folder} holds no accepted tasks")
-    return tasks
+    return [t for t in load_suite(f"data:{dataset}") if isinstance(t, Task)]
 
 
 def _oracle_scripts(dataset: Path, tasks: list[Task]) -> str:
@@ -101,11 +96,11 @@ def _oracle_scripts(dataset: Path, tasks: list[Task]) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for task in tasks:
-        commands = getattr(task.metadata, "expert_commands", None)
-        if not commands:
-            raise UsageError(f"{task.path}: no expert_commands in task.toml's [metadata]")
-        replies = [f"```bash\n{c}\n```" for c in [*commands, "submit"]]
-        (folder / f"{task.id.replace('/', '__')}.json").write_text(json.dumps(replies, indent=1))
+        try:
+            replies = expert_replies(task)
+        except ValueError:
+            raise UsageError(f"{task.path}: no expert_commands in task.toml's [metadata]") from None
+        (folder / f"{task_file(task.id)}.json").write_text(json.dumps(replies, indent=1))
     return f"scripted:{folder}"
 
 
