@@ -32,6 +32,7 @@ FAST = {
     "tests/data/test_mutations.py",
     "tests/data/test_sources.py",
     "tests/data/test_gates.py",
+    "tests/data/test_workflows.py::test_seeds_without_a_model*",
     "tests/agent/test_context.py",
     "tests/cli/test_entry.py",
     "tests/cli/test_errors.py",

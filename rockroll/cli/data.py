@@ -23,7 +23,8 @@ def register(nouns: Verbs) -> None:
     synth.add_argument(
         "--strategy",
         help="comma-separated strategies: bug-injection, feature-removal, commit-replay (the "
-        "default: all three) and any a plug-in registered",
+        "default: all three); with --model also model-bugs and terminal-workflows (seeds folders "
+        "need it); and any a plug-in registered",
     )
     synth.add_argument(
         "--limit", type=positive, help="stop drafting a source after N of its tasks are accepted"
@@ -35,7 +36,19 @@ def register(nouns: Verbs) -> None:
     synth.add_argument("--resume", action="store_true", help="continue the dataset in --out")
     synth.add_argument(
         "--model",
-        help="a model that writes the instructions (e.g. openai:NAME@URL); else templates",
+        help="a model that writes the instructions and the model-bugs (e.g. openai:NAME@URL); "
+        "else templates",
+    )
+    synth.add_argument(
+        "--distributed",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: candidates decided by workers on a Ray cluster (the dataset on a file system "
+        "every node sees)",
+    )
+    synth.add_argument("--ray-address", help="the Ray cluster (default: $RAY_ADDRESS, else local)")
+    synth.add_argument(
+        "--ray-workers", type=positive, default=2, help="Ray workers, each deciding -j at once"
     )
     trajectories = add(
         commands,
@@ -58,14 +71,14 @@ def register(nouns: Verbs) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from rockroll.data.explore import DEFAULT, get_strategies
+    from rockroll.data.explore import DEFAULT, check_strategies
     from rockroll.data.manifest import funnel_html, funnel_text
     from rockroll.data.pipeline import Synth, SynthOptions
     from rockroll.progress import RunProgress
 
     dataset = Path(args.out)
     names = args.strategy.split(",") if args.strategy else DEFAULT
-    get_strategies([n.strip() for n in names if n.strip()])  # refused before anything runs
+    check_strategies([n.strip() for n in names if n.strip()], bool(args.model))  # before any run
     options = SynthOptions(
         strategies=tuple(s.strip() for s in names if s.strip()),
         limit=args.limit,
@@ -73,6 +86,9 @@ def run_synth(args: argparse.Namespace) -> int:
         reruns=args.reruns,
         resume=args.resume,
         model=args.model,
+        distributed=args.distributed,
+        ray_address=args.ray_address,
+        ray_workers=args.ray_workers,
     )
     with RunProgress("synth", 0, err, counted="accepted") as progress:
 

@@ -101,7 +101,7 @@ def find_mutations(
     offsets = _Offsets(source)
     covered = _moved_by_one(tree)
     found: dict[tuple[int, int, str], Mutation] = {}
-    for name, function in _functions(tree):
+    for name, function in function_defs(tree):
         if functions is not None and name not in functions:
             continue
         for node in _body_nodes(function):
@@ -134,7 +134,7 @@ class _Offsets:
         return self.starts[line - 1] + len(text)
 
 
-def _functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+def function_defs(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     """(qualified name, function) for every function and method, nested ones included."""
 
     def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.AST]]:

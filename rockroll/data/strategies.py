@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from rockroll.data.mutations import apply, find_mutations
+from rockroll.data.mutations import apply, find_mutations, function_defs
 from rockroll.data.project import Project
 
 MAX_MESSAGE = 160
@@ -44,14 +44,19 @@ class Draft:
     changed: str
     docstring: str = ""  # what the instruction may quote: a docstring, a commit message
     focus: tuple[str, ...] = ()  # test files the fail-to-pass tests come from (all: empty)
+    key: str = ""  # what names the draft when `changed` is only known later (a model's)
 
     @property
     def id(self) -> str:
-        text = f"{self.strategy}\0{self.path}\0{self.changed}"
+        text = f"{self.strategy}\0{self.path}\0{self.key or self.changed}"
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 class Strategy(Protocol):
+    """A strategy may also have `needs_model = True` and `with_model(model)` (the registry
+    hands it the configured model), and `realize(draft) -> Draft | str` (the pipeline's worker
+    calls it to make a planned draft's change, or learn the reason it cannot be made)."""
+
     name: str
 
     def drafts(self, project: Project, covered: set[tuple[str, str]]) -> Iterator[Draft]:
@@ -69,15 +74,9 @@ class BugInjection:
 
     def drafts(self, project: Project, covered: set[tuple[str, str]]) -> Iterator[Draft]:
         queues = []
-        for path in project.code:
-            functions = {name for file, name in covered if file == path}
-            if not functions:
-                continue
-            source = _read(project, path)
-            if source is None:
-                continue
+        for path, source, wanted in covered_sources(project, covered):
             by_function: dict[str, list] = {}
-            for m in find_mutations(source, path, functions):
+            for m in find_mutations(source, path, wanted):
                 by_function.setdefault(m.function, []).append(m)
             queues += [(source, ms) for ms in by_function.values()]
         for round_ in range(max((len(ms) for _, ms in queues), default=0)):
@@ -108,12 +107,8 @@ class FeatureRemoval:
     name = "feature-removal"
 
     def drafts(self, project: Project, covered: set[tuple[str, str]]) -> Iterator[Draft]:
-        for path in project.code:
-            functions = {name for file, name in covered if file == path}
-            source = _read(project, path) if functions else None
-            if source is None:
-                continue
-            for name, node in _documented(ast.parse(source), functions):
+        for path, source, wanted in covered_sources(project, covered):
+            for name, node in _documented(ast.parse(source), wanted):
                 changed = _without_body(source, node)
                 if changed is not None:
                     doc = ast.get_docstring(node) or ""
@@ -132,7 +127,18 @@ class FeatureRemoval:
         )
 
 
-def _read(project: Project, path: str) -> str | None:
+def covered_sources(
+    project: Project, covered: set[tuple[str, str]]
+) -> Iterator[tuple[str, str, set[str]]]:
+    """Each code file with covered functions: its path, its source, those functions' names."""
+    for path in project.code:
+        wanted = {name for file, name in covered if file == path}
+        source = read_source(project, path) if wanted else None
+        if source is not None:
+            yield path, source, wanted
+
+
+def read_source(project: Project, path: str) -> str | None:
     try:
         source = (project.root / path).read_text()
         ast.parse(source)
@@ -152,17 +158,10 @@ def listing(failing: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _documented(tree: ast.Module, functions: set[str]) -> Iterator[tuple[str, ast.FunctionDef]]:
-    def walk(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.FunctionDef]]:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                name = prefix + child.name
-                if name in functions and ast.get_docstring(child) and len(child.body) > 2:
-                    yield name, child  # type: ignore[misc]
-            elif isinstance(child, ast.ClassDef):
-                yield from walk(child, prefix + child.name + ".")
-
-    yield from walk(tree, "")
+def _documented(tree: ast.Module, wanted: set[str]) -> Iterator[tuple[str, ast.AST]]:
+    for name, node in function_defs(tree):
+        if name in wanted and ast.get_docstring(node) and len(node.body) > 2:
+            yield name, node
 
 
 def _without_body(source: str, node: ast.FunctionDef) -> str | None:

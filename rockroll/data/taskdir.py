@@ -49,7 +49,7 @@ def write_task(
     shutil.rmtree(folder, ignore_errors=True)
     env = folder / "environment"
     env.mkdir(parents=True)
-    shutil.copytree(context / "repo", env / "repo", symlinks=True, copy_function=_link)
+    shutil.copytree(context / "repo", env / "repo", symlinks=True, copy_function=link_file)
     _write(env / "change" / draft.path, draft.changed)
     dockerfile = (context / "Dockerfile").read_text()
     (env / "Dockerfile").write_text(dockerfile + f"COPY change/ {APP}/\n")
@@ -118,7 +118,8 @@ def _hunk(changed: str, original: str) -> tuple[str, str]:
     return changed, original
 
 
-def _link(src: str, dst: str) -> None:
+def link_file(src: str, dst: str) -> None:
+    """A hard link where it can be made (one copy of a repository for all its tasks)."""
     try:
         os.link(src, dst)
     except OSError:  # another file system: a copy

@@ -1,20 +1,28 @@
 """The parts of the pipeline that need no sandbox: reading a project, the leak gate, the
-reference change as shell commands, the hard-code probe's reading of pytest's output."""
+reference change as shell commands, the hard-code probe's reading of pytest's output, a
+model's bug put into its file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from rockroll.data.explore import check_strategies, get_strategies
 from rockroll.data.inside.hardcode_probe import cases
+from rockroll.data.model_bugs import ModelBugs
 from rockroll.data.project import read_project
 from rockroll.data.review import leak
 from rockroll.data.sources import Checkout, Source, SourceError
 from rockroll.data.strategies import Draft
 from rockroll.data.taskdir import expert_commands
+from rockroll.data.workflow_tasks import leaks
+from rockroll.data.workflows import parse_spec
+from rockroll.errors import UsageError
+from rockroll.models.scripted import ScriptedModel
 
 ORIGINAL = '''def pairs(items):
     """Adjacent pairs.
@@ -113,3 +121,59 @@ def test_a_repository_without_tests_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "lib.py").write_text("X = 1\n")
     with pytest.raises(SourceError, match="no tests"):
         read_project(_checkout(tmp_path))
+
+
+METHODS = """class Stack:
+    def push(self, item):
+        # keep the newest last
+        self.items.append(item)
+        return len(self.items)
+"""
+
+
+def test_a_model_bug_replaces_only_its_function_and_drops_the_comments_it_added() -> None:
+    draft = Draft("model-bugs", "s.py", "Stack.push", 2, "d", METHODS, "", key="s.py::Stack.push")
+    reply = (
+        "Sure.\n```python\ndef push(self, item):\n    # keep the newest last\n"
+        "    self.items.insert(0, item)  # wrong end: the bug\n    return len(self.items)\n```"
+    )
+    done = ModelBugs(ScriptedModel([reply])).realize(draft)
+    assert isinstance(done, Draft) and done.id == draft.id  # named by its place, not its text
+    assert done.changed == METHODS.replace("append(item)", "insert(0, item)")
+    assert done.detail == "d by scripted"
+    same = "```python\n" + "\n".join(line[4:] for line in METHODS.splitlines()[1:]) + "\n```"
+    for answer, reason in [
+        ("I cannot do that.", "model-reply"),  # no function in the reply
+        ("```python\ndef pop(self):\n    return 1\n```", "model-reply"),  # not the one asked for
+        ("```python\ndef push(self, item:\n```", "model-reply"),  # does not parse
+        (same, "model-no-change"),
+    ]:
+        assert ModelBugs(ScriptedModel([answer])).realize(draft) == reason, answer
+
+
+def test_strategies_that_draft_with_a_model_are_refused_without_one() -> None:
+    with pytest.raises(UsageError, match="model-bugs drafts with a model: add --model SPEC"):
+        check_strategies(["bug-injection", "model-bugs"], with_model=False)
+    with pytest.raises(UsageError, match="unknown nope; known: bug-injection"):
+        check_strategies(["nope"], with_model=True)
+    (strategy,) = get_strategies(["model-bugs"], ScriptedModel(["x"]))
+    assert isinstance(strategy, ModelBugs) and strategy.model is not None
+
+
+def test_a_drafted_workflow_is_read_or_refused_by_field() -> None:
+    task = {
+        "title": "t",
+        "instruction": "Write the answer to /app/out.txt, alone.",
+        "solution": "echo 42 > out.txt",
+        "tests": "def test_out():\n    assert open('/app/out.txt')\n",
+    }
+    spec, why = parse_spec(f"Sure:\n```json\n{json.dumps(task)}\n```")
+    assert spec is not None and why == "" and spec.setup == ""
+    assert parse_spec("no task") == (None, "the reply holds no JSON object")
+    _, why = parse_spec(json.dumps(task | {"tests": "x = 1\n"}))
+    assert why == "tests: Value error, the tests file has no test_ functions"
+    _, why = parse_spec(json.dumps({k: v for k, v in task.items() if k != "solution"}))
+    assert why == "solution: Field required"
+    assert leaks(spec).ok
+    told = spec.model_copy(update={"instruction": "Run: echo 42 > out.txt and you are done."})
+    assert not leaks(told).ok

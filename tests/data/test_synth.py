@@ -27,104 +27,7 @@ from rockroll.tasks.suites import load_suite
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import task_image, task_sandbox
 from tests.data.pypi_index import Index
-
-CALC = '''import random
-
-
-def clamp(x, lo, hi):
-    """x, limited to the range from lo to hi."""
-    if x < lo:
-        return lo
-    if x > hi:
-        return hi
-    return x
-
-
-def mean(values):
-    """The arithmetic mean of values."""
-    total = 0
-    for value in values:
-        total += value
-    return total / len(values)
-
-
-def shout(word):
-    return word.upper() + "!"
-
-
-def wobble_a(n):
-    return n * 2
-
-
-def wobble_b(n):
-    return n * 3
-
-
-def wobble_c(n):
-    return n * 4
-'''
-TESTS = """import random
-
-from calc import clamp, mean, shout, wobble_a, wobble_b, wobble_c
-
-
-def test_clamp_stays_in_range():  # checks that no hard-coded answer passes
-    for x in range(-5, 16):
-        assert 0 <= clamp(x, 0, 10) <= 10
-
-
-def test_clamp_keeps_what_is_inside():
-    for x in range(0, 11):
-        assert clamp(x, 0, 10) - x == 0
-
-
-def test_clamp_ends():
-    assert [clamp(x, 0, 10) for x in (-5, 15)] == [0, 10]
-
-
-def test_mean():
-    for values in ([1, 2, 3, 6], [4], [2, 2, 5]):
-        assert mean(values) * len(values) == sum(values)
-
-
-def test_shout():  # one input only: a hard-coded answer passes it
-    assert shout("hi") == "HI!"
-
-
-# flaky: each fails every other run, by chance
-def test_wobble_a():
-    assert wobble_a(2) == 4 and random.random() < 0.5
-
-
-def test_wobble_b():
-    assert wobble_b(2) == 6 and random.random() < 0.5
-
-
-def test_wobble_c():
-    assert wobble_c(2) == 8 and random.random() < 0.5
-"""
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-
-
-def _repo(path: Path, files: dict[str, str], *later: tuple[str, dict[str, str]]) -> Path:
-    """A git repository of `files`, then of each later (message, files) commit."""
-    path.mkdir(parents=True)
-    _git(path, "init", "-q")
-    for message, tree in [("init", files), *later]:
-        for rel, text in tree.items():
-            (path / rel).parent.mkdir(parents=True, exist_ok=True)
-            (path / rel).write_text(text)
-        _git(path, "add", ".")
-        _git(path, "commit", "-qm", message)
-    return path
+from tests.data.repos import CALC, TESTS, make_repo
 
 
 class LeakyBugs(BugInjection):
@@ -146,9 +49,9 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> It
         "tests/test_calc.py": TESTS.replace("def test_mean():", "def _no_test_mean():"),
     }
     fix = "Fix the mean of a list\n\nmean() divided by one more than the number of values."
-    calc = _repo(root / "calc", before, (fix, {"calc.py": CALC, "tests/test_calc.py": TESTS}))
-    untested = _repo(root / "untested", {"lib.py": "def f():\n    return 1\n"})
-    broken = _repo(
+    calc = make_repo(root / "calc", before, (fix, {"calc.py": CALC, "tests/test_calc.py": TESTS}))
+    untested = make_repo(root / "untested", {"lib.py": "def f():\n    return 1\n"})
+    broken = make_repo(
         root / "broken",
         {
             "broken.py": "def g():\n    return 2\n",
@@ -330,7 +233,7 @@ def test_trajectories_keep_the_verified_ones_and_label_each_tasks_difficulty(
     assert len(labelled) == 2 * len(tasks)
 
 
-def test_a_configured_model_writes_the_instructions_and_one_that_is_down_fails_its_source(
+def test_a_configured_model_writes_bugs_and_instructions_and_one_that_is_down_fails_its_source(
     synthesized: dict, tmp_path: Path
 ) -> None:
     calc = str(synthesized["calc"])
@@ -338,18 +241,47 @@ def test_a_configured_model_writes_the_instructions_and_one_that_is_down_fails_i
         "# Something is broken\n\n"
         "The tests in tests/test_calc.py fail now; find out why and make them pass again."
     )
+    bug = (  # clamp, the first covered function, with a bug and a comment that gives it away
+        "Here it is:\n\n```python\ndef clamp(x, lo, hi):\n"
+        '    """x, limited to the range from lo to hi."""\n'
+        "    if x < lo:\n        return lo\n"
+        "    if x > hi:  # BUG: the low end instead of the high one\n        return lo\n"
+        "    return x\n```\n"
+    )
+    flow = {  # a terminal workflow on the repository, drafted from its first brief (build)
+        "title": "Record a clamped value",
+        "instruction": "Use the project's `calc.clamp` to limit 15 to the range 0 to 10, and "
+        "write the result, alone on its line, to /app/clamped.txt.",
+        "setup": "",
+        "solution": "python -c 'import calc; print(calc.clamp(15, 0, 10))' > clamped.txt",
+        "tests": "import calc\nfrom pathlib import Path\n\n\ndef test_clamped():\n"
+        "    assert Path('/app/clamped.txt').read_text() == f'{calc.clamp(15, 0, 10)}\\n'\n",
+    }
     writer = tmp_path / "writer.json"
-    writer.write_text(json.dumps(["OK"] + [text] * 40))
+    reply = f"```json\n{json.dumps(flow)}\n```"
+    writer.write_text(json.dumps(["OK", bug, text, "No bug from me.", reply]))
     options = SynthOptions(
-        strategies=("bug-injection",),
-        limit=1,
+        strategies=("model-bugs", "terminal-workflows"),
+        limit=2,
         jobs=1,
+        reruns=2,
         model=f"scripted:{writer}",
         baseline_runs=8,
     )
-    summary = Synth(tmp_path / "written", options).run([calc])
-    (task,) = summary["accepted"]
+    records: list[dict] = []
+    summary = Synth(tmp_path / "written", options, on_candidate=records.append).run([calc])
+    assert [r["reason"] for r in records] == [None, "model-reply", None], records
+    assert records[2]["path"] == "build" and records[2]["accepted"]
+    task = records[0]["task"]
+    assert sorted(summary["accepted"]) == sorted([task, records[2]["task"]])
+    assert records[0]["change"].startswith("model-written bug in clamp (calc.py:")
+    assert records[0]["fail_to_pass"] == ["tests/test_calc.py::test_clamp_ends"]
     assert (tmp_path / "written" / task / "instruction.md").read_text() == text + "\n"
+    changed = (tmp_path / "written" / task / "environment" / "change" / "calc.py").read_text()
+    assert "    if x > hi:\n        return lo\n" in changed and "BUG" not in changed
+    assert changed.replace("return lo\n    return x", "return hi\n    return x") == CALC
+    with pytest.raises(UsageError, match="model-bugs drafts with a model: add --model"):
+        Synth(tmp_path / "nomodel", SynthOptions(strategies=("model-bugs",)))
     down = SynthOptions(model="openai:teacher@http://127.0.0.1:9/v1", baseline_runs=8)
     summary = Synth(tmp_path / "down", down).run([calc])
     assert [s["status"] for s in summary["sources"]] == ["error"]
