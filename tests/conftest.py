@@ -49,6 +49,8 @@ FAST = {
     "tests/train/test_batch.py",
     "tests/train/test_ipa_spec.py",
     "tests/train/test_update.py",
+    "tests/safety/test_rules.py",
+    "tests/safety/test_policy.py",
 }
 _NEEDS_ROOT = {"base_image", "sandbox", "sb", "host_server", "sandbox_server", "host_unchanged"}
 _ROOT = Path(__file__).resolve().parents[1]

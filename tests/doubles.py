@@ -318,6 +318,12 @@ class DirSandbox(Sandbox):
     def audit_log(self) -> list[dict]:
         return list(self._audit)
 
+    def events(self) -> list[dict]:
+        return []  # a folder runs host programs: nothing watches them
+
+    def set_network(self, network: str | dict[str, Any]) -> None:
+        raise InvalidArgument("a folder sandbox has the host's network; it cannot change")
+
     # -- files ---------------------------------------------------------------------------------
     def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
         where = self.host_path(path)

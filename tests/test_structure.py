@@ -217,6 +217,7 @@ LAYERS = {
     "sandbox": 1,
     "models": 2,
     "tasks": 3,
+    "safety": 3,
     "agent": 4,
     "envs": 5,
     "bench": 5,

@@ -8,7 +8,19 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from rockroll.cli import agent, bench, data, demo, image, model, sandbox, serve, token, train
+from rockroll.cli import (
+    agent,
+    bench,
+    data,
+    demo,
+    image,
+    model,
+    safety,
+    sandbox,
+    serve,
+    token,
+    train,
+)
 from rockroll.cli.common import err
 from rockroll.errors import RockrollError
 
@@ -60,5 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(nouns)
     train.register(nouns)
     data.register(nouns)
+    safety.register(nouns)
     demo.register(nouns)
     return parser

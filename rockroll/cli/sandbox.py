@@ -35,6 +35,18 @@ def register(nouns: Verbs) -> None:
     add(commands, "gc", collect, "remove what crashed or killed processes left behind")
     snap = add(commands, "snapshot", snapshot, "freeze a sandbox's files into a snapshot")
     snap.add_argument("id")
+    net = add(commands, "network", network, "change a running sandbox's egress policy")
+    net.add_argument("id")
+    net.add_argument("mode", nargs="?", choices=["none", "registries", "full"])
+    net.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="a domain, *.domain, address or network, with :PORT[-PORT]",
+    )
+    net.add_argument("--deny", action="append", default=[], metavar="ENTRY")
+    net.add_argument("--via", help="the network namespace connections leave from (a path)")
 
 
 def _create_options(create: argparse.ArgumentParser) -> None:
@@ -46,12 +58,32 @@ def _create_options(create: argparse.ArgumentParser) -> None:
         "--disk", default="10g", help="what it may write, e.g. 20g; 'none': no limit"
     )
     create.add_argument("--inodes", type=int, help="files it may create (default: 1 per 16 KiB)")
-    create.add_argument("--network", choices=["none", "full"], default="none")
+    create.add_argument(
+        "--network",
+        choices=["none", "registries", "full"],
+        help="none (default), registries, or full; --allow/--deny make a policy",
+    )
+    create.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="let connections reach this domain, address or network (:PORT)",
+    )
+    create.add_argument("--deny", action="append", default=[], metavar="ENTRY")
+    create.add_argument("--via", help="the network namespace connections leave from (a path)")
     create.add_argument("--env", action="append", default=[], metavar="K=V")
     create.add_argument("--workdir", default="/")
     create.add_argument("--user", help="who commands run as by default, like Docker's USER (root)")
     create.add_argument("--ttl", type=float, default=3600.0, help="idle seconds before removal")
     create.add_argument("--backend", choices=["bwrap", "podman"], default="bwrap")
+    create.add_argument(
+        "--rules",
+        help="rules the monitor applies: 'default' (the shipped set) or a rules file (TOML/JSON)",
+    )
+    create.add_argument(
+        "--no-monitor", action="store_true", help="do not record the programs and connections"
+    )
 
 
 def create(args: argparse.Namespace) -> int:
@@ -67,16 +99,45 @@ def create(args: argparse.Namespace) -> int:
         pids=args.pids,
         disk=None if args.disk.lower() == "none" else args.disk,
         inodes=args.inodes,
-        network=args.network,
+        network=_network(args.network, args.allow, args.deny, args.via),
         env=env_pairs(args.env),
         workdir=args.workdir,
         user=args.user,
         ttl=args.ttl,
         backend=args.backend,
         detached=local,
+        monitor=not args.no_monitor,
+        rules=_rules(args.rules),
     )
     out.print(sb.id, highlight=False)
     return 0
+
+
+def _network(mode: str | None, allow: list[str], deny: list[str], via: str | None) -> str | dict:
+    if allow or deny or via:
+        if mode is not None:
+            raise UsageError(f"--network {mode} or --allow/--deny, not both")
+        return {"allow": allow, "deny": deny} | ({"via": via} if via else {})
+    return mode or "none"
+
+
+def network(args: argparse.Namespace) -> int:
+    from rockroll.sandbox.sdk import Sandbox
+
+    if args.mode is None and not (args.allow or args.deny):
+        raise UsageError("give a mode (none, registries, full) or --allow/--deny entries")
+    setting = _network(args.mode, args.allow, args.deny, args.via)
+    Sandbox.connect(args.id).set_network(setting)
+    out.print(f"{args.id}: network {json.dumps(setting)}", highlight=False)
+    return 0
+
+
+def _rules(choice: str | None) -> list[dict] | None:
+    from rockroll.safety import default_rules, load_rules
+
+    if choice is None:
+        return None
+    return default_rules() if choice == "default" else load_rules(choice)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -158,6 +158,8 @@ class Sandbox(ABC):
         labels: dict[str, str] | None = None,
         disk: int | str | None = "10g",
         inodes: int | None = None,
+        monitor: bool = True,
+        rules: list[dict[str, Any]] | None = None,
         server: str | None = None,
         token: str | None = None,
     ) -> Sandbox:
@@ -165,7 +167,9 @@ class Sandbox(ABC):
 
         `disk` bounds what it may write (its own filesystem of that size: writes past it fail
         with ENOSPC inside; None: no limit), `inodes` how many files; `user` is who commands
-        run as when they name none (Docker's USER; None: root). With `server` (or
+        run as when they name none (Docker's USER; None: root). `monitor` records every program
+        the sandbox starts and every connection it tries in its audit log, and applies `rules`
+        to them (`rockroll.sandbox.watch`; `rockroll.safety.default_rules()`). With `server` (or
         `ROCKROLL_SERVER`) the sandbox runs on that `rockroll serve`, reached with `token` (or
         `ROCKROLL_TOKEN`); the object behaves the same.
         """
@@ -183,14 +187,16 @@ class Sandbox(ABC):
             "labels": labels or {},
             "disk": disk,
             "inodes": inodes,
+            "rules": rules or [],
         }
         remote = server_settings(server, token)
         if remote is None:
             local = settings | {"backend": backend, "detached": detached, "profile": profile}
+            local["monitor"] = monitor
             return _place("local").open_new(local, None)
-        if backend != "bwrap" or profile != "agent" or detached:
+        if backend != "bwrap" or profile != "agent" or detached or not monitor:
             raise InvalidArgument(
-                "backend, profile and detached are the server's choice; leave them unset "
+                "backend, profile, detached and monitor are the server's choice; leave them unset "
                 "when creating a sandbox through a server"
             )
         return _place("remote").open_new(settings, remote)
@@ -317,6 +323,17 @@ class Sandbox(ABC):
     @abstractmethod
     def audit_log(self) -> list[dict]:
         """Every command run in this sandbox: time, command, exit code, duration."""
+
+    @abstractmethod
+    def set_network(self, network: str | dict[str, Any]) -> None:
+        """Change the egress policy while the sandbox runs: "none", "registries", "full", or
+        `{"allow": [...], "deny": [...]}` (rockroll.sandbox.egress); it holds for every
+        connection tried after this returns. A sandbox created with network="full" keeps it."""
+
+    @abstractmethod
+    def events(self) -> list[dict]:
+        """What the monitor saw, in order: every program started (`kind` "exec") and every
+        connection tried ("connect"), with the rules that matched and the verdict."""
 
     # -- files ---------------------------------------------------------------------------------
     @abstractmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
 import select
 import shutil
@@ -33,6 +34,7 @@ from rockroll.sandbox.disk import DEFAULT_DISK, discard_disk, new_disk, throw_aw
 from rockroll.sandbox.idmap import COUNT as ID_COUNT
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.initbin import init_binary, init_memfd
+from rockroll.sandbox.monitors import monitor_settings, resolv_conf, start_supervisor
 from rockroll.sandbox.paths import home_subdir, home_tag, searchable_dir
 from rockroll.sandbox.records import SandboxRecord, list_records, new_id
 from rockroll.sandbox.seccomp import bpf_program
@@ -75,7 +77,18 @@ class _Parked:
     go_fd: int
     ready_fd: int
     fds: dict[str, int]  # numbers as seen by the launcher
+    monitor: subprocess.Popen  # the supervisor (supervisor.py), waiting for its settings
     image: str | None = None  # the file of the mounted disk
+
+    def start_monitor(self, settings: dict | None) -> None:
+        """Send the supervisor its settings, or tell it the sandbox runs unwatched (it exits)."""
+        stdin = self.monitor.stdin
+        if stdin is None or stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError):
+            if settings is not None:
+                stdin.write((json.dumps(settings) + "\n").encode())
+            stdin.close()
 
     def close_go(self) -> None:
         """Close the command pipe once (a stale fd number may belong to someone else later)."""
@@ -91,10 +104,13 @@ class _Parked:
     def cancel(self) -> None:
         self.close_go()
         self.close_ready()
+        self.start_monitor(None)
         with contextlib.suppress(OSError):
             self.cgroups.destroy()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=2)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.monitor.wait(timeout=2)
         for path in filter(None, (self.sock_path, self.log_path, self.image)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -117,7 +133,9 @@ def _park() -> _Parked:
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     exe_fd = init_memfd()
     bpf_fd = os.memfd_create("rockroll-seccomp", os.MFD_CLOEXEC)
+    watcher, watched = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fds = {"exe": exe_fd, "listen": listener.fileno(), "ready": ready_w, "bpf": bpf_fd}
+    fds["monitor"] = watched.fileno()
     try:
         listener.bind(sock_path)
         os.chmod(sock_path, 0o600)
@@ -141,6 +159,7 @@ def _park() -> _Parked:
                 start_new_session=True,
                 env={"PATH": DEFAULT_PATH},
             )
+        monitor = start_supervisor(watcher, proc.pid, log_path)
     except BaseException:
         os.close(go_w)
         os.close(ready_r)
@@ -152,7 +171,9 @@ def _park() -> _Parked:
         for fd in (go_r, ready_w, bpf_fd):
             os.close(fd)
         listener.close()
-    parked = _Parked(cgroups, proc, sock_path, log_path, go_w, ready_r, fds)
+        watcher.close()
+        watched.close()
+    parked = _Parked(cgroups, proc, sock_path, log_path, go_w, ready_r, fds, monitor)
     parked.image = str(image) if image is not None else None
     if _read_byte(ready_r, READY_TIMEOUT) != b"J":
         parked.cancel()
@@ -223,6 +244,7 @@ class _Pool:
 _POOL = _Pool(POOL_SIZE)
 _STARTING: dict[str, _Parked] = {}
 _LAUNCHED: dict[str, subprocess.Popen] = {}
+_MONITORS: dict[str, subprocess.Popen] = {}
 
 
 class BwrapBackend(Backend):
@@ -267,6 +289,10 @@ class BwrapBackend(Backend):
             argv += [f"/proc/self/fd/{parked.fds['exe']}", "serve"]
             argv += ["--listen-fd", str(parked.fds["listen"])]
             argv += ["--ready-fd", str(parked.fds["ready"])]
+            if spec.monitor:
+                argv += ["--monitor-fd", str(parked.fds["monitor"])]
+            parked.start_monitor(monitor_settings(rec) if spec.monitor else None)
+            rec.monitor_pid = parked.monitor.pid if spec.monitor else None
             os.write(parked.go_fd, b"".join(a.encode() + b"\0" for a in argv))
             parked.close_go()
             parked.cgroups.set_limits(spec.memory, spec.pids, spec.cpus)
@@ -282,6 +308,7 @@ class BwrapBackend(Backend):
     def wait_ready(self, rec: SandboxRecord) -> None:
         parked = _STARTING.pop(rec.id)
         _LAUNCHED[rec.id] = parked.proc
+        _MONITORS[rec.id] = parked.monitor
         try:
             self._wait_ready(rec, parked.ready_fd, parked.proc)
         finally:
@@ -308,10 +335,12 @@ class BwrapBackend(Backend):
         args += ["--new-session", "--as-pid-1", "--hostname", "sandbox"]
         args += ["--bind", str(ROOT_MOUNT), "/"]
         args += ["--proc", "/proc", "--dev", "/dev", *_proc_policy(), "--seccomp", str(bpf_fd)]
-        if rec.spec.network == "none":
-            args.append("--unshare-net")
-        else:
+        if not rec.spec.own_network():
             args += _host_files("/etc/resolv.conf")
+        elif rec.spec.monitor:  # names go to the monitor's resolver, in the sandbox's network
+            args += ["--unshare-net", "--ro-bind", resolv_conf(), "/etc/resolv.conf"]
+        else:
+            args.append("--unshare-net")
         if rec.spec.profile == "build":
             args += _host_files(HOST_CA_BUNDLE)
         return [*args, "--chdir", "/", "--"]
@@ -351,6 +380,10 @@ class BwrapBackend(Backend):
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        monitor = _MONITORS.pop(rec.id, None)
+        if monitor is not None:  # it ends when the launcher does, after its last event
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                monitor.wait(timeout=5)
 
     def running(self, rec: SandboxRecord) -> bool:
         cgroups = self._cgroups(rec)

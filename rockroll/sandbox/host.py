@@ -31,6 +31,8 @@ FORWARDED = frozenset(
         "read_tree",
         "write_tree",
         "audit_log",
+        "events",
+        "set_network",
         "kill_all",
     }
 )

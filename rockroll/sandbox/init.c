@@ -10,6 +10,13 @@
  * a child subreaper, so everything it starts stays its descendant while it runs, and a timeout
  * kills the whole tree (a `setsid` grandchild included), not just its process group.
  *
+ * With --monitor-fd N the init first puts every process of the sandbox under a seccomp filter
+ * that reports execve, execveat, connect, sendmsg, sendmmsg and sendto with an address to a
+ * supervisor on the host (seccomp user notification): it writes the listener's fd number to N,
+ * waits until the supervisor has taken the listener (pidfd_getfd) and closes its own copy, so
+ * the supervisor holds the only one. If the supervisor goes, those calls fail with ENOSYS: the
+ * sandbox cannot run anything unwatched.
+ *
  * `launch` and `mount` modes (launch.c) prepare a sandbox before its bwrap runs: cgroups, the
  * user namespace and the idmapped root.
  *
@@ -37,6 +44,10 @@
 #include <sys/wait.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <grp.h>
 #include <time.h>
 #include <unistd.h>
@@ -876,8 +887,80 @@ static void raise_nofile(void) {
     setrlimit(RLIMIT_NOFILE, &r);
 }
 
+
+#if defined(__x86_64__)
+#define MONITOR_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define MONITOR_ARCH AUDIT_ARCH_AARCH64
+#elif defined(__riscv) && __riscv_xlen == 64
+#define MONITOR_ARCH AUDIT_ARCH_RISCV64
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i))
+#else
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i) + 4)
+#endif
+#define ARG_HI(i) (ARG_LO(i) ^ 4)
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#endif
+
+/* The monitor's filter: other architectures' calls pass here (the sandbox's own filter kills
+ * them); the watched calls go to the supervisor; sendto only when it names an address. */
+static int install_monitor(void) {
+#ifndef MONITOR_ARCH
+    errno = ENOSYS;
+    return -1;
+#else
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, MONITOR_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execve, 10, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_execveat, 9, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_connect, 8, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendmsg, 7, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendmmsg, 6, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(4)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_HI(4)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    unsigned long flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    int fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+    if (fd < 0 && errno == EINVAL) /* before Linux 5.19 */
+        fd = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                          SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    return fd;
+#endif
+}
+
+/* Hand the listener to the supervisor on `mfd`: its number, then wait for the word that it
+ * has a copy. write/read/poll are not watched, so this cannot wait on itself. */
+static void start_monitor(long mfd) {
+    int listener = install_monitor();
+    if (listener < 0)
+        die("the monitor's seccomp filter: %s (a kernel with seccomp user notification, "
+            "Linux 5.5 or later, is needed)", strerror(errno));
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d\n", listener);
+    if (write((int)mfd, line, (size_t)n) != n)
+        die("writing to monitor fd %ld: %s", mfd, strerror(errno));
+    struct pollfd p = {.fd = (int)mfd, .events = POLLIN};
+    char ack = 0;
+    if (poll(&p, 1, 30000) != 1 || read((int)mfd, &ack, 1) != 1 || ack != 'k')
+        die("the sandbox's monitor did not take its listener");
+    close(listener);
+    close((int)mfd);
+}
+
 static int serve(int argc, char **argv) {
-    long lfd = -1, ready = -1;
+    long lfd = -1, ready = -1, mfd = -1;
     const char *path = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -889,11 +972,15 @@ static int serve(int argc, char **argv) {
             path = argv[++i];
         else if (!strcmp(a, "--ready-fd") && parse_long(v, 0, INT32_MAX, &ready) == 0)
             i++;
+        else if (!strcmp(a, "--monitor-fd") && parse_long(v, 0, INT32_MAX, &mfd) == 0)
+            i++;
         else
             die("bad serve option %s %s", a, v);
     }
     if ((lfd >= 0) == (path != NULL))
         die("serve needs exactly one of --listen-fd N or --listen-path PATH");
+    if (mfd >= 0)
+        start_monitor(mfd);
     if (path)
         lfd = listen_on_path(path);
     else if (fcntl(lfd, F_SETFD, FD_CLOEXEC) < 0)
@@ -926,7 +1013,8 @@ int main(int argc, char **argv) {
         return launch_main(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "mount"))
         return mount_main(argc - 2, argv + 2);
-    fputs("usage: rockroll-init serve [--listen-fd N | --listen-path PATH] [--ready-fd N]\n"
+    fputs("usage: rockroll-init serve [--listen-fd N | --listen-path PATH] [--ready-fd N] "
+          "[--monitor-fd N]\n"
           "       rockroll-init launch [--wait-fd N] [--joined-fd N] [--userns BASE COUNT] "
           "--cgroup-procs FILE [...] [-- PROG ARGS...]\n"
           "       rockroll-init mount --userns BASE COUNT --root N LAYER... dir|disk SRC MNT "

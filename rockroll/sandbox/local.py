@@ -22,7 +22,7 @@ from rockroll.sandbox.base import (
 from rockroll.sandbox.checks import check_cap, check_env, check_timeout
 from rockroll.sandbox.files import MAX_READ, sandbox_path
 from rockroll.sandbox.networks import namespace_of
-from rockroll.sandbox.records import SandboxRecord, SnapshotRecord, read_audit
+from rockroll.sandbox.records import SandboxRecord, SnapshotRecord, read_audit, read_events
 from rockroll.sandbox.runtime import LocalRuntime, local_runtime
 from rockroll.sandbox.session import LocalSession
 from rockroll.sandbox.spec import SandboxSpec, make_spec
@@ -178,6 +178,13 @@ class LocalSandbox(Sandbox, place="local"):
     def audit_log(self) -> list[dict]:
         return read_audit(self.id)
 
+    def events(self) -> list[dict]:
+        return read_events(self.id)
+
+    def set_network(self, network: str | dict[str, Any]) -> None:
+        self.check_open()
+        self._runtime.set_network(self._rec, network)
+
     # -- files ---------------------------------------------------------------------------------
     def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
         return self._fs.read_bytes(self.path(path), check_cap(max_bytes, "max_bytes"))
@@ -225,8 +232,8 @@ class LocalSandbox(Sandbox, place="local"):
         """The sandbox's own network namespace (`/proc/PID/ns/net`), for a `PrivateNetwork`
         to plug it into; only `network="none"` sandboxes on this host have one."""
         self.check_open()
-        if self.spec.network != "none" or self._rec.backend_pid is None:
-            raise InvalidArgument("only a network='none' sandbox has a network of its own to join")
+        if not self.spec.own_network() or self._rec.backend_pid is None:
+            raise InvalidArgument("a network='full' sandbox has no network of its own to join")
         return namespace_of(self._rec.backend_pid)
 
     def upper_layer(self) -> str:

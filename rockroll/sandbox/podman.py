@@ -31,7 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rockroll.errors import SandboxError, SetupError
+from rockroll.errors import InvalidArgument, SandboxError, SetupError
 from rockroll.sandbox.backend import Backend
 from rockroll.sandbox.bwrap import SANDBOX_CAPS
 from rockroll.sandbox.disk import new_disk
@@ -125,6 +125,15 @@ class PodmanBackend(Backend):
         nproc = min(NPROC, resource.getrlimit(resource.RLIMIT_NPROC)[1])
         args = ["-d", "--name", _name(rec.id), "--label", f"{HOME_LABEL}={rockroll_home()}"]
         args += ["--pidfile", str(rec.dir / "podman.pid"), "--preserve-fds", "3"]
+        if spec.rules:
+            raise InvalidArgument(
+                "rules need the monitor, which the bwrap backend has and podman does not"
+            )
+        if spec.network not in ("none", "full"):
+            raise InvalidArgument(
+                f"network {spec.network!r}: egress policies need the bwrap backend (podman has "
+                "'none' and 'full')"
+            )
         args += ["--network", "none" if spec.network == "none" else "host"]
         ids = f"0:{rec.id_base}:{ID_COUNT}"
         args += ["--uidmap", ids, "--gidmap", ids]

@@ -111,6 +111,11 @@ def _exec_error(line: str, argv: Sequence[str], cwd: str) -> ExecError:
     _, err, step, message = [*line.split(" ", 3), "", "", ""][:4]
     if step == "chdir":
         return ExecError(f"cwd {cwd}: {message}")
+    if step == "exec" and err == str(errno.ENOSYS):
+        return ExecError(
+            f"{argv[0]}: {message}: the sandbox's monitor is gone, and a watched sandbox runs "
+            "nothing unwatched; close it and create a new one"
+        )
     if step == "exec":
         return ExecError(f"{argv[0]}: {message}")
     return ExecError(f"sandbox init refused the command ({step}, errno {err}): {message}")

@@ -5,7 +5,8 @@ Layout under `$ROCKROLL_HOME`:
                    init's socket), backend.log; disk.img (its disk) or, without a disk limit,
                    fs/upper and fs/work; mnt/ (where the podman backend mounts its layers)
   snapshots/<id>/  meta.json, layer/ (a frozen copy of a sandbox's upper directory)
-  audit/<id>.jsonl one line per command, kept after the sandbox is gone
+  audit/<id>.jsonl one line per command, kept after the sandbox is gone; <id>.events.jsonl the
+                   monitor's events (every program started, every connection tried)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class SandboxRecord(BaseModel):
     cgroup: str | None = None
     status: str = "starting"
     id_base: int | None = None  # host id of the sandbox's root (None: no user namespace)
+    monitor_pid: int | None = None  # its supervisor (None: not watched)
 
     @property
     def dir(self) -> Path:
@@ -233,6 +235,23 @@ def append_audit(sandbox_id: str, entry: dict) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+def events_file(sandbox_id: str) -> Path:
+    """Where the monitor writes a sandbox's events (kept after it is gone, like its audit)."""
+    return audit_dir() / f"{sandbox_id}.events.jsonl"
+
+
+def read_events(sandbox_id: str) -> list[dict]:
+    try:
+        text = events_file(sandbox_id).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
 
 
 def read_audit(sandbox_id: str) -> list[dict]:

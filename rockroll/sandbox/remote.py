@@ -305,6 +305,13 @@ class RemoteSandbox(Sandbox, place="remote"):
     def audit_log(self) -> list[dict]:
         return call(self._client, "GET", f"/v1/sandboxes/{self.id}/audit").json()
 
+    def events(self) -> list[dict]:
+        return call(self._client, "GET", f"/v1/sandboxes/{self.id}/events").json()
+
+    def set_network(self, network: str | dict[str, Any]) -> None:
+        body = {"network": network}
+        call(self._client, "PUT", f"/v1/sandboxes/{self.id}/network", json=body)
+
     # -- files ---------------------------------------------------------------------------------
     def _file_url(self, kind: str) -> str:
         self.check_open()

@@ -13,6 +13,7 @@ import re
 import shutil
 import threading
 import time
+from typing import Any
 
 from rockroll.errors import SandboxClosed, SandboxError, SandboxNotFound
 from rockroll.sandbox import protocol, snapshots
@@ -22,6 +23,7 @@ from rockroll.sandbox.disk import check_disk, throw_away
 from rockroll.sandbox.files import RootFS
 from rockroll.sandbox.garbage import GcReport, collect_garbage, unmount_all
 from rockroll.sandbox.images import get_image
+from rockroll.sandbox.monitors import change_network
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.records import (
     SandboxRecord,
@@ -221,6 +223,12 @@ class LocalRuntime:
             raise SandboxClosed(self.why_closed(rec)) from None
         self.audit(rec, command, result, started)
         return result
+
+    def set_network(self, rec: SandboxRecord, setting: str | dict[str, Any]) -> None:
+        """Change a running sandbox's egress policy; it holds for every connection tried after
+        this returns (the supervisor says so in the events)."""
+        change_network(rec, setting)
+        rec.save()
 
     def kill_all(self, rec: SandboxRecord) -> int:
         """SIGKILL every process of the sandbox but its init; how many are left."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from rockroll.errors import InvalidArgument
+from rockroll.sandbox.egress import Policy, PolicyError
+from rockroll.sandbox.watch import RuleError, Rules
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -50,8 +52,12 @@ class SandboxSpec(BaseModel):
     memory: int | None = Field(2 << 30, description="memory limit in bytes (swap not allowed)")
     cpus: float | None = Field(1.0, description="CPU quota in cores", gt=0, le=1024)
     pids: int | None = Field(1024, description="maximum number of processes", ge=8, le=1 << 22)
-    network: Literal["none", "full"] = Field(
-        "none", description="'none': loopback only; 'full': the host's network, when asked"
+    network: Literal["none", "registries", "full"] | dict[str, Any] = Field(
+        "none",
+        description="'none': loopback only; 'registries': the package indexes only; a table of "
+        "`allow` and `deny` entries (domains, addresses, networks, ports; rockroll.sandbox."
+        "egress), with `via` (a network namespace) and `resolvers`; 'full': the host's "
+        "network, when asked. All but 'full' can be changed while the sandbox runs",
     )
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(
@@ -84,6 +90,36 @@ class SandboxSpec(BaseModel):
         "default capabilities inside it",
     )
 
+    monitor: bool = Field(
+        True,
+        description="record every program the sandbox starts and every connection it tries "
+        "(seccomp user notification, bwrap backend) in its audit log, and apply `rules`",
+    )
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="rules over the monitor's events (rockroll.sandbox.watch): what to flag, "
+        "refuse or kill; `rockroll.safety.default_rules()` is the shipped set",
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _valid_network(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        check_network(v)
+        return v
+
+    def own_network(self) -> bool:
+        """Whether the sandbox has a network namespace of its own (all but 'full')."""
+        return self.network != "full"
+
+    @field_validator("rules")
+    @classmethod
+    def _valid_rules(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            Rules(v)
+        except RuleError as e:
+            raise ValueError(str(e)) from None
+        return v
+
     @field_validator("workdir")
     @classmethod
     def _abs_workdir(cls, v: str) -> str:
@@ -102,6 +138,14 @@ class SandboxSpec(BaseModel):
     def base_env(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
         return env | self.env
+
+
+def check_network(setting: object) -> Policy:
+    """The egress policy a `network` setting means; ValueError names what is wrong."""
+    try:
+        return Policy.from_setting(setting)
+    except PolicyError as e:
+        raise ValueError(str(e)) from None
 
 
 def make_spec(**kwargs: object) -> SandboxSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import threading
 import time
@@ -14,13 +15,16 @@ from rockroll.sandbox.records import SandboxRecord
 from rockroll.sandbox.spec import SandboxSpec
 
 REFILL_DELAY = 0.005  # let a just-adopted sandbox's first commands run before starting another
-Key = tuple[str, str, int | None, int | None]
+Key = tuple[str, str, int | None, int | None, bool, str]
 Started = tuple[SandboxRecord, int]  # a sandbox's record and its owner lock's fd
 
 
 def warm_key(spec: SandboxSpec) -> Key:
-    """What must match for a warm sandbox to be adopted: image, network, disk, inodes."""
-    return (spec.image, spec.network, spec.disk, spec.inodes)
+    """What must match for a warm sandbox to be adopted: image, network, disk, inodes, and
+    the monitor's settings (its supervisor got them at start)."""
+    rules = json.dumps(spec.rules, sort_keys=True) if spec.rules else ""
+    network = spec.network if isinstance(spec.network, str) else json.dumps(spec.network)
+    return (spec.image, network, spec.disk, spec.inodes, spec.monitor, rules)
 
 
 class WarmPool:

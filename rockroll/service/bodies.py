@@ -6,7 +6,7 @@ instead of a silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,8 +44,10 @@ class CreateSandbox(Strict):
         "10g", description="bytes it may write: bytes, or like 10g (ENOSPC past it)"
     )
     inodes: int | None = Field(None, ge=16, le=1 << 32, description="files it may create")
-    network: Literal["none", "full"] = Field(
-        "none", description="'full' only for tokens allowed it"
+    network: Literal["none", "registries", "full"] | dict[str, Any] = Field(
+        "none",
+        description="'none', 'registries', allow/deny lists (rockroll.sandbox.egress) or "
+        "'full'; all but 'none' only for tokens allowed the network",
     )
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str = "/"
@@ -54,11 +56,22 @@ class CreateSandbox(Strict):
     )
     max_output: int = Field(1 << 20, ge=1024, description="bytes kept per output stream")
     labels: dict[str, str] = Field(default_factory=dict, description="tags for list filters")
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list, description="rules over the monitor's events (rockroll.sandbox.watch)"
+    )
     idle_ttl: float | None = Field(
         None, gt=0, description="seconds without API activity before the server deletes it"
     )
     lifetime: float | None = Field(
         None, gt=0, description="hard deadline: seconds from now after which it is deleted"
+    )
+
+
+class NetworkChange(Strict):
+    """A running sandbox's new egress policy."""
+
+    network: Literal["none", "registries", "full"] | dict[str, Any] = Field(
+        description="as at creation: 'none', 'registries', allow/deny lists or 'full'"
     )
 
 

@@ -376,6 +376,12 @@ class FleetSandbox(Sandbox):
     def audit_log(self) -> list[dict]:
         return self._call("audit_log")
 
+    def events(self) -> list[dict]:
+        return self._call("events")
+
+    def set_network(self, network: str | dict[str, Any]) -> None:
+        self._call("set_network", network)
+
     # -- files ---------------------------------------------------------------------------------
     def read_bytes(self, path: str, max_bytes: int | None = MAX_READ) -> bytes:
         return self._call("read_bytes", path, max_bytes)

@@ -94,6 +94,10 @@ class Pool:
             self._owners[sandbox.id] = owner.id
         return self.info(owner, sandbox.id)
 
+    def set_network(self, owner: Token, sandbox_id: str, network: str | dict) -> None:
+        _check_network(owner, network)
+        self.get(owner, sandbox_id).set_network(network)
+
     def row(self, owner: Token, sandbox_id: str) -> SandboxRow:
         """The sandbox's row if `owner` may see it; others get the same 404 as a missing id, so
         ids cannot be probed."""
@@ -373,14 +377,21 @@ class Gone(SandboxClosed):
     """The sandbox exists in the records but is not usable (deleted, lost, or starting)."""
 
 
+def _check_network(owner: Token, network: str | dict) -> None:
+    """Any way out is for tokens allowed the network; a network of the server's, for admins."""
+    if network != "none" and not (owner.allow_network or owner.unlimited):
+        raise PermissionError(
+            f"token {owner.name!r} may not ask for network {network!r}, only 'none' "
+            "(create the token with --allow-network)"
+        )
+    if isinstance(network, dict) and network.get("via") and not owner.admin:
+        raise PermissionError("network.via names a network of the server's: admin tokens only")
+
+
 def _check_bounded(owner: Token, spec: SandboxSpec) -> None:
     """A token's sandbox must be bounded in every resource, unless the token is unlimited; and
-    the host's network is for tokens allowed it."""
-    if spec.network == "full" and not (owner.allow_network or owner.unlimited):
-        raise PermissionError(
-            f"token {owner.name!r} may not ask for network 'full' (create the token with "
-            "--allow-network)"
-        )
+    its network as `_check_network` allows."""
+    _check_network(owner, spec.network)
     if owner.unlimited:
         return
     for name in ("memory", "cpus", "pids", "disk"):

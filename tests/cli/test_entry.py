@@ -16,7 +16,7 @@ from rockroll.cli import build_parser, main
 ROOT = Path(__file__).resolve().parents[2]
 NOUNS = {
     "image": ["build", "ls", "rm"],
-    "sandbox": ["create", "exec", "shell", "ls", "rm", "gc", "snapshot"],
+    "sandbox": ["create", "exec", "shell", "ls", "rm", "gc", "snapshot", "network"],
     "bench": ["run", "report"],
     "agent": ["run", "chat", "sessions"],
     "model": ["serve"],
@@ -24,6 +24,7 @@ NOUNS = {
     "serve": [],
     "train": [],
     "data": ["synth", "trajectories", "report"],
+    "safety": ["scan"],
     "demo": [],
 }
 

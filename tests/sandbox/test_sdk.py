@@ -218,12 +218,14 @@ async def test_async_sandbox_runs_commands_concurrently(
 
 def test_warm_sandboxes_are_hidden_and_adopted_with_the_callers_settings(base_image: str) -> None:
     from rockroll.sandbox.runtime import local_runtime
+    from rockroll.sandbox.spec import SandboxSpec
+    from rockroll.sandbox.warm import warm_key
 
     runtime = local_runtime()
     for _ in range(2):
         Sandbox.create(base_image).close()
     deadline = time.monotonic() + 60
-    key = (base_image, "none", 10 << 30, None)
+    key = warm_key(SandboxSpec(image=base_image))
     # Wait for the pool to be full: a sandbox that became ready after the list below was taken
     # would be the one handed out (the pool hands out its newest).
     while len(runtime.warm.ready.get(key, ())) < runtime.warm.size and time.monotonic() < deadline:

@@ -25,6 +25,8 @@ OPERATIONS = [
     ("GET", "/v1/sandboxes/{sandbox_id}", "sandboxes", "get_sandbox"),
     ("DELETE", "/v1/sandboxes/{sandbox_id}", "sandboxes", "delete_sandbox"),
     ("GET", "/v1/sandboxes/{sandbox_id}/audit", "sandboxes", "audit"),
+    ("PUT", "/v1/sandboxes/{sandbox_id}/network", "sandboxes", "set_network"),
+    ("GET", "/v1/sandboxes/{sandbox_id}/events", "sandboxes", "events"),
     ("POST", "/v1/sandboxes/{sandbox_id}/exec", "commands", "execute"),
     ("POST", "/v1/sandboxes/{sandbox_id}/kill", "commands", "kill_all"),
     ("POST", "/v1/sandboxes/{sandbox_id}/sessions", "commands", "open_session"),

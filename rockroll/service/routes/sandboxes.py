@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from rockroll.service.api_errors import ApiError
 from rockroll.service.auth import Caller
-from rockroll.service.bodies import CreateSandbox, SandboxInfo, SandboxList
+from rockroll.service.bodies import CreateSandbox, NetworkChange, SandboxInfo, SandboxList
 from rockroll.service.state import Svc
 
 router = APIRouter(tags=["sandboxes"])
@@ -51,3 +51,16 @@ async def delete_sandbox(sandbox_id: str, who: Caller, svc: Svc) -> Response:
 def audit(sandbox_id: str, who: Caller, svc: Svc) -> list[dict]:
     """Every command run in the sandbox: time, command, exit code, duration."""
     return svc.pool.get(who, sandbox_id).audit_log()
+
+
+@router.put("/v1/sandboxes/{sandbox_id}/network", status_code=204)
+def set_network(sandbox_id: str, body: NetworkChange, who: Caller, svc: Svc) -> Response:
+    """Change the sandbox's egress policy while it runs (rockroll.sandbox.egress)."""
+    svc.pool.set_network(who, sandbox_id, body.network)
+    return Response(status_code=204)
+
+
+@router.get("/v1/sandboxes/{sandbox_id}/events")
+def events(sandbox_id: str, who: Caller, svc: Svc) -> list[dict]:
+    """What the sandbox's monitor saw: every program started and connection tried."""
+    return svc.pool.get(who, sandbox_id).events()
