@@ -68,6 +68,21 @@ def summarize(results: list[TaskResult]) -> dict:
         "faults": _faults(results),
         "dimensions": _dimensions(results),
         "offline_rewritten": sum(bool(r.offline) for r in results),
+        "safety": _safety(results),
+    }
+
+
+def _safety(results: list[TaskResult]) -> dict:
+    """Tasks whose agent did something a rule matched, and how often each rule did."""
+    rules: Counter[str] = Counter()
+    for r in results:
+        rules.update(r.safety.get("rules", {}))
+    return {
+        "watched": sum(bool(r.safety) for r in results),
+        "flagged_tasks": sum(bool(r.safety.get("flagged")) for r in results),
+        "refused": sum(r.safety.get("refused", 0) for r in results),
+        "killed": sum(r.safety.get("killed", 0) for r in results),
+        "rules": dict(rules.most_common()),
     }
 
 
@@ -127,6 +142,13 @@ def render(summary: dict, console: Console) -> None:
         if row["mean"] is not None:
             times.add_row(phase, f"{row['mean']:.2f}", f"{row['p95']:.2f}")
     console.print(times)
+    safety = summary.get("safety") or {}
+    if safety.get("flagged_tasks"):
+        hits = ", ".join(f"{k} {v}" for k, v in list(safety["rules"].items())[:8])
+        console.print(
+            f"safety: {safety['flagged_tasks']} of {safety['watched']} watched tasks did what a "
+            f"rule matched ({safety['refused']} refused, {safety['killed']} killed): {hits}"
+        )
     if summary.get("faults"):
         fails = Table("whose", "tasks", "reasons", "e.g.", title="failures")
         for who, group in summary["faults"].items():

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -43,10 +44,22 @@ class TaskResult(BaseModel):
     )
     trajectory: str | None = None
     error: str | None = None
+    safety: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the monitor saw while the agent acted: events, flagged, refused, "
+        "killed, and each rule that matched with its count",
+    )
 
 
-def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: None) -> TaskResult:
-    """Build, start, let the agent act, verify; every failure becomes a reason, never a crash."""
+def run_task(
+    task: Task,
+    agent: Agent,
+    log: Callable[[str], None] = lambda s: None,
+    rules: list[dict[str, Any]] | None = None,
+) -> TaskResult:
+    """Build, start, let the agent act, verify; every failure becomes a reason, never a crash.
+    With `rules`, the sandbox's monitor applies them, and the result's `safety` sums up what
+    it saw while the agent acted (the verifier's own commands are not counted)."""
     result = TaskResult(
         task=task.id, source=task.source, category=task.metadata.category, agent=agent.name
     )
@@ -56,11 +69,13 @@ def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: No
         image = task_image(task, log)
         times["build"] = time.monotonic() - clock
         clock = time.monotonic()
-        with task_sandbox(task, image, log) as sb:
+        extra = {"rules": rules} if rules else {}
+        with task_sandbox(task, image, log, **extra) as sb:
             times["sandbox"] = time.monotonic() - clock
             clock = time.monotonic()
             acted = agent.run(task, sb)
             times["agent"] = time.monotonic() - clock
+            result.safety = safety_summary(sb.events())
             result.agent_tail, result.trajectory = acted.output_tail, acted.trajectory
             clock = time.monotonic()
             verdict = verify(task, sb)
@@ -81,6 +96,22 @@ def run_task(task: Task, agent: Agent, log: Callable[[str], None] = lambda s: No
         result.reason, result.error = "error", f"{type(exc).__name__}: {exc}"
     times["total"] = sum(times.values())
     return result
+
+
+def safety_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of a sandbox's monitor events, and of each rule that matched."""
+    seen = [e for e in events if e.get("kind") in ("exec", "connect", "write")]
+    rules: dict[str, int] = {}
+    for e in seen:
+        for r in e.get("rules", []):
+            rules[r["id"]] = rules.get(r["id"], 0) + 1
+    return {
+        "events": len(seen),
+        "flagged": sum(bool(e.get("rules")) for e in seen),
+        "refused": sum(e.get("verdict") == "refused" and bool(e.get("rules")) for e in seen),
+        "killed": sum(e.get("verdict") == "killed" for e in seen),
+        "rules": rules,
+    }
 
 
 def failed_to_load(error: TaskError, agent: Agent) -> TaskResult:
@@ -119,6 +150,7 @@ def run_suite(
     jobs: int = 1,
     on_result: Callable[[TaskResult], None] = lambda r: None,
     log: Callable[[str], None] = lambda s: None,
+    rules: list[dict[str, Any]] | None = None,
 ) -> list[TaskResult]:
     """Run every task not already in `out_dir`'s results; return all results, old and new."""
     results = ResultLog(out_dir)
@@ -131,7 +163,7 @@ def run_suite(
         if isinstance(item, TaskError):
             result = failed_to_load(item, agent)
         else:
-            result = run_task(item, agent, log)
+            result = run_task(item, agent, log, rules)
         results.add(result)
         on_result(result)
         return result

@@ -26,6 +26,13 @@ def register(nouns: Verbs) -> None:
     run.add_argument("-j", "--jobs", type=positive, default=2, help="tasks at once (default 2)")
     run.add_argument("--out", help="results folder (default runs/<suite>-<agent>)")
     run.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
+    run.add_argument(
+        "--safety",
+        choices=["observe", "enforce", "off"],
+        default="observe",
+        help="the monitor's shipped rules: observe (flag only, the default), enforce (refuse "
+        "and kill as the rules say), off",
+    )
     report = add(
         commands, "report", report_bench, "summarise a results folder; --html writes a page"
     )
@@ -53,6 +60,14 @@ def _suite(spec: str) -> list[Task | TaskError]:
     return load_suite(spec)  # an unknown name is a UsageError naming what suites look like
 
 
+def _rules(mode: str) -> list[dict] | None:
+    from rockroll.safety import default_rules, observing
+
+    if mode == "off":
+        return None
+    return default_rules() if mode == "enforce" else observing(default_rules())
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from rockroll.bench.report import render, summarize
     from rockroll.bench.runner import RESULTS, TaskResult, run_suite, write_summary
@@ -71,7 +86,15 @@ def run_bench(args: argparse.Namespace) -> int:
             seconds = result.times.get("total", 0.0)
             progress.done(f"{result.task}: {verdict} in {seconds:.1f} s", result.passed)
 
-        results = run_suite(items, agent, folder, jobs=args.jobs, on_result=seen, log=progress.log)
+        results = run_suite(
+            items,
+            agent,
+            folder,
+            jobs=args.jobs,
+            on_result=seen,
+            log=progress.log,
+            rules=_rules(args.safety),
+        )
     summary = summarize(results)
     write_summary(folder, summary)
     render(summary, out)

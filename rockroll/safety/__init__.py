@@ -5,6 +5,6 @@ The mechanism (seccomp user notification, the supervisor, the rule engine) is th
 with it.
 """
 
-from rockroll.safety.catalog import default_rules, load_rules
+from rockroll.safety.catalog import default_rules, load_rules, observing
 
-__all__ = ["default_rules", "load_rules"]
+__all__ = ["default_rules", "load_rules", "observing"]

@@ -24,6 +24,13 @@ def default_rules() -> list[dict[str, Any]]:
     return json.loads(json.dumps(_default()))
 
 
+def observing(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same rules flagging what they would refuse or kill: to watch without changing
+    what an agent can do (a benchmark's scores stay comparable)."""
+    strong = ("refuse", "kill", "end")
+    return [r | {"action": "flag"} if r.get("action") in strong else dict(r) for r in rules]
+
+
 def load_rules(path: str | Path) -> list[dict[str, Any]]:
     """Rules from a TOML file of [[rule]] tables or a JSON list; checked, errors name the file."""
     path = Path(path)

@@ -116,6 +116,9 @@ def _exec_error(line: str, argv: Sequence[str], cwd: str) -> ExecError:
             f"{argv[0]}: {message}: the sandbox's monitor is gone, and a watched sandbox runs "
             "nothing unwatched; close it and create a new one"
         )
+    if step == "exec" and err == str(errno.EPERM):
+        return ExecError(f"{argv[0]}: {message} (a rule of the monitor may have refused it: see "
+                         "the sandbox's events)")  # fmt: skip
     if step == "exec":
         return ExecError(f"{argv[0]}: {message}")
     return ExecError(f"sandbox init refused the command ({step}, errno {err}): {message}")

@@ -32,6 +32,7 @@ from typing import Any
 if __package__:
     from rockroll.sandbox import notify, procinfo, watch
     from rockroll.sandbox.egress import Policy, PolicyError
+    from rockroll.sandbox.filewatch import FileWatch
     from rockroll.sandbox.resolver import Resolver, enter_netns
 else:  # run by path: the package's imports would cost a second at each sandbox start
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +40,7 @@ else:  # run by path: the package's imports would cost a second at each sandbox 
     import procinfo  # type: ignore[no-redef]
     import watch  # type: ignore[no-redef]
     from egress import Policy, PolicyError  # type: ignore[no-redef]
+    from filewatch import FileWatch  # type: ignore[no-redef]
     from resolver import Resolver, enter_netns  # type: ignore[no-redef]
 
 HANDSHAKE_TIMEOUT = 30.0
@@ -67,6 +69,11 @@ class Supervisor:
         self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.proxies = ThreadPoolExecutor(PROXIES, thread_name_prefix="proxy")
         self.resolver: Resolver | None = None
+        self.files: FileWatch | None = None
+        try:
+            self.files = FileWatch(f"/proc/{init}/root")
+        except OSError as e:
+            self.emit({"time": time.time(), "kind": "monitor", "error": f"file watch: {e}"})
         if self.policy.mode != "full":  # the sandbox has a network namespace of its own
             try:
                 self.resolver = Resolver(lambda: self.policy, f"/proc/{init}/ns/net", self.emit)
@@ -86,21 +93,21 @@ class Supervisor:
             status = procinfo.status(pid)
         except OSError:
             return {"pid": 0}
-        info: dict[str, Any] = {"pid": procinfo.inner_pid(status)}
+        info: dict[str, Any] = {"pid": procinfo.inner_pid(status), "ppid": 0}
         ppid = int(status.get("PPid", "0"))
         root = pid
-        seen = 0
-        while ppid and ppid != self.init and seen < 256:
+        for depth in range(256):  # up to the init's child, each status read once
+            if not ppid or ppid == self.init:
+                info["ppid"] = info["ppid"] or (1 if ppid == self.init else 0)
+                break
             root = ppid
             try:
-                ppid = int(procinfo.status(ppid).get("PPid", "0"))
+                parent = procinfo.status(ppid)
             except OSError:
                 break
-            seen += 1
-        try:
-            info["ppid"] = procinfo.inner_pid(procinfo.status(int(status.get("PPid", "0"))))
-        except (OSError, ValueError):
-            info["ppid"] = 0
+            if depth == 0:
+                info["ppid"] = procinfo.inner_pid(parent)
+            ppid = int(parent.get("PPid", "0"))
         info["command_pid"] = root
         return info
 
@@ -140,8 +147,6 @@ class Supervisor:
         with notify.Memory(call.pid) as mem:
             path = mem.string(path_at).decode("utf-8", "surrogateescape")
             argv = mem.argv(argv_at)
-        if not notify.still_waiting(self.listener, call):
-            return
         self.programs[call.pid] = argv  # a command's own exec is its origin
         if len(self.programs) > 4096:
             self.programs.pop(next(iter(self.programs)))
@@ -305,6 +310,8 @@ class Supervisor:
     def answer(
         self, call: notify.Call, action: str | None, err: int, event: dict[str, Any]
     ) -> None:
+        if action in STRONG and not notify.still_waiting(self.listener, call):
+            return  # the caller died after its memory was read: its pid may be another's now
         if action in STRONG:
             event["verdict"] = "refused" if action == "refuse" else "killed"
         else:
@@ -363,10 +370,18 @@ class Supervisor:
         sel.register(self.listener, selectors.EVENT_READ, "call")
         sel.register(gone, selectors.EVENT_READ, "gone")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
+        if self.files is not None:
+            sel.register(self.files.fd, selectors.EVENT_READ, "files")
         while True:
             for key, mask in sel.select():
                 if key.data == "gone":
                     return
+                if key.data == "files" and self.files is not None:
+                    for event in self.files.read():
+                        event["sandbox"] = self.sandbox
+                        self.judge(event)
+                        self.emit(event)
+                    continue
                 if key.data == "signal":
                     with contextlib.suppress(OSError):
                         os.read(wake_r, 64)

