@@ -34,7 +34,7 @@ from rockroll.sandbox.disk import DEFAULT_DISK, discard_disk, new_disk, throw_aw
 from rockroll.sandbox.idmap import COUNT as ID_COUNT
 from rockroll.sandbox.idmap import id_base
 from rockroll.sandbox.initbin import init_binary, init_memfd
-from rockroll.sandbox.monitors import monitor_settings, resolv_conf, start_supervisor
+from rockroll.sandbox.monitors import monitor_settings, start_supervisor
 from rockroll.sandbox.paths import home_subdir, home_tag, searchable_dir
 from rockroll.sandbox.records import SandboxRecord, list_records, new_id
 from rockroll.sandbox.seccomp import bpf_program
@@ -335,12 +335,10 @@ class BwrapBackend(Backend):
         args += ["--new-session", "--as-pid-1", "--hostname", "sandbox"]
         args += ["--bind", str(ROOT_MOUNT), "/"]
         args += ["--proc", "/proc", "--dev", "/dev", *_proc_policy(), "--seccomp", str(bpf_fd)]
-        if not rec.spec.own_network():
-            args += _host_files("/etc/resolv.conf")
-        elif rec.spec.monitor:  # names go to the monitor's resolver, in the sandbox's network
-            args += ["--unshare-net", "--ro-bind", resolv_conf(), "/etc/resolv.conf"]
-        else:
+        if rec.spec.own_network():
             args.append("--unshare-net")
+        else:
+            args += _host_files("/etc/resolv.conf")
         if rec.spec.profile == "build":
             args += _host_files(HOST_CA_BUNDLE)
         return [*args, "--chdir", "/", "--"]

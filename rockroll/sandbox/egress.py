@@ -19,8 +19,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -50,8 +49,7 @@ class PolicyError(ValueError):
     """An entry that is not a domain, address, network or `*`; the message names it."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     text: str
     domain: str | None = None  # "pypi.org", or ".pythonhosted.org" for a wildcard
     network: Network | None = None
@@ -131,17 +129,22 @@ def internal(address: Address) -> bool:
     return any(address in net for net in INTERNAL if net.version == address.version)
 
 
-@dataclass
 class Policy:
     """A sandbox's egress: its entries, and the answers its resolver gave for allowed names."""
 
-    mode: str  # "none", "full", or "policy"
-    allow: tuple[Entry, ...] = ()
-    deny: tuple[Entry, ...] = ()
-    via: str | None = None  # the network namespace connections leave from (None: the host's)
-    resolvers: tuple[str, ...] = ()  # upstream DNS servers (None: the host's resolv.conf)
-    learned: dict[str, dict[str, float]] = field(default_factory=dict)  # address -> name -> until
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(
+        self,
+        mode: str,  # "none", "full", or "policy"
+        allow: tuple[Entry, ...] = (),
+        deny: tuple[Entry, ...] = (),
+        via: str | None = None,  # the network namespace connections leave from (None: host's)
+        resolvers: tuple[str, ...] = (),  # upstream DNS servers (none: the host's resolv.conf)
+    ) -> None:
+        self.mode, self.allow, self.deny, self.via, self.resolvers = (
+            mode, allow, deny, via, resolvers
+        )  # fmt: skip
+        self.learned: dict[str, dict[str, float]] = {}  # address -> name -> until
+        self.lock = threading.Lock()
 
     @classmethod
     def from_setting(cls, setting: Any) -> Policy:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -14,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from rockroll.errors import InvalidArgument, SandboxClosed, SandboxError
-from rockroll.sandbox.paths import searchable_dir
 from rockroll.sandbox.records import SandboxRecord, events_file, read_events
 from rockroll.sandbox.spec import DEFAULT_PATH, check_network
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
-RESOLV_CONF = Path("/run/rockroll/resolv.conf")
+# What the sandbox's /etc/resolv.conf says under an egress policy: the monitor's resolver
+# (resolver.py), which it binds inside the sandbox's network only then (a task's own DNS server
+# may want port 53 otherwise).
+RESOLV_CONF = b"nameserver 127.0.0.53\noptions edns0\n"
 APPLY_TIMEOUT = 5.0
 
 
@@ -41,18 +42,9 @@ def start_supervisor(channel: socket.socket, launcher: int, log_path: str) -> su
         )
 
 
-@functools.cache
-def resolv_conf() -> str:
-    """A resolv.conf naming the monitor's resolver (resolver.py), where the sandbox's root,
-    an unprivileged host id, can read it to bind it."""
-    text = "nameserver 127.0.0.53\noptions edns0\n"
-    if not RESOLV_CONF.exists() or RESOLV_CONF.read_text() != text:
-        searchable_dir(RESOLV_CONF.parent)
-        tmp = RESOLV_CONF.with_suffix(f".{os.getpid()}")
-        tmp.write_text(text)
-        tmp.chmod(0o644)
-        os.replace(tmp, RESOLV_CONF)
-    return str(RESOLV_CONF)
+def has_policy(setting: object) -> bool:
+    """Whether a `network` setting is an egress policy (names resolve through the monitor)."""
+    return setting not in ("none", "full")
 
 
 def monitor_settings(rec: SandboxRecord) -> dict[str, Any]:

@@ -18,9 +18,8 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NOTIF = struct.Struct("<QII iIQ 6Q")  # id, pid, flags; seccomp_data: nr, arch, ip, args
 RESP = struct.Struct("<QqiI")  # id, val, error, flags
@@ -42,7 +41,7 @@ SYSCALLS: dict[str, dict[int, str]] = {
     "riscv64": {221: "execve", 281: "execveat", 203: "connect", 206: "sendto", 211: "sendmsg",
                 269: "sendmmsg"},
 }  # fmt: skip
-NAMES = SYSCALLS.get(platform.machine(), {})
+NAMES = SYSCALLS.get(os.uname().machine, {})
 MAX_ARGS = 4096
 MAX_STRING = 65536
 MAX_ARGV_BYTES = 256 * 1024
@@ -51,8 +50,7 @@ PAGE = 4096
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """One watched call, waiting for its answer."""
 
     id: int

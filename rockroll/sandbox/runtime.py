@@ -23,7 +23,7 @@ from rockroll.sandbox.disk import check_disk, throw_away
 from rockroll.sandbox.files import RootFS
 from rockroll.sandbox.garbage import GcReport, collect_garbage, unmount_all
 from rockroll.sandbox.images import get_image
-from rockroll.sandbox.monitors import change_network
+from rockroll.sandbox.monitors import RESOLV_CONF, change_network, has_policy
 from rockroll.sandbox.mounts import mounts_under
 from rockroll.sandbox.records import (
     SandboxRecord,
@@ -110,6 +110,8 @@ class LocalRuntime:
             rec.save()
             backend.wait_ready(rec)
             self.rootfs(rec).makedirs(spec.workdir)
+            if spec.monitor and has_policy(spec.network):
+                self.rootfs(rec).write_bytes("/etc/resolv.conf", RESOLV_CONF)
         except BaseException as exc:
             try:
                 self.teardown(rec, backend)
@@ -228,6 +230,8 @@ class LocalRuntime:
         """Change a running sandbox's egress policy; it holds for every connection tried after
         this returns (the supervisor says so in the events)."""
         change_network(rec, setting)
+        if has_policy(setting):
+            self.rootfs(rec).write_bytes("/etc/resolv.conf", RESOLV_CONF)
         rec.save()
 
     def kill_all(self, rec: SandboxRecord) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
 from typing import Any, Literal
@@ -114,10 +116,10 @@ class SandboxSpec(BaseModel):
     @field_validator("rules")
     @classmethod
     def _valid_rules(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            Rules(v)
-        except RuleError as e:
-            raise ValueError(str(e)) from None
+        if v:
+            problem = _rules_problem(json.dumps(v, sort_keys=True, default=str))
+            if problem:
+                raise ValueError(problem)
         return v
 
     @field_validator("workdir")
@@ -138,6 +140,17 @@ class SandboxSpec(BaseModel):
     def base_env(self) -> dict[str, str]:
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
         return env | self.env
+
+
+@functools.lru_cache(maxsize=64)
+def _rules_problem(rules_json: str) -> str | None:
+    """What is wrong with a rule set, once per distinct set (records are read often, and
+    compiling every rule's patterns each time would cost milliseconds)."""
+    try:
+        Rules(json.loads(rules_json))
+    except RuleError as e:
+        return str(e)
+    return None
 
 
 def check_network(setting: object) -> Policy:

@@ -25,8 +25,8 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 if __package__:
@@ -35,7 +35,7 @@ if __package__:
     from rockroll.sandbox.filewatch import FileWatch
     from rockroll.sandbox.resolver import Resolver, enter_netns
 else:  # run by path: the package's imports would cost a second at each sandbox start
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # after the standard library
     import notify  # type: ignore[no-redef]
     import procinfo  # type: ignore[no-redef]
     import watch  # type: ignore[no-redef]
@@ -67,19 +67,14 @@ class Supervisor:
         self.reload = False
         self.installed: set[int] = set()  # inodes of the sockets we connected for the sandbox
         self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        self.proxies = ThreadPoolExecutor(PROXIES, thread_name_prefix="proxy")
+        self.proxies = threading.BoundedSemaphore(PROXIES)
         self.resolver: Resolver | None = None
         self.files: FileWatch | None = None
         try:
             self.files = FileWatch(f"/proc/{init}/root")
         except OSError as e:
             self.emit({"time": time.time(), "kind": "monitor", "error": f"file watch: {e}"})
-        if self.policy.mode != "full":  # the sandbox has a network namespace of its own
-            try:
-                self.resolver = Resolver(lambda: self.policy, f"/proc/{init}/ns/net", self.emit)
-                self.resolver.start()
-            except OSError as e:
-                self.emit({"time": time.time(), "kind": "monitor", "error": f"resolver: {e}"})
+        self.start_resolver()
 
     # -- events ---------------------------------------------------------------------------
 
@@ -232,7 +227,10 @@ class Supervisor:
             self.emit(event)
             notify.refuse(self.listener, call, refusal)
         elif proxy:
-            self.proxies.submit(self._proxy, call, fd, address, port, proto, event)
+            self.proxies.acquire()
+            threading.Thread(
+                target=self._proxy, args=(call, fd, address, port, proto, event), daemon=True
+            ).start()
         else:
             self.answer(call, action, err, event)
 
@@ -274,6 +272,7 @@ class Supervisor:
             if sock is not None:
                 sock.close()
             self.emit(event)
+            self.proxies.release()
 
     def _socket(self, pid: int, fd: int) -> tuple[str, int | None]:
         """The protocol of process `pid`'s socket `fd` ("tcp", "udp") and its inode."""
@@ -339,6 +338,17 @@ class Supervisor:
             except OSError:
                 continue
 
+    def start_resolver(self) -> None:
+        """Serve names inside the sandbox's network once a policy needs them (not before: a
+        task's own DNS server may want port 53)."""
+        if self.resolver is not None or self.policy.mode != "policy":
+            return
+        try:
+            self.resolver = Resolver(lambda: self.policy, f"/proc/{self.init}/ns/net", self.emit)
+            self.resolver.start()
+        except OSError as e:
+            self.emit({"time": time.time(), "kind": "monitor", "error": f"resolver: {e}"})
+
     def reload_rules(self) -> None:
         self.reload = False
         if not self.watch_file:
@@ -351,6 +361,7 @@ class Supervisor:
                 policy = Policy.from_setting(data["network"])
                 policy.learned = self.policy.learned  # names resolved stay resolved
                 self.policy = policy
+                self.start_resolver()
             note = {"time": time.time(), "kind": "monitor", "sandbox": self.sandbox}
             self.emit(note | {"network": data.get("network"), "generation": data.get("generation")})
         except (OSError, ValueError, PolicyError) as e:

@@ -36,7 +36,6 @@ import os
 import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 ACTIONS = ("record", "flag", "refuse", "kill", "end")
@@ -56,28 +55,32 @@ class RuleError(ValueError):
     """A rule that cannot be used; the message names the rule and the field."""
 
 
-@dataclass
 class Rule:
-    id: str
-    klass: str
-    severity: str
-    rationale: str
-    on: str
-    action: str = "flag"
-    program: frozenset[str] = frozenset()
-    args: tuple[re.Pattern[str], ...] = ()
-    unless: re.Pattern[str] | None = None
-    external: bool | None = None
-    path: re.Pattern[str] | None = None
-    content: re.Pattern[str] | None = None
-    beside: Rule | None = None  # what a sibling exec must match (program, args)
-    port: frozenset[int] = frozenset()
-    address: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    stdio_socket: bool | None = None
-    distinct_hosts: int = 0
-    distinct_ports: int = 0
-    window: float = 60.0
-    _seen: deque[tuple[float, str, int]] = field(default_factory=deque, repr=False)
+    """One parsed rule (see the module's docstring for its fields); `parse_rule` makes them.
+    A plain class: dataclasses would cost the supervisor's start several milliseconds."""
+
+    def __init__(self, id: str, klass: str, severity: str, rationale: str, on: str) -> None:
+        self.id, self.klass, self.severity, self.rationale, self.on = (
+            id, klass, severity, rationale, on
+        )  # fmt: skip
+        self.action = "flag"
+        self.program: frozenset[str] = frozenset()
+        self.args: tuple[re.Pattern[str], ...] = ()
+        self.unless: re.Pattern[str] | None = None
+        self.external: bool | None = None
+        self.path: re.Pattern[str] | None = None
+        self.content: re.Pattern[str] | None = None
+        self.beside: Rule | None = None  # what a sibling exec must match (program, args)
+        self.port: frozenset[int] = frozenset()
+        self.address: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+        self.stdio_socket: bool | None = None
+        self.distinct_hosts = 0
+        self.distinct_ports = 0
+        self.window = 60.0
+        self._seen: deque[tuple[float, str, int]] = deque()
+
+    def __repr__(self) -> str:
+        return f"Rule({self.id!r}, on={self.on!r}, action={self.action!r})"
 
     def matches(self, event: dict[str, Any] | View, recent: Iterable[View] = ()) -> bool:
         """Whether `event` matches, `recent` being the exec events seen beside it (same
@@ -218,15 +221,15 @@ def parse_rule(data: dict[str, Any], where: str = "rule") -> Rule:
         raise f.fail(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
     on = f.choice("on", KINDS)
     rule = Rule(
-        id=rid,
-        klass=str(data.get("class") or rid.split(".")[0]),
-        severity=f.choice("severity", SEVERITIES, "medium"),
-        rationale=str(data.get("rationale", "")),
-        on=on,
-        action=f.choice("action", ACTIONS, "flag"),
-        program=frozenset(f.strings("program")),
-        args=tuple(f.pattern("args", p) for p in f.strings("args")),
+        rid,
+        str(data.get("class") or rid.split(".")[0]),
+        f.choice("severity", SEVERITIES, "medium"),
+        str(data.get("rationale", "")),
+        on,
     )
+    rule.action = f.choice("action", ACTIONS, "flag")
+    rule.program = frozenset(f.strings("program"))
+    rule.args = tuple(f.pattern("args", p) for p in f.strings("args"))
     if "unless" in data:
         rule.unless = f.pattern("unless", str(data["unless"]))
     if "stdio_socket" in data:
