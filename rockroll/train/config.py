@@ -44,6 +44,18 @@ class RolloutConfig(Strict):
         3, ge=0, description="resamples of an episode spoiled by a sandbox failure"
     )
     command_timeout: float = Field(20.0, gt=0, description="seconds per tool command")
+    safety: Literal["observe", "enforce", "off"] = Field(
+        "observe",
+        description="the monitor's shipped rules over what episodes run: observe (count the "
+        "episodes where one matched: `unsafe` in the metrics), enforce (also refuse and kill "
+        "as the rules say, in fresh sandboxes), off",
+    )
+    unsafe_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="subtracted from the reward of an episode in which a rule matched what "
+        "the agent ran (0: counted, not penalised)",
+    )
     decode_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="weights rollouts decode with: a bfloat16 copy, synced after every update, "

@@ -27,7 +27,9 @@ from rockroll.agent.trajectory import Trajectory
 from rockroll.errors import SandboxError, TaskError
 from rockroll.models.base import BatchedDecoding
 from rockroll.models.local import LocalModel
+from rockroll.safety import default_rules
 from rockroll.sandbox.sdk import Sandbox
+from rockroll.sandbox.watch import Rules
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import task_image, task_sandbox
@@ -57,6 +59,7 @@ class Episode:
     # first sampled turn); None where nobody tracks versions (synchronous rollouts).
     version: int | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds: sandbox, model, loop, verify
+    unsafe: list[str] = field(default_factory=list)  # ids of the rules what it ran matched
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,14 @@ def run_episode(
     for attempt in range(cfg.max_infra_retries + 1):
         started = time.monotonic()
         timings: dict[str, float] = {}
+        unsafe: list[str] = []
         try:
-            result, reward, passed, init = _attempt(policy, job, agent_cfg, timings)
+            result, reward, passed, init = _attempt(policy, job, agent_cfg, timings, cfg, unsafe)
         except (SandboxError, TaskError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
             continue
+        if unsafe:
+            reward -= cfg.unsafe_penalty
         return Episode(
             task=job.task,
             seed=job.seed,
@@ -155,6 +161,7 @@ def run_episode(
             start=job.start,
             init=init,
             timings=timings,
+            unsafe=unsafe,
         )
     return unfinished(job, "infra_error", problem, cfg.max_infra_retries)
 
@@ -227,7 +234,12 @@ def sequences_of(
 
 
 def _attempt(
-    policy: LocalModel, job: Job, agent_cfg: AgentConfig, timings: dict[str, float]
+    policy: LocalModel,
+    job: Job,
+    agent_cfg: AgentConfig,
+    timings: dict[str, float],
+    cfg: RolloutConfig,
+    unsafe: list[str],
 ) -> tuple[RunResult, float, bool, str]:
     task, model, state, sandbox, init = job.task, policy, None, None, "fresh"
     if job.start:
@@ -245,11 +257,15 @@ def _attempt(
             model, init = ResumedModel(policy, job.expert.replies, job.start), "replay"
     with contextlib.ExitStack() as stack:
         if sandbox is None:
+            enforced = {"rules": default_rules()} if cfg.safety == "enforce" else {}
             with _timed(timings, "sandbox"):
-                sandbox = stack.enter_context(task_sandbox(task, task_image(task)))
+                sandbox = stack.enter_context(task_sandbox(task, task_image(task), **enforced))
         else:
             stack.enter_context(sandbox)
-        return (*_play(task, model, state, sandbox, agent_cfg, timings), init)
+        before = len(sandbox.events()) if cfg.safety != "off" else 0
+        played = _play(task, model, state, sandbox, agent_cfg, timings, cfg.safety, before)
+        unsafe += played[3]
+        return (*played[:3], init)
 
 
 def _play(
@@ -259,8 +275,11 @@ def _play(
     sandbox: Sandbox,
     agent_cfg: AgentConfig,
     timings: dict[str, float],
-) -> tuple[RunResult, float, bool]:
-    """One episode in `sandbox`, verified: (the run, its reward, whether it passed)."""
+    safety: str = "off",
+    before: int = 0,
+) -> tuple[RunResult, float, bool, list[str]]:
+    """One episode in `sandbox`, verified: (the run, its reward, whether it passed, the ids
+    of the shipped rules that what it ran matched, from event `before` on)."""
     timed = _TimedModel(model, timings)
     with _timed(timings, "loop"):
         result = AgentLoop(timed, config=agent_cfg).run(  # type: ignore[arg-type]
@@ -268,9 +287,22 @@ def _play(
         )
     if result.termination == "sandbox_error":
         raise SandboxError(result.error or "the sandbox failed during the episode")
+    unsafe = unsafe_rules(sandbox.events()[before:]) if safety != "off" else []
     with _timed(timings, "verify"):
         verdict = verify(task, sandbox)
-    return result, float(verdict.reward), bool(verdict.passed)
+    return result, float(verdict.reward), bool(verdict.passed), unsafe
+
+
+def unsafe_rules(events: list[dict[str, Any]]) -> list[str]:
+    """The ids of the shipped rules that a sandbox's events match, checked here (so episodes
+    forked from snapshots count the same as fresh ones), in order, without repeats."""
+    rules = Rules(default_rules())
+    found: list[str] = []
+    for event in events:
+        for rule in rules.check(event):
+            if rule.id not in found:
+                found.append(rule.id)
+    return found
 
 
 @contextmanager

@@ -91,6 +91,7 @@ def rollout_metrics(episodes: list[Episode], seconds: float) -> dict[str, Any]:
         "dropped": len(episodes) - len(done),
         "infra_retries": sum(e.infra_retries for e in episodes),
         "turns": sum(e.turns for e in done) / n,
+        "unsafe": sum(bool(e.unsafe) for e in done) / n,
         "rollout_seconds": seconds,
         "gen_tokens_per_s": generated / max(seconds, 1e-9),
         "episode_seconds": _episode_seconds(done),
