@@ -38,15 +38,20 @@ def register(nouns: Verbs) -> None:
     net = add(commands, "network", network, "change a running sandbox's egress policy")
     net.add_argument("id")
     net.add_argument("mode", nargs="?", choices=["none", "registries", "full"])
-    net.add_argument(
+    _policy_options(net)
+
+
+def _policy_options(parser: argparse.ArgumentParser) -> None:
+    """--allow, --deny and --via: an egress policy, for `create` and `network`."""
+    parser.add_argument(
         "--allow",
         action="append",
         default=[],
         metavar="ENTRY",
-        help="a domain, *.domain, address or network, with :PORT[-PORT]",
+        help="let connections reach this domain, *.domain, address or network (:PORT[-PORT])",
     )
-    net.add_argument("--deny", action="append", default=[], metavar="ENTRY")
-    net.add_argument("--via", help="the network namespace connections leave from (a path)")
+    parser.add_argument("--deny", action="append", default=[], metavar="ENTRY")
+    parser.add_argument("--via", help="the network namespace connections leave from (a path)")
 
 
 def _create_options(create: argparse.ArgumentParser) -> None:
@@ -63,15 +68,7 @@ def _create_options(create: argparse.ArgumentParser) -> None:
         choices=["none", "registries", "full"],
         help="none (default), registries, or full; --allow/--deny make a policy",
     )
-    create.add_argument(
-        "--allow",
-        action="append",
-        default=[],
-        metavar="ENTRY",
-        help="let connections reach this domain, address or network (:PORT)",
-    )
-    create.add_argument("--deny", action="append", default=[], metavar="ENTRY")
-    create.add_argument("--via", help="the network namespace connections leave from (a path)")
+    _policy_options(create)
     create.add_argument("--env", action="append", default=[], metavar="K=V")
     create.add_argument("--workdir", default="/")
     create.add_argument("--user", help="who commands run as by default, like Docker's USER (root)")

@@ -9,7 +9,6 @@ creates are created as the sandbox's root (see `idmap.as_sandbox_root`).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -17,18 +16,10 @@ from pathlib import PurePosixPath
 
 from rockroll.errors import InvalidArgument, SandboxError, TooLarge
 from rockroll.sandbox.idmap import as_sandbox_root
+from rockroll.sandbox.inroot import open_in_root
 from rockroll.sandbox.types import FileInfo
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_SYS_OPENAT2 = 437  # the same number on every architecture (unified table since Linux 5.6)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
-_EAGAIN_RETRIES = 1000
 MAX_READ = 256 << 20  # default cap of one read_bytes: bytes the host takes in at once
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 def sandbox_path(path: object, cwd: str = "/") -> str:
@@ -62,26 +53,16 @@ class RootFS:
         self.id_base = id_base
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
-        rel = path.lstrip("/") or "."
         dirfd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, 0)
-        how.resolve = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS
         try:
             with as_sandbox_root(self.id_base if flags & os.O_CREAT else None):
-                # openat2 answers EAGAIN when a `..` in the path races with a rename or a mount
-                # anywhere on the host (other sandboxes starting); the kernel asks us to retry.
-                for _ in range(_EAGAIN_RETRIES):
-                    fd = _libc.syscall(
-                        _SYS_OPENAT2, dirfd, rel.encode(), ctypes.byref(how), ctypes.sizeof(how)
-                    )
-                    if fd >= 0 or ctypes.get_errno() != errno.EAGAIN:
-                        break
-                err = ctypes.get_errno()
+                try:
+                    return open_in_root(dirfd, path, flags, mode)
+                except OSError as e:
+                    err = e.errno or errno.EIO
         finally:
             os.close(dirfd)
-        if fd < 0:
-            raise _os_error(err, path)
-        return fd
+        raise _os_error(err, path)
 
     def open_regular(self, path: str, max_bytes: int | None) -> tuple[int, int]:
         """(fd, size) of a regular file no bigger than `max_bytes` (None: any size)."""

@@ -19,7 +19,11 @@ import struct
 import time
 from typing import Any
 
-IN_MODIFY = 0x2
+if __package__:
+    from rockroll.sandbox.inroot import open_in_root
+else:  # loaded by the supervisor, run by path
+    from inroot import open_in_root  # type: ignore[no-redef]
+
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_TO = 0x80
 IN_CREATE = 0x100
@@ -57,20 +61,14 @@ for _path in WATCHED:
         ON_THE_WAY.setdefault(_parent.rstrip("/") or "/", set()).add(_parts[_depth])
 
 _libc = ctypes.CDLL(None, use_errno=True)
-SYS_OPENAT2 = 437  # the same number on every architecture
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_IN_ROOT = 0x10
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-def open_in_root(root_fd: int, path: str, flags: int) -> int:
-    """`path` opened as if `root_fd` were `/` (its symlinks cannot leave it); -1 if it fails."""
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    rel = path.lstrip("/").encode() or b"."
-    return _libc.syscall(SYS_OPENAT2, root_fd, rel, ctypes.byref(how), ctypes.sizeof(how))
+def _open(root_fd: int, path: str, flags: int) -> int:
+    """`path` below the sandbox's root (inroot.py), or -1 where it cannot be opened."""
+    try:
+        return open_in_root(root_fd, path, flags)
+    except OSError:
+        return -1
 
 
 class FileWatch:
@@ -89,7 +87,7 @@ class FileWatch:
             self._add(path)
 
     def _add(self, path: str) -> None:
-        folder = open_in_root(self.root, path, os.O_PATH | os.O_DIRECTORY)
+        folder = _open(self.root, path, os.O_PATH | os.O_DIRECTORY)
         if folder < 0:
             return
         try:
@@ -99,7 +97,7 @@ class FileWatch:
         if wd >= 0:
             self.dirs[wd] = path
             for name in WATCHED.get(path) or ():
-                fd = open_in_root(self.root, f"{path}/{name}", os.O_RDONLY | os.O_NONBLOCK)
+                fd = _open(self.root, f"{path}/{name}", os.O_RDONLY | os.O_NONBLOCK)
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         self.sizes[f"{path}/{name}"] = os.fstat(fd).st_size
@@ -148,7 +146,7 @@ class FileWatch:
         before the watch was there (`mkdir -p ~/.ssh && echo KEY >> ~/.ssh/authorized_keys`)."""
         self._add(path)
         found: list[dict[str, Any]] = []
-        fd = open_in_root(self.root, path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _open(self.root, path, os.O_RDONLY | os.O_DIRECTORY)
         if fd < 0:
             return found
         try:
@@ -170,7 +168,7 @@ class FileWatch:
         """The write's event; `tail` is what the file gained since it was last seen (a file
         that did not grow: its end)."""
         tail = ""
-        fd = open_in_root(self.root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = _open(self.root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         if fd >= 0:
             try:
                 if stat.S_ISREG(os.fstat(fd).st_mode):

@@ -37,11 +37,16 @@ def enter_netns(path: str) -> None:
     """Move the calling thread into the network namespace at `path` (a /proc/PID/ns/net)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+        enter_netns_fd(fd, path)
     finally:
         os.close(fd)
+
+
+def enter_netns_fd(fd: int, name: str = "") -> None:
+    """Move the calling thread into the network namespace open as `fd`."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({name or fd}): {os.strerror(err)}")
 
 
 def _name(packet: bytes, at: int) -> tuple[str, int]:

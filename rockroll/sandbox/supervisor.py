@@ -16,7 +16,6 @@ the rules again from the settings' `watch` file. Standard library only, run by p
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -33,7 +32,7 @@ if __package__:
     from rockroll.sandbox import notify, procinfo, watch
     from rockroll.sandbox.egress import Policy, PolicyError
     from rockroll.sandbox.filewatch import FileWatch
-    from rockroll.sandbox.resolver import Resolver, enter_netns
+    from rockroll.sandbox.resolver import Resolver, enter_netns, enter_netns_fd
 else:  # run by path: the package's imports would cost a second at each sandbox start
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # after the standard library
     import notify  # type: ignore[no-redef]
@@ -41,7 +40,7 @@ else:  # run by path: the package's imports would cost a second at each sandbox 
     import watch  # type: ignore[no-redef]
     from egress import Policy, PolicyError  # type: ignore[no-redef]
     from filewatch import FileWatch  # type: ignore[no-redef]
-    from resolver import Resolver, enter_netns  # type: ignore[no-redef]
+    from resolver import Resolver, enter_netns, enter_netns_fd  # type: ignore[no-redef]
 
 HANDSHAKE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
@@ -64,7 +63,6 @@ class Supervisor:
         # (host pid, start time) of a command -> the argv it started with: its later execs
         # (bash -c runs its last program in place) do not change where it came from
         self.origins: dict[tuple[int, str], list[str]] = {}
-        self.reload = False
         self.installed: set[int] = set()  # inodes of the sockets we connected for the sandbox
         self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.proxies = threading.BoundedSemaphore(PROXIES)
@@ -73,13 +71,17 @@ class Supervisor:
         try:
             self.files = FileWatch(f"/proc/{init}/root")
         except OSError as e:
-            self.emit({"time": time.time(), "kind": "monitor", "error": f"file watch: {e}"})
+            self.note(error=f"file watch: {e}")
         self.start_resolver()
 
     # -- events ---------------------------------------------------------------------------
 
     def emit(self, event: dict[str, Any]) -> None:
         os.write(self.log, (json.dumps(event, ensure_ascii=False) + "\n").encode())
+
+    def note(self, **fields: Any) -> None:
+        """An event of the monitor's own: a settings change taken, or what it cannot do."""
+        self.emit({"time": time.time(), "kind": "monitor", "sandbox": self.sandbox} | fields)
 
     def _process(self, pid: int) -> dict[str, Any]:
         """Who a call comes from: its pid and parent as the sandbox sees them, and the command
@@ -252,7 +254,7 @@ class Supervisor:
             if enter:
                 enter_netns(enter)
             else:
-                _setns_fd(self.own_netns)
+                enter_netns_fd(self.own_netns)
             v6 = ":" in address
             kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
             sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, kind)
@@ -325,13 +327,7 @@ class Supervisor:
 
     def kill_command(self, pid: int) -> None:
         """SIGKILL the command that `pid` belongs to: the init's child above it and all below."""
-        root = pid
-        try:
-            ppid = int(procinfo.status(pid).get("PPid", "0"))
-            while ppid and ppid != self.init:
-                root, ppid = ppid, int(procinfo.status(ppid).get("PPid", "0"))
-        except OSError:
-            pass
+        root = self._process(pid).get("command_pid", pid)
         for victim in [root, *procinfo.descendants(root)]:
             try:
                 os.kill(victim, signal.SIGKILL)
@@ -347,10 +343,10 @@ class Supervisor:
             self.resolver = Resolver(lambda: self.policy, f"/proc/{self.init}/ns/net", self.emit)
             self.resolver.start()
         except OSError as e:
-            self.emit({"time": time.time(), "kind": "monitor", "error": f"resolver: {e}"})
+            self.note(error=f"resolver: {e}")
 
     def reload_rules(self) -> None:
-        self.reload = False
+        HANGUPS.clear()
         if not self.watch_file:
             return
         try:
@@ -362,18 +358,15 @@ class Supervisor:
                 policy.learned = self.policy.learned  # names resolved stay resolved
                 self.policy = policy
                 self.start_resolver()
-            note = {"time": time.time(), "kind": "monitor", "sandbox": self.sandbox}
-            self.emit(note | {"network": data.get("network"), "generation": data.get("generation")})
+            self.note(network=data.get("network"), generation=data.get("generation"))
         except (OSError, ValueError, PolicyError) as e:
-            note = {"time": time.time(), "kind": "monitor", "sandbox": self.sandbox}
-            self.emit(note | {"error": f"{self.watch_file}: {e}"})
+            self.note(error=f"{self.watch_file}: {e}")
 
     # -- loop -----------------------------------------------------------------------------
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload", True))
+        signal.set_wakeup_fd(wake_w)  # main() counts the hang-ups; this wakes the loop for them
         if HANGUPS:  # a change asked for while it was starting
             self.reload_rules()
         gone = os.pidfd_open(self.launcher)
@@ -396,22 +389,13 @@ class Supervisor:
                 if key.data == "signal":
                     with contextlib.suppress(OSError):
                         os.read(wake_r, 64)
-                    if self.reload:
+                    if HANGUPS:
                         self.reload_rules()
                     continue
                 if mask & selectors.EVENT_READ:
                     call = notify.receive(self.listener)
                     if call is not None:
                         self.handle(call)
-
-
-def _setns_fd(fd: int) -> None:
-    if _libc.setns(fd, 0x40000000) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _handshake(monitor: socket.socket, launcher: int) -> tuple[int, int]:
