@@ -51,6 +51,7 @@ FAST = {
     "tests/train/test_update.py",
     "tests/safety/test_rules.py",
     "tests/safety/test_policy.py",
+    "tests/safety/test_redteam_compose.py",
 }
 _NEEDS_ROOT = {"base_image", "sandbox", "sb", "host_server", "sandbox_server", "host_unchanged"}
 _ROOT = Path(__file__).resolve().parents[1]

@@ -27,6 +27,7 @@ from rockroll.agent.tools import (
     default_tools,
     tools_by_name,
 )
+from rockroll.agent.tools.command import as_commands, commands_section, install_commands
 from rockroll.agent.trajectory import (
     AtifFinalMetrics,
     AtifMetrics,
@@ -148,6 +149,8 @@ class AgentLoop:
         if self.action_format != "native":
             schemas = [t.schema() for t in self.tools]
             system += "\n" + textformat.system_prompt_section(self.action_format, schemas)
+        if self.action_format == "bash" and (commands := as_commands(self.tools)):
+            system += "\n\n" + commands_section(commands)
         state = LoopState(
             messages=[
                 Message(role="system", content=system),
@@ -178,6 +181,8 @@ class AgentLoop:
             if instruction is None:
                 raise ValueError("give an instruction, or the state of a run to continue")
             state = self.start(instruction, workdir)
+            if self.action_format == "bash":
+                install_commands(as_commands(self.tools), sandbox)
         state.begin()
         ctx = ToolContext(
             sandbox=sandbox,

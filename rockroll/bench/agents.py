@@ -10,6 +10,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from rockroll.agent.loop import AgentLoop, build_agent_config
+from rockroll.agent.tools.command import task_tools
 from rockroll.errors import UsageError
 from rockroll.models import Model, make_model
 from rockroll.sandbox.sdk import Sandbox
@@ -90,7 +91,7 @@ class HarnessAgent:
     def run(self, task: Task, sandbox: Sandbox) -> AgentResult:
         started = time.monotonic()
         path = self.trajectory_dir / f"{task_file(task.id)}.json" if self.trajectory_dir else None
-        loop = AgentLoop(self._model(task), config=self.config)
+        loop = AgentLoop(self._model(task), config=self.config, tools=task_tools(task))
         result = loop.run(task.instruction, sandbox, trajectory_path=path)
         return AgentResult(
             duration=time.monotonic() - started,

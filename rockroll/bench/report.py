@@ -24,6 +24,8 @@ FAULTS: dict[str, str] = {
     "verifier-timeout": "agent",
     "invalid-task": "task",
     "invalid-reward": "task",
+    "setup-failed": "task",
+    "before-failed": "task",
     "build-failed": "task",
     "service-unhealthy": "task",
     "needs-network": "network",
@@ -69,6 +71,41 @@ def summarize(results: list[TaskResult]) -> dict:
         "dimensions": _dimensions(results),
         "offline_rewritten": sum(bool(r.offline) for r in results),
         "safety": _safety(results),
+        "redteam": redteam_summary(results),
+    }
+
+
+def redteam_summary(results: list[TaskResult]) -> dict:
+    """For red-team tasks, by channel and by the attack's rule class: task success, the share
+    of episodes that did anything a rule matched (unsafe), that ran the injected attack
+    (followed) and in which it got through (attack success); and connections made out."""
+    rows = [(r, r.safety["redteam"]) for r in results if "redteam" in r.safety]
+    if not rows:
+        return {}
+
+    def group(key: str) -> dict[str, dict]:
+        out: dict[str, list] = defaultdict(list)
+        for r, v in rows:
+            out[str(v.get(key))].append((r, v))
+        return {k: _redteam_row(v) for k, v in sorted(out.items())}
+
+    return {
+        "all": _redteam_row(rows),
+        "channels": group("channel"),
+        "classes": group("class"),
+        "outbound": sum(r.safety.get("outbound", 0) for r, _ in rows),
+    }
+
+
+def _redteam_row(rows: list) -> dict:
+    n = len(rows)
+    share = lambda xs: round(sum(xs) / n, 4)  # noqa: E731
+    return {
+        "tasks": n,
+        "task_success": share([r.passed for r, _ in rows]),
+        "unsafe": share([bool(r.safety.get("flagged")) for r, _ in rows]),
+        "followed": share([v["followed"] for _, v in rows]),
+        "attack_success": share([v["succeeded"] for _, v in rows]),
     }
 
 
@@ -149,6 +186,8 @@ def render(summary: dict, console: Console) -> None:
             f"safety: {safety['flagged_tasks']} of {safety['watched']} watched tasks did what a "
             f"rule matched ({safety['refused']} refused, {safety['killed']} killed): {hits}"
         )
+    if summary.get("redteam"):
+        render_redteam(summary["redteam"], console)
     if summary.get("faults"):
         fails = Table("whose", "tasks", "reasons", "e.g.", title="failures")
         for who, group in summary["faults"].items():
@@ -172,6 +211,26 @@ def render(summary: dict, console: Console) -> None:
         )
 
 
+def render_redteam(rt: dict, console: Console) -> None:
+    table = Table(
+        "channel / class", "tasks", "task success", "unsafe", "followed", "attack success",
+        title="red team",
+    )  # fmt: skip
+    parts = [("channel " + k, v) for k, v in rt["channels"].items()]
+    parts += [("class " + k, v) for k, v in rt["classes"].items()]
+    for name, row in [*parts, ("[bold]all[/]", rt["all"])]:
+        table.add_row(
+            name,
+            str(row["tasks"]),
+            f"{row['task_success']:.1%}",
+            f"{row['unsafe']:.1%}",
+            f"{row['followed']:.1%}",
+            f"{row['attack_success']:.1%}",
+        )
+    console.print(table)
+    console.print(f"red team: {rt['outbound']} connection(s) made out of the sandboxes")
+
+
 def to_html(results: list[TaskResult], summary: dict, title: str) -> str:
     """A self-contained page: the summary, then one row per task with its verifier output."""
     esc = html.escape
@@ -193,6 +252,21 @@ def to_html(results: list[TaskResult], summary: dict, title: str) -> str:
     fails = "".join(
         f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in summary["failures"].items()
     )
+    red = ""
+    if rt := summary.get("redteam"):
+        parts = [("channel " + k, v) for k, v in rt["channels"].items()]
+        parts += [("class " + k, v) for k, v in rt["classes"].items()]
+        red = "".join(
+            f"<tr><td>{esc(name)}</td><td>{row['tasks']}</td><td>{row['task_success']:.1%}</td>"
+            f"<td>{row['unsafe']:.1%}</td><td>{row['followed']:.1%}</td>"
+            f"<td>{row['attack_success']:.1%}</td></tr>"
+            for name, row in [*parts, ("all", rt["all"])]
+        )
+        red = (
+            "<table><tr><th>red team</th><th>tasks</th><th>task success</th><th>unsafe</th>"
+            f"<th>followed</th><th>attack success</th></tr>{red}</table>"
+            f"<p>{rt['outbound']} connection(s) made out of the sandboxes</p>"
+        )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
@@ -202,7 +276,7 @@ pre{{max-width:80em;white-space:pre-wrap}}</style></head><body>
 <p><b>{summary["passed"]}/{summary["tasks"]}</b> passed ({summary["pass_rate"]:.1%}),
 agent: {esc(", ".join(summary["agents"]))}</p>
 <table><tr><th>category</th><th>tasks</th><th>passed</th><th>rate</th></tr>{cats}</table>
-<table><tr><th>failure reason</th><th>tasks</th></tr>{fails}</table>
+<table><tr><th>failure reason</th><th>tasks</th></tr>{fails}</table>{red}
 <table><tr><th>task</th><th>category</th><th>result</th><th>reward</th><th>reason</th>
 <th>seconds</th><th>verifier</th></tr>{"".join(rows)}</table></body></html>
 """

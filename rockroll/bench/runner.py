@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from rockroll.bench.agents import Agent
 from rockroll.errors import InvalidArgument, SandboxError, TaskError
 from rockroll.jsonl import append_line
+from rockroll.safety.attacks import judge, made_out
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import task_image, task_sandbox
@@ -47,7 +48,8 @@ class TaskResult(BaseModel):
     safety: dict[str, Any] = Field(
         default_factory=dict,
         description="what the monitor saw while the agent acted: events, flagged, refused, "
-        "killed, and each rule that matched with its count",
+        "killed, outbound (connections that left the sandbox's network), each rule that "
+        "matched with its count, and for a red-team task the verdict on its attack",
     )
 
 
@@ -56,10 +58,12 @@ def run_task(
     agent: Agent,
     log: Callable[[str], None] = lambda s: None,
     rules: list[dict[str, Any]] | None = None,
+    network: str | dict[str, Any] | None = None,
 ) -> TaskResult:
     """Build, start, let the agent act, verify; every failure becomes a reason, never a crash.
     With `rules`, the sandbox's monitor applies them, and the result's `safety` sums up what
-    it saw while the agent acted (the verifier's own commands are not counted)."""
+    it saw while the agent acted (the task's setup and the verifier's commands are not
+    counted). `network` replaces the task's own setting (an egress policy, say)."""
     result = TaskResult(
         task=task.id, source=task.source, category=task.metadata.category, agent=agent.name
     )
@@ -69,13 +73,19 @@ def run_task(
         image = task_image(task, log)
         times["build"] = time.monotonic() - clock
         clock = time.monotonic()
-        extra = {"rules": rules} if rules else {}
+        extra: dict[str, Any] = {"rules": rules} if rules else {}
+        if network is not None:
+            extra["network"] = network
         with task_sandbox(task, image, log, **extra) as sb:
             times["sandbox"] = time.monotonic() - clock
             clock = time.monotonic()
+            start = len(sb.events())  # the task's own setup is not the agent's doing
             acted = agent.run(task, sb)
             times["agent"] = time.monotonic() - clock
-            result.safety = safety_summary(sb.events())
+            events = sb.events()[start:]
+            result.safety = safety_summary(events)
+            if isinstance(redteam := getattr(task.metadata, "redteam", None), dict):
+                result.safety["redteam"] = judge(events, redteam)
             result.agent_tail, result.trajectory = acted.output_tail, acted.trajectory
             clock = time.monotonic()
             verdict = verify(task, sb)
@@ -110,6 +120,7 @@ def safety_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         "flagged": sum(bool(e.get("rules")) for e in seen),
         "refused": sum(e.get("verdict") == "refused" and bool(e.get("rules")) for e in seen),
         "killed": sum(e.get("verdict") == "killed" for e in seen),
+        "outbound": sum(e.get("kind") == "connect" and made_out(e) for e in seen),
         "rules": rules,
     }
 
@@ -151,6 +162,7 @@ def run_suite(
     on_result: Callable[[TaskResult], None] = lambda r: None,
     log: Callable[[str], None] = lambda s: None,
     rules: list[dict[str, Any]] | None = None,
+    network: str | dict[str, Any] | None = None,
 ) -> list[TaskResult]:
     """Run every task not already in `out_dir`'s results; return all results, old and new."""
     results = ResultLog(out_dir)
@@ -163,7 +175,7 @@ def run_suite(
         if isinstance(item, TaskError):
             result = failed_to_load(item, agent)
         else:
-            result = run_task(item, agent, log, rules)
+            result = run_task(item, agent, log, rules, network)
         results.add(result)
         on_result(result)
         return result

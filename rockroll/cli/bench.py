@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rockroll.cli.common import Verbs, add, err, out, positive, verbs
+from rockroll.cli.common import (
+    Verbs,
+    add,
+    err,
+    network_setting,
+    out,
+    policy_options,
+    positive,
+    verbs,
+)
 from rockroll.errors import TaskError, UsageError
 
 if TYPE_CHECKING:
@@ -33,6 +42,12 @@ def register(nouns: Verbs) -> None:
         help="the monitor's shipped rules: observe (flag only, the default), enforce (refuse "
         "and kill as the rules say), off",
     )
+    run.add_argument(
+        "--network",
+        choices=["none", "registries", "full"],
+        help="every task's network, in place of its own (or an egress policy: --allow ...)",
+    )
+    policy_options(run)
     report = add(
         commands, "report", report_bench, "summarise a results folder; --html writes a page"
     )
@@ -68,6 +83,12 @@ def _rules(mode: str) -> list[dict] | None:
     return default_rules() if mode == "enforce" else observing(default_rules())
 
 
+def _network(args: argparse.Namespace) -> str | dict | None:
+    if args.network is None and not (args.allow or args.deny or args.via):
+        return None  # each task's own
+    return network_setting(args.network, args.allow, args.deny, args.via)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from rockroll.bench.report import render, summarize
     from rockroll.bench.runner import RESULTS, TaskResult, run_suite, write_summary
@@ -94,6 +115,7 @@ def run_bench(args: argparse.Namespace) -> int:
             on_result=seen,
             log=progress.log,
             rules=_rules(args.safety),
+            network=_network(args),
         )
     summary = summarize(results)
     write_summary(folder, summary)

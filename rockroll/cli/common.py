@@ -46,3 +46,27 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def policy_options(parser: argparse.ArgumentParser) -> None:
+    """--allow, --deny and --via: an egress policy, for `create` and `network`."""
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="let connections reach this domain, *.domain, address or network (:PORT[-PORT])",
+    )
+    parser.add_argument("--deny", action="append", default=[], metavar="ENTRY")
+    parser.add_argument("--via", help="the network namespace connections leave from (a path)")
+
+
+def network_setting(
+    mode: str | None, allow: list[str], deny: list[str], via: str | None
+) -> str | dict:
+    """What --network and --allow/--deny/--via ask for, as `Sandbox.create(network=)` takes."""
+    if allow or deny or via:
+        if mode is not None:
+            raise UsageError(f"--network {mode} or --allow/--deny, not both")
+        return {"allow": allow, "deny": deny} | ({"via": via} if via else {})
+    return mode or "none"

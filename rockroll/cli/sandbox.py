@@ -10,7 +10,16 @@ import time
 
 from rich.table import Table
 
-from rockroll.cli.common import Verbs, add, env_pairs, err, out, verbs
+from rockroll.cli.common import (
+    Verbs,
+    add,
+    env_pairs,
+    err,
+    network_setting,
+    out,
+    policy_options,
+    verbs,
+)
 from rockroll.errors import UsageError
 
 
@@ -38,20 +47,7 @@ def register(nouns: Verbs) -> None:
     net = add(commands, "network", network, "change a running sandbox's egress policy")
     net.add_argument("id")
     net.add_argument("mode", nargs="?", choices=["none", "registries", "full"])
-    _policy_options(net)
-
-
-def _policy_options(parser: argparse.ArgumentParser) -> None:
-    """--allow, --deny and --via: an egress policy, for `create` and `network`."""
-    parser.add_argument(
-        "--allow",
-        action="append",
-        default=[],
-        metavar="ENTRY",
-        help="let connections reach this domain, *.domain, address or network (:PORT[-PORT])",
-    )
-    parser.add_argument("--deny", action="append", default=[], metavar="ENTRY")
-    parser.add_argument("--via", help="the network namespace connections leave from (a path)")
+    policy_options(net)
 
 
 def _create_options(create: argparse.ArgumentParser) -> None:
@@ -68,7 +64,7 @@ def _create_options(create: argparse.ArgumentParser) -> None:
         choices=["none", "registries", "full"],
         help="none (default), registries, or full; --allow/--deny make a policy",
     )
-    _policy_options(create)
+    policy_options(create)
     create.add_argument("--env", action="append", default=[], metavar="K=V")
     create.add_argument("--workdir", default="/")
     create.add_argument("--user", help="who commands run as by default, like Docker's USER (root)")
@@ -96,7 +92,7 @@ def create(args: argparse.Namespace) -> int:
         pids=args.pids,
         disk=None if args.disk.lower() == "none" else args.disk,
         inodes=args.inodes,
-        network=_network(args.network, args.allow, args.deny, args.via),
+        network=network_setting(args.network, args.allow, args.deny, args.via),
         env=env_pairs(args.env),
         workdir=args.workdir,
         user=args.user,
@@ -110,20 +106,12 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _network(mode: str | None, allow: list[str], deny: list[str], via: str | None) -> str | dict:
-    if allow or deny or via:
-        if mode is not None:
-            raise UsageError(f"--network {mode} or --allow/--deny, not both")
-        return {"allow": allow, "deny": deny} | ({"via": via} if via else {})
-    return mode or "none"
-
-
 def network(args: argparse.Namespace) -> int:
     from rockroll.sandbox.sdk import Sandbox
 
     if args.mode is None and not (args.allow or args.deny):
         raise UsageError("give a mode (none, registries, full) or --allow/--deny entries")
-    setting = _network(args.mode, args.allow, args.deny, args.via)
+    setting = network_setting(args.mode, args.allow, args.deny, args.via)
     Sandbox.connect(args.id).set_network(setting)
     out.print(f"{args.id}: network {json.dumps(setting)}", highlight=False)
     return 0

@@ -208,8 +208,8 @@ class Supervisor:
         if inode in self.installed:  # ours, connected out already: it goes nowhere else
             event["verdict"], event["reason"] = "refused", "already connected"
             refusal = errno.EISCONN
-        elif self.policy.mode == "full" or self._inside(call.pid, address):
-            event["verdict"] = "allowed"
+        elif (inside := self._inside(call.pid, address)) or self.policy.mode == "full":
+            event["verdict"], event["route"] = "allowed", "inside" if inside else "out"
         else:
             ok, why = self.policy.decide(address, port)
             event["reason"] = why
@@ -264,7 +264,7 @@ class Supervisor:
             self.installed.add(os.fstat(sock.fileno()).st_ino)
             notify.install_fd(self.listener, call, sock.fileno(), fd, bool(flags & os.O_CLOEXEC))
             notify.succeed(self.listener, call, 0)
-            event["via"] = enter or "host"
+            event["via"], event["route"] = enter or "host", "out"
         except OSError as e:
             code = e.errno or errno.ETIMEDOUT
             event["verdict"], event["reason"] = "failed", os.strerror(code)

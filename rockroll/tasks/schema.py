@@ -103,6 +103,12 @@ class Verifier(BaseModel):
     args: dict = Field(default_factory=dict)
     timeout: float = 120.0
     workdir: str | None = None
+    before: list[str] = Field(
+        default_factory=list,
+        description="shell scripts run as root once the agent's processes are killed and before "
+        "the tests: what a task set up for the agent alone comes out again (a red-team "
+        "injection, say)",
+    )
 
 
 class Solution(BaseModel):
@@ -117,6 +123,23 @@ class Solution(BaseModel):
     files: dict[str, Path | str] = Field(default_factory=dict)
     path: str | None = Field(None, description="where the script is in the sandbox, if copied")
     env: dict[str, str] = Field(default_factory=dict)
+
+
+class ToolSpec(BaseModel):
+    """An extra tool the harness offers for this task: `command` runs in the sandbox with
+    `bash -c`, each argument in the environment as `ARG_<NAME>`, and what it prints is the
+    tool's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+    description: str
+    parameters: dict = Field(
+        default_factory=lambda: {"type": "object", "properties": {}, "additionalProperties": False},
+        description="the JSON schema of its arguments (an object of strings, numbers or booleans)",
+    )
+    command: str
+    timeout: float = 60.0
 
 
 class Metadata(BaseModel):
@@ -138,6 +161,14 @@ class Task(BaseModel):
     instruction: str
     environment: Environment = Field(default_factory=lambda: Environment(image="base"))
     files: dict[str, Path | str] = Field(default_factory=dict)
+    setup: list[str] = Field(
+        default_factory=list,
+        description="shell scripts run as root in the working directory once `files` are "
+        "placed, before the agent starts",
+    )
+    tools: list[ToolSpec] = Field(
+        default_factory=list, description="extra tools the harness offers for this task"
+    )
     resources: Resources = Field(default_factory=Resources)
     network: Literal["none", "full"] = "none"
     agent_timeout: float = 600.0

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from rockroll.errors import TaskError, UsageError
 from rockroll.tasks.harbor import is_harbor, load_harbor
+from rockroll.tasks.overlay import is_overlay, load_overlay
 from rockroll.tasks.schema import Task
 from rockroll.tasks.terminal_bench import is_terminal_bench, load_terminal_bench
 
@@ -55,6 +56,8 @@ def suite_usage() -> str:
 
 def load_task(path: Path) -> Task:
     """One task folder, in whichever format it is."""
+    if is_overlay(path):
+        return load_overlay(path, load_task, load_suite)
     if is_harbor(path):
         return load_harbor(path)
     if is_terminal_bench(path):
@@ -62,7 +65,8 @@ def load_task(path: Path) -> Task:
     raise TaskError(
         path.name,
         "invalid-task",
-        f"{path} is not a task folder: expected task.toml (Harbor) or task.yaml (Terminal-Bench)",
+        f"{path} is not a task folder: expected task.toml (Harbor), task.yaml (Terminal-Bench) "
+        "or overlay.json (a task made from another)",
     )
 
 
@@ -77,7 +81,7 @@ def load_suite(spec: str) -> list[Task | TaskError]:
     path = Path(spec)
     if not path.is_dir():
         raise UsageError(f"{spec!r} is neither a task folder nor a suite ({suite_usage()})")
-    if is_harbor(path) or is_terminal_bench(path):
+    if is_overlay(path) or is_harbor(path) or is_terminal_bench(path):
         folders = [path]
     else:
         folders = sorted((p for p in path.iterdir() if p.is_dir()), key=_natural)

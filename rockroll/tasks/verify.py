@@ -16,7 +16,7 @@ from rockroll.sandbox.sdk import Sandbox
 from rockroll.tasks.offline import NetworkStep, make_offline_tree
 from rockroll.tasks.prepare import SCRIPT_COMMAND, sandbox_probe
 from rockroll.tasks.schema import Task
-from rockroll.tasks.workspace import put_files
+from rockroll.tasks.workspace import put_files, run_scripts
 
 TESTS = "/tests"
 _FAILED = re.compile(r"^(FAILED|ERROR)\b|\s(FAILED|ERROR)(\s|$)", re.MULTILINE)
@@ -61,6 +61,7 @@ def verify(task: Task, sb: Sandbox) -> VerifyResult:
         )
     for path in [*v.reward_files, *_test_roots(v.files)]:
         sb.remove(path)  # by the host: the agent may have replaced `rm`
+    run_scripts(sb, v.before, task.id, "before", task.environment.workdir or sb.spec.workdir)
     put_files(sb, v.files)
     if folders := sorted({str(Path(p).parent) for p in v.reward_files}):
         # where the tests write their verdict, writable whoever the image's USER is (Harbor

@@ -85,6 +85,7 @@ def _open(task: Task, image: Image, **overrides: Any) -> Sandbox:
     sb = Sandbox.create(image.name, **(settings | overrides))
     try:
         put_files(sb, task.files)
+        run_scripts(sb, task.setup, task.id, "setup", settings["workdir"])
     except BaseException:
         sb.close()
         raise
@@ -133,6 +134,29 @@ def _service_image(task: Task, service: Service, log: Callable[[str], None]) -> 
 
 def _build_reason(exc: BuildError) -> str:
     return "needs-network" if exc.unreached else "build-failed"
+
+
+SCRIPT_DIR = "/run/rockroll-scripts"
+
+
+def run_scripts(sb: Sandbox, scripts: list[str], task_id: str, what: str, cwd: str) -> None:
+    """Run a task's `setup` (or its verifier's `before`) scripts as root in `cwd`. Each is
+    written by the host to a root-only file and run from there, so its text is in no command
+    line the monitor sees, and removed after; a failing one stops the task with its output."""
+    for n, script in enumerate(scripts):
+        path = f"{SCRIPT_DIR}/{what}-{n}.sh"
+        sb.exec(["mkdir", "-p", "-m", "700", SCRIPT_DIR], user="root")
+        sb.write_text(path, script, mode=0o700)
+        try:
+            res = sb.exec(["bash", path], user="root", cwd=cwd or "/", timeout=120)
+        finally:
+            sb.remove(SCRIPT_DIR)
+        if res.exit_code != 0:
+            raise TaskError(
+                task_id,
+                f"{what}-failed",
+                f"the task's {what} script {n + 1} exited {res.exit_code}: {res.output[-500:]}",
+            )
 
 
 def put_files(sb: Sandbox, files: dict[str, Path | str]) -> None:

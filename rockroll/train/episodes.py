@@ -23,11 +23,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState, RunResult
+from rockroll.agent.tools.command import task_tools
 from rockroll.agent.trajectory import Trajectory
 from rockroll.errors import SandboxError, TaskError
 from rockroll.models.base import BatchedDecoding
 from rockroll.models.local import LocalModel
 from rockroll.safety import default_rules
+from rockroll.safety.attacks import judge
 from rockroll.sandbox.sdk import Sandbox
 from rockroll.sandbox.watch import Rules
 from rockroll.tasks.schema import Task
@@ -60,6 +62,8 @@ class Episode:
     version: int | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds: sandbox, model, loop, verify
     unsafe: list[str] = field(default_factory=list)  # ids of the rules what it ran matched
+    # a red-team task's verdict on its attack (rockroll.safety.attacks.judge), else None
+    attack: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,11 @@ def run_episode(
         started = time.monotonic()
         timings: dict[str, float] = {}
         unsafe: list[str] = []
+        attack: dict[str, Any] = {}
         try:
-            result, reward, passed, init = _attempt(policy, job, agent_cfg, timings, cfg, unsafe)
+            result, reward, passed, init = _attempt(
+                policy, job, agent_cfg, timings, cfg, unsafe, attack
+            )
         except (SandboxError, TaskError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
             continue
@@ -162,6 +169,7 @@ def run_episode(
             init=init,
             timings=timings,
             unsafe=unsafe,
+            attack=attack or None,
         )
     return unfinished(job, "infra_error", problem, cfg.max_infra_retries)
 
@@ -240,6 +248,7 @@ def _attempt(
     timings: dict[str, float],
     cfg: RolloutConfig,
     unsafe: list[str],
+    attack: dict[str, Any],
 ) -> tuple[RunResult, float, bool, str]:
     task, model, state, sandbox, init = job.task, policy, None, None, "fresh"
     if job.start:
@@ -265,6 +274,7 @@ def _attempt(
         before = len(sandbox.events()) if cfg.safety != "off" else 0
         played = _play(task, model, state, sandbox, agent_cfg, timings, cfg.safety, before)
         unsafe += played[3]
+        attack.update(played[4] or {})
         return (*played[:3], init)
 
 
@@ -277,20 +287,24 @@ def _play(
     timings: dict[str, float],
     safety: str = "off",
     before: int = 0,
-) -> tuple[RunResult, float, bool, list[str]]:
+) -> tuple[RunResult, float, bool, list[str], dict[str, Any] | None]:
     """One episode in `sandbox`, verified: (the run, its reward, whether it passed, the ids
-    of the shipped rules that what it ran matched, from event `before` on)."""
+    of the shipped rules that what it ran matched, from event `before` on, and for a
+    red-team task the verdict on its attack)."""
     timed = _TimedModel(model, timings)
     with _timed(timings, "loop"):
-        result = AgentLoop(timed, config=agent_cfg).run(  # type: ignore[arg-type]
+        result = AgentLoop(timed, config=agent_cfg, tools=task_tools(task)).run(  # type: ignore[arg-type]
             task.instruction if state is None else None, sandbox, state=state
         )
     if result.termination == "sandbox_error":
         raise SandboxError(result.error or "the sandbox failed during the episode")
-    unsafe = unsafe_rules(sandbox.events()[before:]) if safety != "off" else []
+    events = sandbox.events()[before:] if safety != "off" else []
+    unsafe = unsafe_rules(events)
+    redteam = getattr(task.metadata, "redteam", None)
+    attack = judge(events, redteam) if isinstance(redteam, dict) and safety != "off" else None
     with _timed(timings, "verify"):
         verdict = verify(task, sandbox)
-    return result, float(verdict.reward), bool(verdict.passed), unsafe
+    return result, float(verdict.reward), bool(verdict.passed), unsafe, attack
 
 
 def unsafe_rules(events: list[dict[str, Any]]) -> list[str]:

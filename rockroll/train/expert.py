@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from rockroll.agent.loop import AgentConfig, AgentLoop, LoopState
+from rockroll.agent.tools.command import task_tools
 from rockroll.agent.trajectory import Trajectory
 from rockroll.errors import ConfigError, ModelError, SandboxError
 from rockroll.models.local import LocalModel
@@ -219,7 +220,8 @@ class ExpertStates:
             try:
                 if prefix:
                     model = ForcedModel(policy, prefix, forced=True)
-                    AgentLoop(model, config=cfg).run(task.instruction, sandbox, on_step=keep)  # type: ignore[arg-type]
+                    loop = AgentLoop(model, config=cfg, tools=task_tools(task))  # type: ignore[arg-type]
+                    loop.run(task.instruction, sandbox, on_step=keep)
             except BaseException:
                 for snap in snapshots.values():
                     snap.remove()

@@ -92,10 +92,28 @@ def rollout_metrics(episodes: list[Episode], seconds: float) -> dict[str, Any]:
         "infra_retries": sum(e.infra_retries for e in episodes),
         "turns": sum(e.turns for e in done) / n,
         "unsafe": sum(bool(e.unsafe) for e in done) / n,
+        **_attacks(done),
         "rollout_seconds": seconds,
         "gen_tokens_per_s": generated / max(seconds, 1e-9),
         "episode_seconds": _episode_seconds(done),
     }
+
+
+def _attacks(done: list[Episode]) -> dict[str, float]:
+    """Red-team episodes: the share that ran their injected attack, and the share in which it
+    got through, in all and per channel (`attack_followed/prompt`...)."""
+    attacked = [e for e in done if e.attack]
+    if not attacked:
+        return {}
+    out: dict[str, float] = {}
+    channels = sorted({str(e.attack.get("channel")) for e in attacked})  # type: ignore[union-attr]
+    for name, group in [("", attacked)] + [
+        (f"/{c}", [e for e in attacked if str(e.attack.get("channel")) == c])  # type: ignore[union-attr]
+        for c in channels
+    ]:
+        out[f"attack_followed{name}"] = sum(e.attack["followed"] for e in group) / len(group)  # type: ignore[index]
+        out[f"attack_success{name}"] = sum(e.attack["succeeded"] for e in group) / len(group)  # type: ignore[index]
+    return out
 
 
 def _episode_seconds(done: list[Episode]) -> dict[str, float]:

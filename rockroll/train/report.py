@@ -63,6 +63,12 @@ def evals_table(evals: list[EvalResult]) -> Table:
             cells.append(f"{passed}/{total}" if total else "-")
         table.add_row(fam, *cells)
     table.add_row("[bold]all[/]", *[f"[bold]{e.success:.0%}[/]" for e in evals])
+    for channel in sorted({c for e in evals for c in e.attacks}):
+        cells = []
+        for e in evals:
+            followed, total = e.attacks.get(channel, (0, 0))
+            cells.append(f"{followed}/{total}" if total else "-")
+        table.add_row(f"red team {channel}: followed (sampled)", *cells)
     return table
 
 

@@ -198,8 +198,18 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, label: str = "") -> EvalResult:
-        """Held-out success: one greedy episode per task, the same seeds every time."""
-        result = evaluate(self._rollouts(), self.eval_tasks, self.cfg.seed, self.step, label)
+        """Held-out success: one greedy episode per task, the same seeds every time (and
+        red-team tasks sampled a group's worth of times: how often the attack is followed)."""
+        roll = self.cfg.rollout
+        result = evaluate(
+            self._rollouts(),
+            self.eval_tasks,
+            self.cfg.seed,
+            self.step,
+            label,
+            samples=roll.group_size,
+            temperature=roll.temperature,
+        )
         self.metrics.write(result.row())
         return result
 

