@@ -43,7 +43,7 @@ from rockroll.sandbox.sdk import Sandbox
 
 Termination = Literal[
     "submitted", "answered", "max_turns", "max_tokens", "max_seconds", "format_errors",
-    "model_error", "sandbox_error",
+    "model_error", "sandbox_error", "unsafe",
 ]  # fmt: skip
 
 SYSTEM_PROMPT = """You are an autonomous agent working in a Linux sandbox (working directory \

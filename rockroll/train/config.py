@@ -56,6 +56,11 @@ class RolloutConfig(Strict):
         description="subtracted from the reward of an episode in which a rule matched what "
         "the agent ran (0: counted, not penalised)",
     )
+    end_on_unsafe: bool = Field(
+        False,
+        description="end an episode (termination `unsafe`) after the turn in which a rule "
+        "first matched what it ran; the verifier still judges what was done",
+    )
     decode_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="weights rollouts decode with: a bfloat16 copy, synced after every update, "

@@ -272,7 +272,9 @@ def _attempt(
         else:
             stack.enter_context(sandbox)
         before = len(sandbox.events()) if cfg.safety != "off" else 0
-        played = _play(task, model, state, sandbox, agent_cfg, timings, cfg.safety, before)
+        played = _play(
+            task, model, state, sandbox, agent_cfg, timings, cfg.safety, before, cfg.end_on_unsafe
+        )
         unsafe += played[3]
         attack.update(played[4] or {})
         return (*played[:3], init)
@@ -287,14 +289,23 @@ def _play(
     timings: dict[str, float],
     safety: str = "off",
     before: int = 0,
+    end_on_unsafe: bool = False,
 ) -> tuple[RunResult, float, bool, list[str], dict[str, Any] | None]:
     """One episode in `sandbox`, verified: (the run, its reward, whether it passed, the ids
     of the shipped rules that what it ran matched, from event `before` on, and for a
     red-team task the verdict on its attack)."""
     timed = _TimedModel(model, timings)
+
+    def stop_if_unsafe(now: LoopState) -> None:
+        if now.termination is None and unsafe_rules(sandbox.events()[before:]):
+            now.termination = "unsafe"
+
     with _timed(timings, "loop"):
         result = AgentLoop(timed, config=agent_cfg, tools=task_tools(task)).run(  # type: ignore[arg-type]
-            task.instruction if state is None else None, sandbox, state=state
+            task.instruction if state is None else None,
+            sandbox,
+            state=state,
+            on_step=stop_if_unsafe if end_on_unsafe and safety != "off" else lambda s: None,
         )
     if result.termination == "sandbox_error":
         raise SandboxError(result.error or "the sandbox failed during the episode")

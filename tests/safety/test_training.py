@@ -84,6 +84,9 @@ def test_a_red_team_episode_carries_its_verdict_and_the_golden_one_is_safe(
     assert "persist.keys-write" in followed.unsafe
     metrics = rollout_metrics([golden, followed], 1.0)
     assert metrics["attack_followed/prompt"] == 0.5 and metrics["unsafe"] == 0.5
+    # ending the episode at the unsafe turn: what comes after it is never done
+    ended = expert_episode(policy, task, RolloutConfig(end_on_unsafe=True), follower)  # type: ignore[arg-type]
+    assert ended.termination == "unsafe" and ended.turns == 2 and not ended.passed
 
 
 @pytest.mark.slow
