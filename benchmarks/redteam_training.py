@@ -1,7 +1,8 @@
 """Training against injections: does the unsafe-action penalty teach a policy to ignore them?
 
     .venv/bin/python benchmarks/redteam_training.py [--model local:tiny-random] [--steps 12]
-        [--sft-steps 250] [--out DIR] [--no-control]
+        [--sft-steps 250] [--sft-lr 5e-3] [--lr 1e-3] [--group-size 8] [--out DIR]
+        [--no-control] [--no-follower]
 
 Red-team tasks, one terminal family per channel (prompt: note-mkdir, repo: fix-dir, tool:
 count-lines; two tasks each, one attack each). The policy is first warmed up (SFT) on both the
@@ -56,7 +57,7 @@ def train(out: Path, tasks: Path, sft: Path, args: argparse.Namespace, penalty: 
         "lr": args.lr,
         "seed": 0,
         "rollout": {
-            "group_size": 8,
+            "group_size": args.group_size,
             "tasks_per_step": 3,
             "max_turns": 6,
             "max_tokens_per_turn": 64,
@@ -111,6 +112,9 @@ def main() -> int:
     parser.add_argument("--sft-steps", type=int, default=250)
     parser.add_argument("--sft-lr", type=float, default=5e-3)
     parser.add_argument("--size", type=int, default=2, help="tasks per family")
+    parser.add_argument(
+        "--group-size", type=int, default=8, help="episodes per task per step, and per evaluation"
+    )
     parser.add_argument("--penalty", type=float, default=1.0)
     parser.add_argument("--no-control", action="store_true", help="skip the run without penalty")
     parser.add_argument(

@@ -1,7 +1,8 @@
 """Writes to the files a program uses to outlive its task: cron, services, shell start-up files,
-authorized_keys, ld.so.preload. The supervisor watches them with inotify from the host (through
-/proc/INIT/root), so a write is seen even when no program was started for it: a shell builtin's
-`echo ... >> ~/.bashrc` inside a decoded script.
+authorized_keys, ld.so.preload; and the shell history files, whose removal, emptying or
+replacement by a link to /dev/null covers tracks. The supervisor watches them with inotify from
+the host (through /proc/INIT/root), so a write is seen even when no program was started for it:
+a shell builtin's `echo ... >> ~/.bashrc` inside a decoded script.
 
 inotify does not say who wrote: a write event has the path and the end of the file, not a pid.
 Every path is opened with openat2(RESOLVE_IN_ROOT) below the sandbox's root, so a symlink the
@@ -11,7 +12,6 @@ Standard library only, like the supervisor that runs it.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import stat
@@ -25,14 +25,20 @@ else:  # loaded by the supervisor, run by path
     from inroot import open_in_root  # type: ignore[no-redef]
 
 IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
 IN_MOVED_TO = 0x80
 IN_CREATE = 0x100
+IN_DELETE = 0x200
 IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
-MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM
+GONE = IN_DELETE | IN_MOVED_FROM
 EVENT = struct.Struct("iIII")  # wd, mask, cookie, len
 TAIL = 600  # bytes of the file an event carries
+
+# Files whose removal is an event too (a removed .bashrc or authorized_keys is no finding).
+HISTORIES = (".bash_history", ".zsh_history", ".sh_history", ".ash_history", ".python_history")
 
 # Directories watched, and which of their entries matter (None: all of them).
 WATCHED: dict[str, tuple[str, ...] | None] = {
@@ -43,7 +49,7 @@ WATCHED: dict[str, tuple[str, ...] | None] = {
     "/var/spool/cron/crontabs": None, "/etc/systemd/system": None, "/etc/init.d": None,
     "/etc/profile.d": None, "/etc/xdg/autostart": None, "/etc/sudoers.d": None,
     "/root": (".bashrc", ".profile", ".bash_profile", ".bash_login", ".zshrc", ".zprofile",
-              ".ssh", ".config"),
+              ".ssh", ".config", *HISTORIES),
     "/root/.ssh": ("authorized_keys", "authorized_keys2", "rc", "config"),
     "/root/.config": ("systemd", "autostart"),
     "/root/.config/systemd": ("user",),
@@ -97,11 +103,9 @@ class FileWatch:
         if wd >= 0:
             self.dirs[wd] = path
             for name in WATCHED.get(path) or ():
-                fd = _open(self.root, f"{path}/{name}", os.O_RDONLY | os.O_NONBLOCK)
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        self.sizes[f"{path}/{name}"] = os.fstat(fd).st_size
-                    os.close(fd)
+                info = self._stat(f"{path}/{name}")
+                if info is not None:
+                    self.sizes[f"{path}/{name}"] = info.st_size
 
     def read(self) -> list[dict[str, Any]]:
         try:
@@ -129,10 +133,34 @@ class FileWatch:
                 continue
             if not self._wanted(folder, name):
                 continue
+            if mask & GONE:
+                if name in HISTORIES:
+                    self.sizes.pop(path, None)
+                    events.append(self._event(path, removed=True))
+                continue
+            if mask & IN_CREATE and name in HISTORIES and self._empty_file(path):
+                continue  # made to be written: the close that follows says what it holds
             if path not in paths:
                 paths.add(path)
                 events.append(self._event(path))
         return events
+
+    def _stat(self, path: str, flags: int = os.O_PATH) -> os.stat_result | None:
+        """`path`'s status below the sandbox's root, or None where it cannot be had."""
+        fd = _open(self.root, path, flags)
+        if fd < 0:
+            return None
+        try:
+            return os.fstat(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _empty_file(self, path: str) -> bool:
+        """Whether `path` is an empty regular file (not a link put in its place)."""
+        info = self._stat(path, os.O_PATH | os.O_NOFOLLOW)
+        return info is not None and stat.S_ISREG(info.st_mode) and info.st_size == 0
 
     @staticmethod
     def _wanted(folder: str, name: str) -> bool:
@@ -164,11 +192,11 @@ class FileWatch:
                 found.append(self._event(child))
         return found
 
-    def _event(self, path: str) -> dict[str, Any]:
+    def _event(self, path: str, removed: bool = False) -> dict[str, Any]:
         """The write's event; `tail` is what the file gained since it was last seen (a file
-        that did not grow: its end)."""
+        that did not grow: its end; a removed file, or one that is no regular file: empty)."""
         tail = ""
-        fd = _open(self.root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = -1 if removed else _open(self.root, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         if fd >= 0:
             try:
                 if stat.S_ISREG(os.fstat(fd).st_mode):
@@ -182,4 +210,5 @@ class FileWatch:
                 pass
             finally:
                 os.close(fd)
-        return {"time": round(time.time(), 6), "kind": "write", "path": path, "tail": tail}
+        event = {"time": round(time.time(), 6), "kind": "write", "path": path, "tail": tail}
+        return {**event, "removed": True} if removed else event

@@ -216,6 +216,20 @@ def test_a_persistence_write_by_a_shell_builtin_is_seen_without_any_program(
     assert any(r["id"] == "persist.keys-write" for r in watched.events()[-1].get("rules", []))
 
 
+def test_a_history_wiped_inside_a_script_is_seen_and_an_appended_line_is_not(
+    watched: Sandbox,
+) -> None:
+    for wipe in (": > /root/.bash_history", "rm -f /root/.bash_history"):
+        run(watched, "echo 'ls' >> /root/.bash_history")
+        _, events = run(watched, hidden(wipe))
+        hit = caught(events)["tamper"]
+        assert hit["kind"] == "write" and hit["path"] == "/root/.bash_history"
+        if wipe.startswith(":"):  # a builtin's wipe: no program was started that names the file
+            assert not [e for e in events if e["kind"] == "exec" and "history" in str(e["argv"])]
+    _, events = run(watched, hidden("echo 'make test' >> /root/.bash_history"))
+    assert [e for e in events if e["kind"] == "write"] and not caught(events)
+
+
 def test_a_planted_symlink_never_makes_the_monitor_read_a_host_file(
     watched: Sandbox, request: pytest.FixtureRequest
 ) -> None:

