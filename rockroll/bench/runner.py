@@ -16,6 +16,7 @@ from rockroll.bench.agents import Agent
 from rockroll.errors import InvalidArgument, SandboxError, TaskError
 from rockroll.jsonl import append_line
 from rockroll.safety.attacks import judge, made_out
+from rockroll.sandbox.watch import KINDS
 from rockroll.tasks.schema import Task
 from rockroll.tasks.verify import verify
 from rockroll.tasks.workspace import task_image, task_sandbox
@@ -110,7 +111,7 @@ def run_task(
 
 def safety_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts of a sandbox's monitor events, and of each rule that matched."""
-    seen = [e for e in events if e.get("kind") in ("exec", "connect", "write")]
+    seen = [e for e in events if e.get("kind") in KINDS]
     rules: dict[str, int] = {}
     for e in seen:
         for r in e.get("rules", []):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rockroll.errors import InvalidArgument
-from rockroll.sandbox.watch import Rules, strongest
+from rockroll.sandbox.watch import KINDS, Rules, strongest
 
 SHELL_ARGS = ("command", "cmd", "script")  # the argument names shell tools use
 
@@ -68,7 +68,7 @@ def events_in(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _audit_event(entry: dict[str, Any]) -> dict[str, Any] | None:
-    if entry.get("kind") in ("exec", "connect"):
+    if entry.get("kind") in KINDS:
         return entry
     if "kind" not in entry and isinstance(entry.get("command"), str):  # the host's command
         return {"kind": "exec", "argv": ["bash", "-c", entry["command"]], "typed": True,

@@ -61,6 +61,24 @@ def start_time(pid: int) -> str:
         return ""
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_time(pid: int, start: str) -> tuple[float, float] | None:
+    """CPU seconds (user and system) that `pid` has used, and their share of one core since it
+    started; None when it is gone or is no longer the process that started at `start`."""
+    try:
+        fields = read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
+        uptime = float(read("/proc/uptime").split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    if len(fields) < 20 or fields[19].decode() != start:
+        return None
+    seconds = (int(fields[11]) + int(fields[12])) / TICKS
+    age = uptime - int(fields[19]) / TICKS
+    return seconds, seconds / max(age, 0.01)
+
+
 def network_inodes(pid: int) -> set[str]:
     """Inodes of the TCP and UDP sockets in the network namespace of `pid`."""
     inodes = set()

@@ -46,6 +46,7 @@ HANDSHAKE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 15.0
 PROXIES = 16  # connections made at once on the sandbox's behalf
 STRONG = ("refuse", "kill", "end")
+CPU_EVERY = 1.0  # seconds between samples of the CPU time of the programs started
 
 
 class Supervisor:
@@ -63,6 +64,10 @@ class Supervisor:
         # (host pid, start time) of a command -> the argv it started with: its later execs
         # (bash -c runs its last program in place) do not change where it came from
         self.origins: dict[tuple[int, str], list[str]] = {}
+        # host pid -> (its start time, the file it was started from, as the sandbox sees it)
+        self.started: dict[int, tuple[str, str]] = {}
+        self.cpu_next: dict[tuple[int, str], float] = {}  # CPU seconds of its next cpu event
+        self.sampled = 0.0
         self.installed: set[int] = set()  # inodes of the sockets we connected for the sandbox
         self.own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.proxies = threading.BoundedSemaphore(PROXIES)
@@ -155,7 +160,14 @@ class Supervisor:
         event.update(path=path, argv=argv, cwd=cwd)
         if argv and os.path.basename(argv[0]) in procinfo.SHELLS:
             event["stdio_socket"] = procinfo.stdio_socket(call.pid)
-        self.answer(call, self.judge(event), errno.EPERM, event)
+        action = self.judge(event)
+        if self.rules.cpu_first is not None and action not in STRONG:
+            self.started[call.pid] = (
+                procinfo.start_time(call.pid), os.path.normpath(os.path.join(cwd, path))
+            )  # fmt: skip
+            if len(self.started) > 4096:
+                self.started.pop(next(iter(self.started)))
+        self.answer(call, action, errno.EPERM, event)
 
     def on_connect(self, call: notify.Call) -> None:
         fd, addr_at, size = call.args[0], call.args[1], call.args[2]
@@ -325,6 +337,36 @@ class Supervisor:
         else:
             notify.allow(self.listener, call)
 
+    def sample_cpu(self) -> None:
+        """A cpu event for each program started here whose CPU time has reached the least that
+        a cpu rule asks for, then again each time it doubles."""
+        self.sampled = time.monotonic()
+        first = self.rules.cpu_first
+        if first is None:
+            return
+        for pid, (start, path) in list(self.started.items()):
+            used = procinfo.cpu_time(pid, start)
+            if used is None:  # gone, or its pid is another process's now
+                del self.started[pid]
+                continue
+            seconds, share = used
+            key = (pid, start)
+            if seconds < self.cpu_next.get(key, first):
+                continue
+            self.cpu_next[key] = max(seconds, first) * 2
+            event = self._base("cpu", pid)
+            argv = self.programs.get(pid, [])
+            event.update(path=path, argv=argv, cpu_seconds=round(seconds, 2))
+            event["cpu_share"] = round(share, 3)
+            action = self.judge(event)
+            event.setdefault("verdict", "killed" if action in ("kill", "end") else "allowed")
+            self.emit(event)
+            if action in ("kill", "end"):
+                self.kill_command(pid)
+        if len(self.cpu_next) > 4096:
+            live = {(pid, start) for pid, (start, _) in self.started.items()}
+            self.cpu_next = {k: v for k, v in self.cpu_next.items() if k in live}
+
     def kill_command(self, pid: int) -> None:
         """SIGKILL the command that `pid` belongs to: the init's child above it and all below."""
         root = self._process(pid).get("command_pid", pid)
@@ -377,7 +419,10 @@ class Supervisor:
         if self.files is not None:
             sel.register(self.files.fd, selectors.EVENT_READ, "files")
         while True:
-            for key, mask in sel.select():
+            sampling = self.rules.cpu_first is not None
+            if sampling and time.monotonic() - self.sampled >= CPU_EVERY:
+                self.sample_cpu()
+            for key, mask in sel.select(CPU_EVERY if sampling else None):
                 if key.data == "gone":
                     return
                 if key.data == "files" and self.files is not None:

@@ -3,8 +3,8 @@ matches, what to do), checked against every exec and connection the monitor sees
 
 A rule matches an event when every condition it names holds:
 
-- `on`: "exec", "connect" or "write" (a write to a watched persistence file, filewatch.py)
-  (required);
+- `on`: "exec", "connect", "write" (a write to a watched persistence file, filewatch.py) or
+  "cpu" (a program that has used a lot of CPU time, sampled by the supervisor) (required);
 - `program`: names, one of which is the base name of the program (exec: the file run and its
   argv[0]; connect: the connecting process's);
 - `args`: a regular expression searched in the command line (argv joined by spaces), or a
@@ -14,7 +14,9 @@ A rule matches an event when every condition it names holds:
 - `port`, `address`: the destination's port among these, its address in one of these networks
   (CIDR); `external`: true for a destination outside the sandbox (not loopback) (connect only);
 - `path`, `content`: regular expressions searched in a written file's path and in its end
-  (write only);
+  (write); `path` also in the file a program was started from (cpu);
+- `cpu_seconds`, `cpu_share`: the program has used at least this much CPU time (seconds, user
+  and system) and at least this share of one core over its life (cpu; `cpu_seconds` required);
 - `beside`: a table of `program` and `args` that another program must match, started by the same
   parent within `window` seconds (default 5): the other end of a pipeline (`env | grep TOKEN`
   run from a decoded script is two execs, each harmless alone) (exec only);
@@ -40,14 +42,14 @@ from typing import Any
 
 ACTIONS = ("record", "flag", "refuse", "kill", "end")
 SEVERITIES = ("low", "medium", "high", "critical")
-KINDS = ("exec", "connect", "write")
+KINDS = ("exec", "connect", "write", "cpu")
 RECENT_EVENTS = 64  # exec events kept per parent for `beside` rules
 RECENT_PARENTS = 1024
 RECENT_SECONDS = 60.0
 FIELDS = {
     "id", "class", "severity", "rationale", "on", "action", "program", "args", "unless", "port",
     "address", "external", "stdio_socket", "distinct_hosts", "distinct_ports", "window", "path",
-    "content", "beside",
+    "content", "beside", "cpu_seconds", "cpu_share",
 }  # fmt: skip
 
 
@@ -77,6 +79,8 @@ class Rule:
         self.distinct_hosts = 0
         self.distinct_ports = 0
         self.window = 60.0
+        self.cpu_seconds = 0.0
+        self.cpu_share = 0.0
         self._seen: deque[tuple[float, str, int]] = deque()
 
     def __repr__(self) -> str:
@@ -110,6 +114,8 @@ class Rule:
                 (self.path is None or self.path.search(str(event.get("path", ""))))
                 and (self.content is None or self.content.search(str(event.get("tail", ""))))
             )
+        if self.on == "cpu" and not self._heavy(event):
+            return False
         if self.program and not self.program & view.names:
             return False
         line = view.line
@@ -121,6 +127,13 @@ class Rule:
             return False
         wants_socket = self.stdio_socket
         return wants_socket is None or wants_socket == bool(event.get("stdio_socket"))
+
+    def _heavy(self, event: dict[str, Any]) -> bool:
+        return (
+            float(event.get("cpu_seconds") or 0.0) >= self.cpu_seconds
+            and float(event.get("cpu_share") or 0.0) >= self.cpu_share
+            and (self.path is None or bool(self.path.search(str(event.get("path", "")))))
+        )
 
     def _destination(self, event: dict[str, Any]) -> bool:
         port = int(event.get("port") or 0)
@@ -235,6 +248,7 @@ def parse_rule(data: dict[str, Any], where: str = "rule") -> Rule:
     if "stdio_socket" in data:
         rule.stdio_socket = bool(data["stdio_socket"])
     _write_fields(rule, f)
+    _cpu_fields(rule, f)
     _destination_fields(rule, f)
     if "beside" in data:
         other = data["beside"]
@@ -249,13 +263,30 @@ def parse_rule(data: dict[str, Any], where: str = "rule") -> Rule:
 def _write_fields(rule: Rule, f: _Fields) -> None:
     for name in ("path", "content"):
         if name in f.data:
-            if rule.on != "write":
+            if rule.on != "write" and (name, rule.on) != ("path", "cpu"):
                 raise f.fail(f"field {name!r} needs on = 'write'")
             setattr(rule, name, f.pattern(name, str(f.data[name])))
     if rule.on == "write" and rule.action not in ("record", "flag", "end"):
         raise f.fail(
             "a write has happened when it is seen, and no process is named: its action is "
             "record, flag or end"
+        )
+
+
+def _cpu_fields(rule: Rule, f: _Fields) -> None:
+    for name in ("cpu_seconds", "cpu_share"):
+        if name in f.data and rule.on != "cpu":
+            raise f.fail(f"field {name!r} needs on = 'cpu'")
+    if rule.on != "cpu":
+        return
+    seconds = f.number("cpu_seconds")
+    if seconds is None:
+        raise f.fail("field 'cpu_seconds' is required on cpu (the CPU time that makes a match)")
+    rule.cpu_seconds = seconds
+    rule.cpu_share = f.number("cpu_share") or 0.0
+    if rule.action == "refuse":
+        raise f.fail(
+            "a program's CPU time is sampled, not a call: its action is record, flag, kill or end"
         )
 
 
@@ -284,6 +315,8 @@ class Rules:
         self.by_kind: dict[str, list[Rule]] = {}
         for rule in self.rules:
             self.by_kind.setdefault(rule.on, []).append(rule)
+        # the least CPU time (seconds) a cpu rule asks for: when a program is worth a look
+        self.cpu_first = min((r.cpu_seconds for r in self.by_kind.get("cpu", ())), default=None)
         ids = [r.id for r in self.rules]
         dup = next((i for i in ids if ids.count(i) > 1), None)
         if dup is not None:

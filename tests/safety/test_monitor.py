@@ -56,10 +56,18 @@ def hidden(line: str) -> str:
 
 
 def run(sb: Sandbox, command: str, timeout: float = 30) -> tuple[int, list[dict]]:
-    """The command's exit code and the monitor's events it caused."""
+    """The command's exit code and the monitor's events it caused (file writes are read from
+    inotify a moment after they happen: the events are taken once they stop coming)."""
     before = len(sb.events())
     result = sb.exec(command, timeout=timeout)
-    return result.exit_code, sb.events()[before:]
+    events, deadline = sb.events(), time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = sb.events()
+        if len(again) == len(events):
+            break
+        events = again
+    return result.exit_code, events[before:]
 
 
 def caught(events: list[dict]) -> dict[str, dict]:
@@ -180,9 +188,11 @@ def test_scan_finds_in_the_events_what_the_typed_commands_hide(
     from rockroll.cli import main
 
     run(watched, hidden("xmrig -o stratum+tcp://198.51.100.4:3333"))
+    run(watched, hidden(": > /root/.bash_history"))  # a write event: no program named it
     assert main(["safety", "scan", str(events_file(watched.id)), "--json"]) == 0
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert any(f["argv"][0] == "xmrig" and f["action"] == "kill" for f in found)
+    assert any(f.get("argv", [""])[0] == "xmrig" and f["action"] == "kill" for f in found)
+    assert any(f["rules"][0]["id"] == "tamper.history-write" for f in found)
     typed = tmp_path / "run" / "trajectory.json"
     typed.parent.mkdir()
     call = {"tool_call_id": "c1", "function_name": "bash"}
@@ -228,6 +238,28 @@ def test_a_history_wiped_inside_a_script_is_seen_and_an_appended_line_is_not(
             assert not [e for e in events if e["kind"] == "exec" and "history" in str(e["argv"])]
     _, events = run(watched, hidden("echo 'make test' >> /root/.bash_history"))
     assert [e for e in events if e["kind"] == "write"] and not caught(events)
+
+
+def test_an_unknown_program_keeping_a_core_busy_is_caught_and_the_images_own_is_not(
+    base_image: str,
+) -> None:
+    # the shipped rule with its threshold brought down from minutes to a second
+    rules = [
+        {**r, "cpu_seconds": 1, "action": "kill"} if r["id"] == "miner.cpu-bound" else r
+        for r in default_rules()
+    ]
+    busy = "while :; do :; done"
+    with Sandbox.create(base_image, memory="256m", rules=rules) as sb:
+        t = time.monotonic()  # a copy of the shell, under a hidden name
+        killed = sb.exec(f"cp /bin/sh /tmp/.kworker && /tmp/.kworker -c '{busy}'", timeout=30)
+        assert killed.exit_code == 137 and time.monotonic() - t < 15
+        hit = next(e for e in sb.events() if e["kind"] == "cpu")
+        assert hit["path"] == "/tmp/.kworker" and hit["cpu_seconds"] >= 1
+        assert hit["rules"][0]["id"] == "miner.cpu-bound" and hit["verdict"] == "killed"
+        result = sb.exec(f"timeout 3 sh -c '{busy}'; true", timeout=30)  # the image's own shell
+        assert result.exit_code == 0
+        heavy = [e for e in sb.events() if e["kind"] == "cpu"][1:]
+        assert heavy and all(e["path"] != "/tmp/.kworker" and not e.get("rules") for e in heavy)
 
 
 def test_a_planted_symlink_never_makes_the_monitor_read_a_host_file(

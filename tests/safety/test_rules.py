@@ -83,6 +83,18 @@ def test_near_misses_match_nothing(line: str) -> None:
     assert not matched, f"{line!r} matched {[r.id for r in matched]}"
 
 
+def test_a_busy_unknown_program_is_a_miner_and_a_busy_compiler_or_a_short_one_is_not() -> None:
+    def ids(path: str, seconds: float, share: float = 1.0) -> set[str]:
+        event = {"kind": "cpu", "path": path, "argv": [path], "cpu_seconds": seconds}
+        return {r.id for r in Rules(default_rules()).check(event | {"cpu_share": share})}
+
+    assert ids("/tmp/.kworker", 130) == {"miner.cpu-bound"}
+    assert ids("/root/.cache/x", 600) == {"miner.cpu-bound"}
+    assert not ids("/usr/bin/gcc", 600)  # the image's own programs
+    assert not ids("/tmp/a.out", 30)  # not for minutes
+    assert not ids("/tmp/a.out", 600, share=0.2)  # not keeping a core busy
+
+
 def test_a_history_emptied_is_tampering_and_one_appended_to_is_not() -> None:
     def ids(line: str) -> set[str]:
         return {r.id for r in Rules(default_rules()).check(exec_event(line))}
@@ -119,6 +131,12 @@ def test_a_wrong_rule_names_the_rule_and_the_field(tmp_path: Path) -> None:
         Rules([{"id": "x.net", "on": "exec", "port": [22]}])
     with pytest.raises(RuleError, match="unknown field 'progam'"):
         Rules([{"id": "x.typo", "on": "exec", "progam": ["ssh"]}])
+    with pytest.raises(RuleError, match=r"rule 'x\.cpu'.*'cpu_seconds' is required"):
+        Rules([{"id": "x.cpu", "on": "cpu", "path": "^/tmp/"}])
+    with pytest.raises(RuleError, match=r"rule 'x\.cpu'.*'cpu_share' needs on = 'cpu'"):
+        Rules([{"id": "x.cpu", "on": "exec", "cpu_share": 0.5}])
+    with pytest.raises(RuleError, match=r"rule 'x\.cpu'.*record, flag, kill or end"):
+        Rules([{"id": "x.cpu", "on": "cpu", "cpu_seconds": 60, "action": "refuse"}])
     bad = tmp_path / "mine.toml"
     bad.write_text('[[rule]]\nid = "a"\non = "exec"\n[[rule]]\nid = "a"\non = "exec"\n')
     with pytest.raises(InvalidArgument, match=r"mine\.toml: rule 'a' is defined twice"):
