@@ -5,6 +5,10 @@ transformers' eager attention copies every key and value head once per query hea
 group-size times over, about a seventh of a bfloat16 SmolLM2 step on CPU (SDPA avoids the copy
 but is slower still there). Here the query heads of a group are stacked into one matrix instead,
 with eager's arithmetic otherwise (scores in the model's dtype, softmax in float32).
+
+A long prompt's prefill is taken `QUERY_CHUNK` query positions at a time: the scores of a whole
+8k-token prompt at once, for a batch of 8 and 9 heads, would be ~37 GB; in chunks of 256 they
+are ~1 GB, for the same arithmetic.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import torch
 
 NAME = "rockroll_grouped"
+QUERY_CHUNK = 256  # query positions whose scores are held at once
 
 
 def grouped_attention(
@@ -35,6 +40,19 @@ def grouped_attention(
             f"per-head masks or {', '.join(extras) or 'softcap or sinks'}; use eager"
         )
     batch, heads, length, dim = query.shape
+    if length > QUERY_CHUNK:
+        parts = [
+            grouped_attention(
+                module,
+                query[:, :, i : i + QUERY_CHUNK],
+                key,
+                value,
+                None if attention_mask is None else attention_mask[:, :, i : i + QUERY_CHUNK],
+                scaling,
+            )[0]
+            for i in range(0, length, QUERY_CHUNK)
+        ]
+        return torch.cat(parts, dim=1), None
     kv_heads = key.shape[1]
     stacked = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)
     scores = torch.matmul(stacked, key.transpose(2, 3)) * scaling

@@ -52,6 +52,23 @@ def test_grouped_attention_gives_eagers_tokens_and_logprobs() -> None:
         assert max(abs(a - b) for a, b in zip(g.logprobs, e.logprobs, strict=True)) < 1e-5
 
 
+def test_a_long_prefill_in_query_chunks_gives_the_same_logits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _gqa_llama()
+    model.set_attn_implementation(attention.register())
+    draw = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 300, (2, 50), generator=draw)
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0  # left padding: the mask is sliced with the queries
+    with torch.inference_mode():
+        whole = model(ids, attention_mask=mask).logits
+        monkeypatch.setattr(attention, "QUERY_CHUNK", 8)  # 50 positions: 7 chunks, one short
+        chunked = model(ids, attention_mask=mask).logits
+    assert torch.allclose(whole[0], chunked[0], atol=1e-5)
+    assert torch.allclose(whole[1, 7:], chunked[1, 7:], atol=1e-5)
+
+
 def test_decode_copy_falls_back_to_eager_where_grouped_attention_does_not_apply() -> None:
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
