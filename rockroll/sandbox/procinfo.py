@@ -64,18 +64,23 @@ def start_time(pid: int) -> str:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_time(pid: int, start: str) -> tuple[float, float] | None:
+def uptime() -> float:
+    """Seconds since the host booted (what /proc/PID/stat's start times count from)."""
+    return float(read("/proc/uptime").split()[0])
+
+
+def cpu_time(pid: int, start: str, now: float) -> tuple[float, float] | None:
     """CPU seconds (user and system) that `pid` has used, and their share of one core since it
-    started; None when it is gone or is no longer the process that started at `start`."""
+    started (`now`: the host's `uptime()`); None when it is gone or is no longer the process
+    that started at `start`."""
     try:
         fields = read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
-        uptime = float(read("/proc/uptime").split()[0])
-    except (OSError, IndexError, ValueError):
+    except (OSError, IndexError):
         return None
     if len(fields) < 20 or fields[19].decode() != start:
         return None
     seconds = (int(fields[11]) + int(fields[12])) / TICKS
-    age = uptime - int(fields[19]) / TICKS
+    age = now - int(fields[19]) / TICKS
     return seconds, seconds / max(age, 0.01)
 
 

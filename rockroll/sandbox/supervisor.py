@@ -344,8 +344,9 @@ class Supervisor:
         first = self.rules.cpu_first
         if first is None:
             return
+        now = procinfo.uptime()
         for pid, (start, path) in list(self.started.items()):
-            used = procinfo.cpu_time(pid, start)
+            used = procinfo.cpu_time(pid, start, now)
             if used is None:  # gone, or its pid is another process's now
                 del self.started[pid]
                 continue
