@@ -1,4 +1,5 @@
-"""`TaskEnv`: a task's sandbox behind Gymnasium's reset/step API, without depending on gymnasium.
+"""`TaskEnv`: a task's sandbox behind Gymnasium's reset/step API; a `gymnasium.Env` when
+gymnasium is installed (the `gym` extra), the same API without it.
 
 Actions are calls of the agent's own tools (`rockroll.agent.tools`), validated by the same JSON
 schemas, so the same environment serves LLM agents (which emit tool calls) and RL trainers
@@ -9,6 +10,7 @@ runs.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +23,7 @@ from rockroll.agent.tools import (
     run_tool,
     tools_by_name,
 )
+from rockroll.envs.base import HAVE_GYMNASIUM, EnvBase
 from rockroll.errors import UsageError
 from rockroll.sandbox.images import Image
 from rockroll.sandbox.sdk import Sandbox
@@ -38,25 +41,45 @@ class Action(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+TaskDraw = Callable[[int], Task]
+"""A task drawn from a seed: what a procedural family's environment plays (`reset(seed=)`)."""
+
+MAX_TEXT = 1 << 24
+"""The longest observation the observation space holds, in characters."""
+
+
+UNREPEATABLE = ("duration",)
+"""Tool details left out of `info["meta"]`: an info is the same for the same seed and actions."""
+
+
 class ActionError(UsageError):
     """The agent's action is not a tool call; the message is the observation it gets back."""
 
 
-class TaskEnv:
+class TaskEnv(EnvBase):
     """One task, one sandbox per episode; `reset()` starts an episode, `step()` plays an action.
+
+    `task` is one task, or a draw (`seed -> Task`, as for a procedural family): then each
+    `reset()` plays a new task drawn with the environment's `np_random`, so `reset(seed=S)`
+    starts the same task every time and a sequence of unseeded resets after it is the same
+    sequence too. For one fixed task the seed only seeds `np_random`.
 
     Observations are text: the instruction after `reset()`, the tool's output after `step()`.
     The reward is 0 on every step but the last. `submit` ends the episode (terminated) with the
     verifier's reward; reaching `max_steps` without a submit ends it too (truncated), and the
     verifier still runs then, so the final reward is known either way. Malformed actions and
     failed tool calls count as steps: the observation explains the mistake and `info["error"]`
-    is set; `info["meta"]` holds the tool's details (`exit_code` of a bash command, ...).
+    is set; `info["meta"]` holds the tool's details (`exit_code` of a bash command, ...), but
+    not its timings, so that the same seed and actions give the same infos.
 
     The tools are the agent's (`default_tools()` unless `tools` is given; `tool_schemas` is
     their OpenAI `tools` list). bash runs in one shell per episode, as in the agent harness
     (`cd` and exports carry over), with `command_timeout` seconds unless the action gives its
     own `timeout`, never more than the task's `agent_timeout`. Output longer than `max_output`
     characters keeps its head and tail.
+
+    With gymnasium installed, `observation_space` is text (`rockroll.envs.spaces.Text`) and
+    `action_space` the tool calls (`ToolCalls`); without it both are None.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -64,7 +87,7 @@ class TaskEnv:
 
     def __init__(
         self,
-        task: Task,
+        task: Task | TaskDraw,
         *,
         max_steps: int = 50,
         command_timeout: float = 60.0,
@@ -75,7 +98,8 @@ class TaskEnv:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         if command_timeout <= 0:
             raise ValueError(f"command_timeout must be positive, got {command_timeout}")
-        self.task = task
+        self._draw: TaskDraw | None = None if isinstance(task, Task) else task
+        self.task: Task | None = task if isinstance(task, Task) else None
         self.max_steps = max_steps
         self.command_timeout = command_timeout
         self.max_output = max_output
@@ -86,6 +110,13 @@ class TaskEnv:
         self._image: Image | None = None
         self._steps = 0
         self._done = True
+        self.observation_space: Any = None
+        self.action_space: Any = None
+        if HAVE_GYMNASIUM:
+            from rockroll.envs.spaces import Text, ToolCalls
+
+            self.observation_space = Text(MAX_TEXT)
+            self.action_space = ToolCalls(self.tools)
 
     # -- Gymnasium API --------------------------------------------------------------------------
     def reset(
@@ -93,23 +124,32 @@ class TaskEnv:
     ) -> tuple[str, dict[str, Any]]:
         """Start an episode in a fresh sandbox; the observation is the task's instruction.
 
-        `seed` and `options` are accepted for Gymnasium compatibility and ignored: the task is
-        fixed when the environment is made (procedural tasks take their seed in the name).
+        `seed` seeds `np_random` (Gymnasium's rule: only when given); an environment made from
+        a draw plays a new task drawn with it. `options` takes no keys yet.
         """
+        if options:
+            raise UsageError(f"reset(options=...): no options are known, got {sorted(options)}")
+        super().reset(seed=seed)
         self.close()
+        if self._draw is not None:
+            drawn = self._draw(int(self.np_random.integers(2**31)))
+            if self.task is None or drawn.id != self.task.id:
+                self._image = None
+            self.task = drawn
+        task = self._task()
         if self._image is None:
-            self._image = task_image(self.task)
-        self._sandbox = self._stack.enter_context(task_sandbox(self.task, self._image))
+            self._image = task_image(task)
+        self._sandbox = self._stack.enter_context(task_sandbox(task, self._image))
         self._ctx = ToolContext(
             sandbox=self._sandbox,
             max_output=self.max_output,
-            command_timeout=min(self.command_timeout, self.task.agent_timeout),
+            command_timeout=min(self.command_timeout, task.agent_timeout),
         )
         self._steps = 0
         self._done = False
-        return self.task.instruction, {
-            "task_id": self.task.id,
-            "source": self.task.source,
+        return task.instruction, {
+            "task_id": task.id,
+            "source": task.source,
             "workdir": self._sandbox.spec.workdir,
         }
 
@@ -129,7 +169,7 @@ class TaskEnv:
         else:
             info["tool"] = name
             result = run_tool(self.tools[name], ctx, self._capped(args))
-            info["meta"] = result.meta
+            info["meta"] = {k: v for k, v in result.meta.items() if k not in UNREPEATABLE}
             if result.error:
                 info["error"] = result.output
             if result.done:
@@ -176,17 +216,27 @@ class TaskEnv:
         with contextlib.suppress(Exception):
             self.close()
 
+    def __str__(self) -> str:
+        return repr(self)
+
     def __repr__(self) -> str:
         state = "open" if self._sandbox is not None else "closed"
-        return f"TaskEnv({self.task.id!r}, step {self._steps}/{self.max_steps}, {state})"
+        name = self.task.id if self.task is not None else "a task drawn at reset"
+        return f"TaskEnv({name!r}, step {self._steps}/{self.max_steps}, {state})"
 
     # -- internals ------------------------------------------------------------------------------
+    def _task(self) -> Task:
+        if self.task is None:
+            raise RuntimeError("no task is drawn yet; call reset() first")
+        return self.task
+
     def _live(self) -> tuple[Sandbox, ToolContext]:
+        name = self.task.id if self.task is not None else "TaskEnv"
         if self._sandbox is None or self._ctx is None:
-            raise RuntimeError(f"{self.task.id}: no episode is running; call reset() first")
+            raise RuntimeError(f"{name}: no episode is running; call reset() first")
         if self._done:
             raise RuntimeError(
-                f"{self.task.id}: the episode has ended (terminated or truncated); "
+                f"{name}: the episode has ended (terminated or truncated); "
                 "call reset() to start a new one"
             )
         return self._sandbox, self._ctx
@@ -195,14 +245,14 @@ class TaskEnv:
         """The arguments, a bash `timeout` held to the task's own time limit."""
         timeout = args.get("timeout")
         if isinstance(timeout, int | float) and not isinstance(timeout, bool):
-            return {**args, "timeout": min(timeout, self.task.agent_timeout)}
+            return {**args, "timeout": min(timeout, self._task().agent_timeout)}
         return args
 
     def _finish(
         self, sb: Sandbox, obs: str, info: dict[str, Any], *, terminated: bool
     ) -> tuple[str, float, bool, bool, dict]:
         self._done = True
-        result = _verify(self.task, sb)
+        result = _verify(self._task(), sb)
         info["verify"] = result.model_dump()
         verdict = "passed" if result.passed else f"not passed: {result.reason}"
         obs += f"\n[verifier: reward {result.reward:g}, {verdict}]"

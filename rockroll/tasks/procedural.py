@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import reasoning_gym
@@ -25,7 +26,8 @@ ANSWER_FILE = "/app/answer.txt"
 SCORE_FUNCTION = "rockroll.tasks.procedural:score"
 INSTRUCTION_TAIL = f"Write only your final answer to {ANSWER_FILE}."
 
-_DATASETS: dict[tuple[str, int, int, str], ProceduralDataset] = {}
+_DATASETS: OrderedDict[tuple[str, int, int, str], ProceduralDataset] = OrderedDict()
+_KEEP = 256  # datasets kept built (an environment drawing a task per reset makes one each)
 _LOCK = threading.Lock()
 
 
@@ -56,10 +58,15 @@ def score(sandbox: Sandbox, args: dict[str, Any]) -> tuple[float, str]:
 
 
 def _dataset(name: str, seed: int, size: int, config: dict | None) -> ProceduralDataset:
-    """The dataset, built once per process for each (name, seed, size, config)."""
+    """The dataset, built once per process for each (name, seed, size, config) among the last
+    `_KEEP` used (the same arguments build the same dataset again)."""
     key = (name, seed, size, json.dumps(config or {}, sort_keys=True, default=repr))
     with _LOCK:
-        if key not in _DATASETS:
+        if key in _DATASETS:
+            _DATASETS.move_to_end(key)
+        else:
+            while len(_DATASETS) >= _KEEP:
+                _DATASETS.popitem(last=False)
             try:
                 _DATASETS[key] = reasoning_gym.create_dataset(
                     name, size=size, seed=seed, **(config or {})
