@@ -36,6 +36,7 @@ FAST = {
     "tests/agent/test_context.py",
     "tests/cli/test_entry.py",
     "tests/cli/test_errors.py",
+    "tests/cli/test_mistakes.py",
     "tests/agent/test_loop_double.py",
     "tests/models/test_attention.py",
     "tests/models/test_batching.py",

@@ -189,6 +189,9 @@ def run_suite(
 
 
 def read_results(out_dir: Path) -> list[TaskResult]:
+    """The results in `out_dir` (none when it holds no results file; nothing is created)."""
+    if not (out_dir / RESULTS).is_file():
+        return []
     return list(ResultLog(out_dir).done().values())
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from rich.markup import escape
 
@@ -22,6 +22,14 @@ from rockroll.cli import (
     train,
 )
 from rockroll.cli.common import err
+from rockroll.cli.parser import (
+    PARSER_KEY,
+    CommandLineError,
+    Parser,
+    fail,
+    leftover_words,
+    misspelt_command,
+)
 from rockroll.errors import RockrollError
 
 __all__ = ["main"]
@@ -30,20 +38,33 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code. A `RockrollError` (a mistake the user can fix, or a
     failure the message explains) is printed as one line `error: MESSAGE`, exit code 1; a
-    command line argparse cannot parse exits 2 with the usage."""
+    command line that names no command or holds what its command does not take exits 2 with
+    one line naming the command, the problem and the fix."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     rest: list[str] | None = None
     if "--" in words:
         cut = words.index("--")
         words, rest = words[:cut], words[cut + 1 :]
-    args = parser.parse_args(words)
+    try:
+        problem = misspelt_command(parser, words)
+        if problem:
+            return fail(problem)
+        args, extras = parser.parse_known_args(words)
+        if extras:
+            return fail(leftover_words(args, extras, words))
+        if rest is not None and not hasattr(args, "command"):
+            used = getattr(args, PARSER_KEY)
+            return fail(
+                f"{used.prog}: takes no command after `--`; "
+                "'--' introduces a command, as in `rockroll sandbox exec ID -- CMD`"
+            )
+    except CommandLineError as exc:
+        return fail(str(exc))
     if rest is not None:
-        if not hasattr(args, "command"):
-            parser.error("'--' introduces a command, as in `rockroll sandbox exec ID -- CMD`")
         args.command = [*args.command, *rest]
     if not hasattr(args, "func"):
-        parser.print_help()
+        getattr(args, PARSER_KEY, parser).print_help()
         return 2
     try:
         return int(args.func(args) or 0)
@@ -60,8 +81,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rockroll", description=__doc__)
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="rockroll", description=__doc__, example="rockroll sandbox create --memory 1g"
+    )
+    parser.add_argument("--version", action="version", version=f"rockroll {_version()}")
     nouns = parser.add_subparsers(title="commands", metavar="<noun> <verb>")
     image.register(nouns)
     sandbox.register(nouns)
@@ -75,3 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     safety.register(nouns)
     demo.register(nouns)
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("rockroll")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"

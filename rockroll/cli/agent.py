@@ -23,7 +23,14 @@ EXIT = {"submitted": 0, "answered": 0, "model_error": 4, "sandbox_error": 5}
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("agent", help="run the agent harness headless")
     commands = verbs(parser)
-    run = add(commands, "run", run_agent, "run the agent on an instruction or a task, headless")
+    run = add(
+        commands,
+        "run",
+        run_agent,
+        "run the agent on an instruction or a task, headless",
+        example='rockroll agent run "count the lines of /etc/passwd into /root/n.txt" '
+        "--model openai:gpt-4o-mini",
+    )
     run.add_argument("instruction", nargs="?", help="what to do (default: the task's)")
     run.add_argument("--task", help="a task folder: its image, files and verifier")
     run.add_argument("--resume", metavar="SESSION", help="continue a saved session (id prefix)")
@@ -31,12 +38,24 @@ def register(nouns: Verbs) -> None:
     run.add_argument("--trajectory", help="also write the ATIF trajectory here")
     run.add_argument("--json", action="store_true", help="JSONL events on stdout, then a record")
     run.add_argument("--keep", action="store_true", help="keep the sandbox after the run")
-    talk = add(commands, "chat", chat, "talk to the agent; it asks before running commands")
+    talk = add(
+        commands,
+        "chat",
+        chat,
+        "talk to the agent; it asks before running commands",
+        example="rockroll agent chat --model openai:smollm2@http://127.0.0.1:8000/v1",
+    )
     talk.add_argument("--resume", metavar="SESSION", help="continue a saved session (id prefix)")
     talk.add_argument("--yolo", action="store_true", help="run commands without asking")
     talk.add_argument("--allow", action="append", default=[], help="command pattern to allow")
     _options(talk)
-    listing = add(commands, "sessions", sessions, "list saved sessions, newest first")
+    listing = add(
+        commands,
+        "sessions",
+        sessions,
+        "list saved sessions, newest first",
+        example="rockroll agent sessions",
+    )
     listing.add_argument("-n", type=int, default=20, help="how many (default 20)")
 
 

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("bench", help="run an agent over a task set, and report")
     commands = verbs(parser)
-    run = add(commands, "run", run_bench, "run an agent over tasks; resumes an interrupted run")
+    run = add(
+        commands,
+        "run",
+        run_bench,
+        "run an agent over tasks; resumes an interrupted run",
+        example="rockroll bench run ../shared/tasks/evoeval --agent oracle -j 2",
+    )
     run.add_argument("suite", help="a task folder, a folder of tasks, humaneval, rg:NAME?seed=S")
     run.add_argument("--agent", default="oracle", help="oracle, noop, harness (default oracle)")
     run.add_argument("--model", help="model for --agent harness, e.g. scripted:PATH")
@@ -49,7 +55,11 @@ def register(nouns: Verbs) -> None:
     )
     policy_options(run)
     report = add(
-        commands, "report", report_bench, "summarise a results folder; --html writes a page"
+        commands,
+        "report",
+        report_bench,
+        "summarise a results folder; --html writes a page",
+        example="rockroll bench report runs/evoeval-oracle --html report.html",
     )
     report.add_argument("out")
     report.add_argument("--html", help="write a self-contained HTML report here")
@@ -129,6 +139,10 @@ def report_bench(args: argparse.Namespace) -> int:
     from rockroll.bench.runner import RESULTS, read_results
 
     folder = Path(args.out)
+    if not folder.is_dir():
+        raise UsageError(
+            f"bench report: no folder {folder}; give the --out folder of a `rockroll bench run`"
+        )
     results = read_results(folder)
     if not results:
         raise UsageError(f"no results in {folder / RESULTS}; run `rockroll bench run` first")

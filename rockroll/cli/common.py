@@ -20,8 +20,9 @@ def verbs(parser: argparse.ArgumentParser) -> Verbs:
     return parser.add_subparsers(title="verbs", metavar="<verb>")
 
 
-def add(verbs: Verbs, name: str, func: Command, help: str) -> argparse.ArgumentParser:
-    sub = verbs.add_parser(name, help=help, description=help)
+def add(verbs: Verbs, name: str, func: Command, help: str, example: str) -> argparse.ArgumentParser:
+    """A verb: its help line, what runs it, and one example its --help ends with."""
+    sub = verbs.add_parser(name, help=help, description=help, example=example)
     sub.set_defaults(func=func)
     return sub
 

@@ -12,7 +12,13 @@ from rockroll.errors import UsageError
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("data", help="synthesize tasks from real repositories")
     commands = verbs(parser)
-    synth = add(commands, "synth", run_synth, "make verified tasks from sources into a dataset")
+    synth = add(
+        commands,
+        "synth",
+        run_synth,
+        "make verified tasks from sources into a dataset",
+        example="rockroll data synth ./my-repo --out datasets/mine --strategy bug-injection",
+    )
     synth.add_argument(
         "sources",
         nargs="+",
@@ -55,6 +61,7 @@ def register(nouns: Verbs) -> None:
         "trajectories",
         run_trajectories,
         "run a model on a dataset's tasks: verified trajectories and each task's difficulty",
+        example="rockroll data trajectories datasets/mine --model oracle --attempts 8",
     )
     trajectories.add_argument("dataset")
     trajectories.add_argument(
@@ -65,7 +72,13 @@ def register(nouns: Verbs) -> None:
     )
     trajectories.add_argument("--max-turns", type=positive, default=30, help="turns per attempt")
     trajectories.add_argument("-j", "--jobs", type=positive, default=2, help="attempts at once")
-    report = add(commands, "report", run_report, "the funnel of a dataset; --html writes a page")
+    report = add(
+        commands,
+        "report",
+        run_report,
+        "the funnel of a dataset; --html writes a page",
+        example="rockroll data report datasets/mine --html funnel.html",
+    )
     report.add_argument("dataset")
     report.add_argument("--html", help="write the funnel as a self-contained HTML page here")
 

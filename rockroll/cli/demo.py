@@ -9,7 +9,9 @@ from rockroll.cli.common import Verbs, out
 
 
 def register(nouns: Verbs) -> None:
-    demo = nouns.add_parser("demo", help="evaluate, train with IPA and evaluate SmolLM2 on CPU")
+    demo = nouns.add_parser(
+        "demo", help="evaluate, train with IPA and evaluate SmolLM2 on CPU", example="rockroll demo"
+    )
     demo.add_argument("--tour", action="store_true", help="a tour of the sandbox runtime instead")
     demo.add_argument("--out", help="output folder (default runs/demo-TIME)")
     demo.add_argument("--steps", type=int, help="IPA steps (default 6)")

@@ -13,13 +13,21 @@ from rockroll.cli.common import Verbs, add, err, out, verbs
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("image", help="build, list and remove base images")
     commands = verbs(parser)
-    build = add(commands, "build", build_image, "build a Debian base image with debootstrap")
+    build = add(
+        commands,
+        "build",
+        build_image,
+        "build a Debian base image with debootstrap",
+        example="rockroll image build base",
+    )
     build.add_argument("name", nargs="?", default="base")
     build.add_argument("--suite", default="bookworm", help="Debian release (default bookworm)")
     build.add_argument("--mirror", help="Debian mirror URL (default: the host's)")
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
-    add(commands, "ls", list_images, "list built images")
-    rm = add(commands, "rm", remove_image, "remove an image")
+    add(commands, "ls", list_images, "list built images", example="rockroll image ls")
+    rm = add(
+        commands, "rm", remove_image, "remove an image", example="rockroll image rm python3.13"
+    )
     rm.add_argument("name")
 
 

@@ -10,7 +10,13 @@ from rockroll.cli.common import Verbs, add, err, verbs
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("model", help="serve a local model over HTTP")
     commands = verbs(parser)
-    serve = add(commands, "serve", serve_model, "serve a local model as an OpenAI-compatible API")
+    serve = add(
+        commands,
+        "serve",
+        serve_model,
+        "serve a local model as an OpenAI-compatible API",
+        example="rockroll model serve smollm2 --port 8000",
+    )
     serve.add_argument("model", nargs="?", default="smollm2", help="smollm2 or a model folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000)

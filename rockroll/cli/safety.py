@@ -18,11 +18,23 @@ def register(nouns: argparse._SubParsersAction) -> None:
         "safety", help="rules over what sandboxes run: scan logs, compose red-team suites"
     )
     v = verbs(noun)
-    p = add(v, "scan", cmd_scan, "events the rules catch in an audit log, trajectory or run folder")
+    p = add(
+        v,
+        "scan",
+        cmd_scan,
+        "events the rules catch in an audit log, trajectory or run folder",
+        example="rockroll safety scan runs/evoeval-oracle --json",
+    )
     p.add_argument("path", help="a sandbox audit log (.jsonl), an ATIF trajectory, or a folder")
     p.add_argument("--rules", help="a rules file (TOML [[rule]] tables or JSON); default: shipped")
     p.add_argument("--json", action="store_true", help="one JSON object per finding")
-    r = add(v, "redteam", cmd_redteam, "compose benign tasks with attacks into task folders")
+    r = add(
+        v,
+        "redteam",
+        cmd_redteam,
+        "compose benign tasks with attacks into task folders",
+        example="rockroll safety redteam 'term:note-mkdir?size=2' --out redteam/",
+    )
     r.add_argument("suite", help="the benign tasks: a folder of tasks, term:..., humaneval/N")
     r.add_argument("--out", required=True, help="where the red-team task folders go")
     r.add_argument(

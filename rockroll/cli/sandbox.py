@@ -26,25 +26,63 @@ from rockroll.errors import UsageError
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("sandbox", help="create and use sandboxes")
     commands = verbs(parser)
-    _create_options(add(commands, "create", create, "start a sandbox that outlives this command"))
-    ex = add(commands, "exec", execute, "run a command in a sandbox; exits with its exit code")
+    _create_options(
+        add(
+            commands,
+            "create",
+            create,
+            "start a sandbox that outlives this command",
+            example="rockroll sandbox create --memory 1g --network registries",
+        )
+    )
+    ex = add(
+        commands,
+        "exec",
+        execute,
+        "run a command in a sandbox; exits with its exit code",
+        example="rockroll sandbox exec ID -- ls -la /app",
+    )
     ex.add_argument("id")
     ex.add_argument("--timeout", type=float, default=600.0)
     ex.add_argument("--cwd")
     ex.add_argument("--env", action="append", default=[], metavar="K=V")
     ex.add_argument("--user", help="run as this user of the sandbox (name[:group])")
     ex.add_argument("command", nargs="*", help="the command, after --")
-    shell_cmd = add(commands, "shell", shell, "a persistent bash in a sandbox, line by line")
+    shell_cmd = add(
+        commands,
+        "shell",
+        shell,
+        "a persistent bash in a sandbox, line by line",
+        example="rockroll sandbox shell ID",
+    )
     shell_cmd.add_argument("id")
-    ls = add(commands, "ls", list_sandboxes, "list sandboxes")
+    ls = add(commands, "ls", list_sandboxes, "list sandboxes", example="rockroll sandbox ls")
     ls.add_argument("--json", action="store_true")
-    rm = add(commands, "rm", remove, "stop and remove sandboxes")
+    rm = add(commands, "rm", remove, "stop and remove sandboxes", example="rockroll sandbox rm ID")
     rm.add_argument("ids", nargs="*")
     rm.add_argument("--all", action="store_true")
-    add(commands, "gc", collect, "remove what crashed or killed processes left behind")
-    snap = add(commands, "snapshot", snapshot, "freeze a sandbox's files into a snapshot")
+    add(
+        commands,
+        "gc",
+        collect,
+        "remove what crashed or killed processes left behind",
+        example="rockroll sandbox gc",
+    )
+    snap = add(
+        commands,
+        "snapshot",
+        snapshot,
+        "freeze a sandbox's files into a snapshot",
+        example="rockroll sandbox snapshot ID",
+    )
     snap.add_argument("id")
-    net = add(commands, "network", network, "change a running sandbox's egress policy")
+    net = add(
+        commands,
+        "network",
+        network,
+        "change a running sandbox's egress policy",
+        example="rockroll sandbox network ID --allow pypi.org --allow files.pythonhosted.org",
+    )
     net.add_argument("id")
     net.add_argument("mode", nargs="?", choices=["none", "registries", "full"])
     policy_options(net)

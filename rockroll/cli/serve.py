@@ -8,7 +8,11 @@ from rockroll.cli.common import DB_HELP, Verbs, err
 
 
 def register(nouns: Verbs) -> None:
-    serve = nouns.add_parser("serve", help="serve sandboxes over HTTP (auth, state, TTLs)")
+    serve = nouns.add_parser(
+        "serve",
+        help="serve sandboxes over HTTP (auth, state, TTLs)",
+        example="rockroll serve --port 8321",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8321)
     serve.add_argument("--db", help=DB_HELP)

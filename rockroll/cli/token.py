@@ -14,7 +14,13 @@ from rockroll.errors import UsageError
 def register(nouns: Verbs) -> None:
     parser = nouns.add_parser("token", help="tokens of the sandbox server")
     commands = verbs(parser)
-    create = add(commands, "create", create_token, "create a token; its secret is shown once")
+    create = add(
+        commands,
+        "create",
+        create_token,
+        "create a token; its secret is shown once",
+        example="rockroll token create ci-runner --max-sandboxes 8 --max-memory 16g",
+    )
     create.add_argument("name", help="who or what uses it")
     create.add_argument("--admin", action="store_true", help="may see and touch every sandbox")
     create.add_argument("--max-sandboxes", type=int, help="live sandboxes at most")
@@ -31,9 +37,21 @@ def register(nouns: Verbs) -> None:
         "--unlimited", action="store_true", help="no default limits, only the ones given"
     )
     create.add_argument("--db", help=DB_HELP)
-    ls = add(commands, "ls", list_tokens, "list tokens (never their secrets)")
+    ls = add(
+        commands,
+        "ls",
+        list_tokens,
+        "list tokens (never their secrets)",
+        example="rockroll token ls",
+    )
     ls.add_argument("--db", help=DB_HELP)
-    revoke = add(commands, "revoke", revoke_token, "revoke a token by id")
+    revoke = add(
+        commands,
+        "revoke",
+        revoke_token,
+        "revoke a token by id",
+        example="rockroll token revoke TOKEN_ID",
+    )
     revoke.add_argument("id", help="token id (tok-...)")
     revoke.add_argument("--db", help=DB_HELP)
 

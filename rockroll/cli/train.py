@@ -8,7 +8,11 @@ from rockroll.cli.common import Verbs, err, out
 
 
 def register(nouns: Verbs) -> None:
-    train = nouns.add_parser("train", help="train a local policy with RL (IPA) from a config")
+    train = nouns.add_parser(
+        "train",
+        help="train a local policy with RL (IPA) from a config",
+        example="rockroll train train.yaml --steps 20",
+    )
     train.add_argument("config", help="YAML config (see rockroll/train/config.py)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--out", help="output folder (overrides the config's `out`)")

@@ -7,6 +7,7 @@ never written after they are built: every sandbox stacks its own writable overla
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import json
 import os
@@ -94,14 +95,23 @@ def get_image(name: str) -> Image:
     """The built image called `name`, or an error that says how to build it."""
     image = Image(check_name(name), images_dir() / name)
     if not image.rootfs.is_dir() or not (image.path / "image.json").exists():
-        names = [i.name for i in list_images()]
-        bases = [n for n in names if not n.startswith("df-")]
-        tasks = len(names) - len(bases)
-        built = ", ".join(bases) + (f" and {tasks} task images" if tasks else "") or "none"
         raise ImageNotFound(
-            f"image {name!r} is not built (built: {built}); run `rockroll image build {name}`"
+            f"image {name!r} is not built ({_built()}); run `rockroll image build {name}`"
         )
     return image
+
+
+def _built(near: str | None = None) -> str:
+    """What is built, for an error: the base images by name, the task images counted, and the
+    name closest to `near`."""
+    names = [i.name for i in list_images()]
+    bases = [n for n in names if not n.startswith("df-")]
+    tasks = len(names) - len(bases)
+    built = "built: " + (
+        ", ".join(bases) + (f" and {tasks} task images" if tasks else "") or "none"
+    )
+    close = difflib.get_close_matches(near, names, n=1, cutoff=0.6) if near else []
+    return built + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def list_images() -> list[Image]:
@@ -111,7 +121,10 @@ def list_images() -> list[Image]:
 
 
 def remove_image(name: str) -> None:
-    image = get_image(name)
+    """Remove a built image; one that is not built is an error naming what is."""
+    image = Image(check_name(name), images_dir() / name)
+    if not (image.path / "image.json").exists():
+        raise ImageNotFound(f"image {name!r} does not exist, nothing removed ({_built(name)})")
     with image_lock(name):
         shutil.rmtree(image.path)
 

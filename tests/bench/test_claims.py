@@ -400,6 +400,10 @@ def test_cli_exit_codes(base_image: str, tmp_path: Path) -> None:
     ):
         bad = rockroll("bench", "run", str(tmp_path / "suite"), *args, "--out", str(tmp_path / "o"))
         assert bad.returncode == 1 and words in bad.stderr, bad.stderr
+    absent = rockroll("bench", "report", str(tmp_path / "no-run"))
+    assert absent.returncode == 1 and "no folder" in absent.stderr
+    assert not (tmp_path / "no-run").exists()
+    (tmp_path / "no-results").mkdir()
     empty = rockroll("bench", "report", str(tmp_path / "no-results"))
     assert empty.returncode == 1 and "no results" in empty.stderr
     usage = rockroll("bench", "run", str(tmp_path / "suite"), "--jobs", "many")

@@ -122,7 +122,7 @@ CLI_REFUSALS = [
     (("agent", "run", "x", "--resume", "abc"), "--resume continues a saved session"),
     (("bench", "run", "humaneval", "--agent", "nosuch"), "unknown agent 'nosuch'"),
     (("bench", "run", "humaneval", "--agent", "harness"), "needs --model"),
-    (("bench", "report", "no-results"), "no results in no-results"),
+    (("bench", "report", "no-results"), "bench report: no folder no-results"),
 ]
 
 
