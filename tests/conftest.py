@@ -9,6 +9,8 @@ environment variable set) a skip for any reason but the lack of a GPU (a reason 
 from __future__ import annotations
 
 import fnmatch
+import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +19,13 @@ import pytest
 from rockroll.errors import ImageNotFound
 from rockroll.sandbox.images import build_image, get_image
 from tests.paths import NO_GPU, in_ci
+
+# Third-party clients tested here stay off the network and out of the home folder: litellm
+# fetches a price list from the internet when imported unless told to use its own copy, and
+# mini-swe-agent keeps a config folder and greets on import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MSWEA_GLOBAL_CONFIG_DIR", tempfile.mkdtemp(prefix="rockroll-mswea-"))
+os.environ.setdefault("MSWEA_SILENT_STARTUP", "1")
 
 # reason -> test (or module) ids; filled as reports arrive, read at the end of the session
 _SKIPS: defaultdict[str, list[str]] = defaultdict(list)
