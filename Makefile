@@ -25,6 +25,20 @@ $(STAMP): pyproject.toml | system-deps
 	@$(PY) -m pip install -q -e '.[dev,local,ray,gym,mini]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	@touch $(STAMP)
 
+# Harbor needs Python 3.12 or later (this machine's venv is 3.11): a venv of its own, with
+# rockroll installed beside it, for the Harbor provider's test (tests/envs/test_harbor_environment.py).
+HARBOR_VENV := .venv-harbor
+HARBOR_STAMP := $(HARBOR_VENV)/.installed
+$(HARBOR_STAMP): pyproject.toml | $(STAMP)
+	@py=$$(for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+		"$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo "$$p"; break; }; \
+	done); \
+	if [ -z "$$py" ]; then echo "Harbor needs Python 3.12 or later and none was found (python3.12, python3.13, pyenv's)"; exit 1; fi; \
+	echo "Installing Harbor with $$py into $(HARBOR_VENV) (log: $(HARBOR_VENV)/pip.log)"; \
+	test -x $(HARBOR_VENV)/bin/python || "$$py" -m venv $(HARBOR_VENV); \
+	$(HARBOR_VENV)/bin/python -m pip install -q -e '.[harbor]' > $(HARBOR_VENV)/pip.log 2>&1 || { cat $(HARBOR_VENV)/pip.log; exit 1; }
+	@touch $(HARBOR_STAMP)
+
 image: $(STAMP)
 	$(VENV)/bin/rockroll image build base
 
@@ -39,7 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rockroll tests benchmarks
 	$(VENV)/bin/ruff format --check rockroll tests benchmarks
 
-test: system-deps $(STAMP) image $(SDISTS) lint
+test: system-deps $(STAMP) $(HARBOR_STAMP) image $(SDISTS) lint
 	$(PY) -m pytest -q -ra
 
 # The fast tier: no root, no sandboxes, no VM (algorithms, configs, parsing, the agent loop on a
@@ -49,4 +63,4 @@ test-fast:
 	$(PY) -m pytest -q -ra -m fast
 
 clean:
-	rm -rf $(VENV) build *.egg-info .cache
+	rm -rf $(VENV) $(HARBOR_VENV) build *.egg-info .cache
