@@ -13,20 +13,26 @@ one prefill, whose cache and logits are then spread to every row of that prompt.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+StopCheck = Callable[[int, list[int]], bool]
+"""`check(row, token_ids)`: True to end that row now (its tokens so far given), as a stop
+string does; the row counts as stopped."""
+
 
 @dataclass(frozen=True)
 class Generated:
-    """One row's completion; `stopped` when a stop id (kept as the last token) ended it."""
+    """One row's completion; `stopped` when a stop id (kept as the last token) or the stop
+    check ended it. `top` holds, per token, the `top_logprobs` most likely (id, logprob)."""
 
     token_ids: list[int]
     logprobs: list[float]
     stopped: bool
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 def forward_options(model: Any) -> tuple[str, dict[str, int]]:
@@ -48,12 +54,15 @@ def generate(
     temperature: float = 0.0,
     seeds: Sequence[int | None] | None = None,
     stop_ids: Collection[int] = (),
+    stop_check: StopCheck | None = None,
+    top_logprobs: int = 0,
 ) -> list[Generated]:
     """Complete every prompt (token ids) at once; one `Generated` per prompt, in order.
 
     `max_tokens` is one limit for all rows or one per row; `seeds` one per row (None draws a
-    fresh seed); greedy when `temperature` is 0. Generation ends for a row at a stop id or its
-    limit, and for the batch when every row has ended.
+    fresh seed); greedy when `temperature` is 0. Generation ends for a row at a stop id, when
+    `stop_check(row, tokens)` says so, or at its limit, and for the batch when every row has
+    ended. `top_logprobs` > 0 also records that many most likely tokens at every step.
     """
     limits = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
     seeds = [None] * len(prompts) if seeds is None else list(seeds)
@@ -66,8 +75,9 @@ def generate(
     rows = [i for i, limit in enumerate(limits) if limit > 0]
     out = [Generated([], [], False) for _ in prompts]
     if rows:
+        check = None if stop_check is None else (lambda j, ids: stop_check(rows[j], ids))
         done = _Decoder(model, [prompts[i] for i in rows], [limits[i] for i in rows]).run(
-            temperature, [seeds[i] for i in rows], stop_ids
+            temperature, [seeds[i] for i in rows], stop_ids, check, top_logprobs
         )
         for i, generated in zip(rows, done, strict=True):
             out[i] = generated
@@ -96,28 +106,43 @@ class _Decoder:
         self.logprobs = torch.zeros(len(prompts), max(limits), device=self.device)
 
     def run(
-        self, temperature: float, seeds: list[int | None], stop_ids: Collection[int]
+        self,
+        temperature: float,
+        seeds: list[int | None],
+        stop_ids: Collection[int],
+        stop_check: StopCheck | None = None,
+        top_logprobs: int = 0,
     ) -> list[Generated]:
         generators = _generators(seeds, self.device) if temperature > 0 else []
         stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=self.device)
         lengths = list(self.limits)
         stopped = [False] * len(self.limits)
+        so_far: list[list[int]] = [[] for _ in self.limits]  # host copies, for stop_check
+        tops: list[list[list[tuple[int, float]]]] = [[] for _ in self.limits]
         for step in range(max(self.limits)):
-            token, logprob = _pick(self._forward(), temperature, generators)
+            token, logprob, logp = _pick(self._forward(), temperature, generators)
             self.tokens[self.rows, step] = token
             self.logprobs[self.rows, step] = logprob
-            hits = torch.isin(token, stops).tolist()  # the one host sync of a step
+            hits = torch.isin(token, stops).tolist()  # the one host sync of a plain step
+            if top_logprobs:
+                values, ids = logp.topk(min(top_logprobs, logp.shape[-1]), dim=-1)
+                for j, (vs, is_) in enumerate(zip(values.tolist(), ids.tolist(), strict=True)):
+                    tops[self.live[j]].append(list(zip(is_, vs, strict=True)))
+            if stop_check is not None:
+                for j, t in enumerate(token.tolist()):
+                    so_far[self.live[j]].append(t)
             keep = []
             for j, row in enumerate(self.live):
-                if hits[j] or self.limits[row] == step + 1:
-                    lengths[row], stopped[row] = step + 1, hits[j]
+                hit = hits[j] or (stop_check is not None and stop_check(row, so_far[row]))
+                if hit or self.limits[row] == step + 1:
+                    lengths[row], stopped[row] = step + 1, hit
                 else:
                     keep.append(j)
             if not keep:
                 break
             self._advance(token, keep)
             generators = [generators[j] for j in keep] if generators else []
-        return self._results(lengths, stopped)
+        return self._results(lengths, stopped, tops)
 
     def _forward(self) -> torch.Tensor:
         kwargs = {self.cache_name: self.cache, "use_cache": True, **self.keep_last}
@@ -147,10 +172,13 @@ class _Decoder:
                 self.mask = self.mask[index]
             self.live, self.rows = [self.live[j] for j in keep], self.rows[index]
 
-    def _results(self, lengths: list[int], stopped: list[bool]) -> list[Generated]:
+    def _results(
+        self, lengths: list[int], stopped: list[bool], tops: list[list[list[tuple[int, float]]]]
+    ) -> list[Generated]:
         tokens, logprobs = self.tokens.tolist(), self.logprobs.tolist()
         return [
-            Generated(tokens[i][:n], logprobs[i][:n], stopped[i]) for i, n in enumerate(lengths)
+            Generated(tokens[i][:n], logprobs[i][:n], stopped[i], tops[i][:n])
+            for i, n in enumerate(lengths)
         ]
 
 
@@ -187,8 +215,9 @@ def _generators(seeds: list[int | None], device: torch.device) -> list[torch.Gen
 
 def _pick(
     logits: torch.Tensor, temperature: float, generators: list[torch.Generator]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's next token and its logprob under the distribution it was drawn from.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's next token, its logprob under the distribution it was drawn from, and that
+    distribution (log probabilities over the vocabulary).
 
     Sampling inverts each row's CDF at one uniform draw from the row's own generator: the same
     distribution as `torch.multinomial`, at one batched cumsum per step instead of one
@@ -204,4 +233,4 @@ def _pick(
     else:
         logp = torch.log_softmax(logits, dim=-1)
         token = logp.argmax(dim=-1)
-    return token, logp.gather(1, token[:, None]).squeeze(1)
+    return token, logp.gather(1, token[:, None]).squeeze(1), logp

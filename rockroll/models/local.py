@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,12 @@ class LocalModel:
         max_tokens: int = 1024,
         temperature: float = 0.0,
         seed: int | None = None,
+        stop: tuple[str, ...] = (),
+        top_logprobs: int = 0,
     ) -> Completion:
+        """The assistant's next message. `stop` strings end generation where one appears (it
+        is left out of the text; the token ids keep the tokens through it, as sampled);
+        `top_logprobs` > 0 also returns that many most likely tokens at each position."""
         if tools and not self.template_knows_tools:
             messages = _with_tool_section(messages, tools)
         prompt_ids = self.prompt_ids(messages, tools)
@@ -199,10 +204,14 @@ class LocalModel:
                 f"window of {self.context_window}; trim the history"
             )
         self._sampled.version = None
-        token_ids, logprobs, stopped = self._generate(
-            prompt_ids, min(max_tokens, room), temperature, seed
+        done = self._generate(
+            _Request(prompt_ids, min(max_tokens, room), temperature, seed, stop, top_logprobs)
         )
+        token_ids, logprobs, stopped = done.token_ids, done.logprobs, done.stopped
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text, stopped = text[:cut], True
         self.remember(prompt_ids, token_ids)
         # With tools, valid <tool_call> blocks become structured calls (as an OpenAI-compatible
         # server's tool parser does); the text stays whole so the next prompt re-renders the
@@ -216,6 +225,7 @@ class LocalModel:
             prompt_token_ids=prompt_ids,
             token_ids=token_ids,
             logprobs=logprobs,
+            top_logprobs=done.top or None,
             raw=text,
             weights_version=self._sampled.version,
         )
@@ -240,13 +250,11 @@ class LocalModel:
         target = torch.tensor(completion_ids, device=logp.device).unsqueeze(1)
         return logp.gather(1, target).squeeze(1).tolist()
 
-    def _generate(
-        self, prompt_ids: list[int], max_tokens: int, temperature: float, seed: int | None
-    ) -> tuple[list[int], list[float], bool]:
+    def _generate(self, request: _Request) -> Generated:
         """One completion; concurrent callers (threads) are decoded together in one batch."""
-        done, version = self._batcher.submit(_Request(prompt_ids, max_tokens, temperature, seed))
+        done, version = self._batcher.submit(request)
         self._sampled.version = version
-        return done.token_ids, done.logprobs, done.stopped
+        return done
 
     def _run_batch(self, requests: list[_Request]) -> list[tuple[Generated, int]]:
         """One batch, under the weights lock; each result with the version that sampled it."""
@@ -259,17 +267,36 @@ class LocalModel:
         out: list[Generated | None] = [None] * len(requests)
         for temperature in sorted({r.temperature for r in requests}):
             rows = [i for i, r in enumerate(requests) if r.temperature == temperature]
+            group = [requests[i] for i in rows]
+            top = max(r.top_logprobs for r in group)
             done = generate(
                 self.model if self._decode_copy is None else self._decode_copy,
-                [requests[i].prompt_ids for i in rows],
-                max_tokens=[requests[i].max_tokens for i in rows],
+                [r.prompt_ids for r in group],
+                max_tokens=[r.max_tokens for r in group],
                 temperature=temperature,
-                seeds=[requests[i].seed for i in rows],
+                seeds=[r.seed for r in group],
                 stop_ids=self.stop_ids,
+                stop_check=self._stop_check(group) if any(r.stop for r in group) else None,
+                top_logprobs=top,
             )
             for i, generated in zip(rows, done, strict=True):
-                out[i] = generated
+                want = requests[i].top_logprobs
+                out[i] = replace(generated, top=[t[:want] for t in generated.top] if want else [])
         return [g for g in out if g is not None]
+
+    def _stop_check(self, group: list[_Request]) -> Callable[[int, list[int]], bool]:
+        """Whether a row's text so far holds one of its stop strings (decoding only the tail
+        that a stop string could still end in)."""
+        tails = [max((len(s) for s in r.stop), default=0) + 2 for r in group]
+
+        def check(row: int, ids: list[int]) -> bool:
+            stops = group[row].stop
+            if not stops:
+                return False
+            tail = self.tokenizer.decode(ids[-tails[row] :], skip_special_tokens=True)
+            return any(s in tail for s in stops if s)
+
+        return check
 
     def _apply(self, messages: list[Message], tools: list[dict] | None, *, tokenize: bool) -> Any:
         chat = [m.to_openai() for m in messages]
@@ -306,6 +333,8 @@ class _Request:
     max_tokens: int
     temperature: float
     seed: int | None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
 
 
 def load_local(

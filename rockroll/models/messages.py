@@ -56,6 +56,9 @@ class Completion(BaseModel):
     prompt_token_ids: list[int] | None = None
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = Field(
+        None, description="per generated token, the most likely (token id, logprob), if asked"
+    )
     raw: str | None = Field(None, description="the model's text before tool calls were parsed")
     forced: bool = Field(
         False, description="imposed, not sampled (an expert prefix a rollout restarts from)"

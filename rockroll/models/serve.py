@@ -17,22 +17,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rockroll.errors import ModelError, RockrollError
 from rockroll.models import parse_arguments
 from rockroll.models.messages import Completion, Message, ToolCall
 
 DEFAULT_MAX_TOKENS = 512
+log = logging.getLogger("rockroll.serve")
 
 
 class ServeError(RockrollError):
@@ -44,11 +48,21 @@ class ServeError(RockrollError):
         self.param = param
 
 
-class ChatRequest(BaseModel):
-    """The part of the OpenAI chat-completions request this server honours.
+MAX_CHOICES = 16
 
-    Unknown fields are accepted and ignored, as OpenAI-compatible servers do, so clients that
-    send vendor extras keep working.
+IGNORED = {"user", "metadata", "store", "parallel_tool_calls", "stream_options", "service_tier"}
+"""Request fields that change nothing here (bookkeeping, or what this server always does)."""
+
+NEUTRAL = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None}
+"""Sampling fields accepted at their neutral value only; any other value is refused by name."""
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI chat-completions request, as far as this server honours it.
+
+    A field it does not honour is refused with a 400 that names it, rather than ignored: a
+    client that asks for something must not get something else silently. `IGNORED` fields
+    and `NEUTRAL` ones at their neutral value pass.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -60,21 +74,43 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     seed: int | None = None
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
+    stop: str | list[str] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tool_choice: str | dict[str, Any] | None = None
 
-    @field_validator("n")
+    @field_validator("stop")
     @classmethod
-    def _one_choice(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError("only n=1 is supported; send one request per sample")
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
         return v
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def unsupported(self) -> str | None:
+        """The first field sent that this server does not honour, if any."""
+        for name, value in (self.model_extra or {}).items():
+            if name in IGNORED or (name in NEUTRAL and value in (NEUTRAL[name], None, {})):
+                continue
+            return name
+        return None
 
 
 def create_app(model: Any, served_name: str) -> FastAPI:
     """The FastAPI app serving `model` (a LocalModel) under the model name `served_name`."""
-    app = FastAPI(title="rockroll model server", version="1")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        yield
+        log.info("stopping: new requests are refused, those running finish or are dropped")
+
+    app = FastAPI(title="rockroll model server", version="1", lifespan=lifespan)
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
@@ -86,9 +122,30 @@ def create_app(model: Any, served_name: str) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error(400, f"invalid request: {where or 'body'}: {first.get('msg')}", where)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /v1/models"
+        elif exc.status_code == 405:
+            message = f"{request.url.path} does not take {request.method}"
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message)
+
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"the server failed: {type(exc).__name__}: {exc}")
+
+    @app.middleware("http")
+    async def _log(request: Request, call_next: Any) -> Any:
+        started = time.monotonic()
+        response = await call_next(request)
+        took = (time.monotonic() - started) * 1000
+        log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code, took)
+        return response
+
+    entry = {"id": served_name, "object": "model", "created": 0, "owned_by": "rockroll"}
+    entry |= {"max_model_len": model.context_window}
 
     @app.get("/health")
     def health() -> dict:
@@ -96,8 +153,13 @@ def create_app(model: Any, served_name: str) -> FastAPI:
 
     @app.get("/v1/models")
     def models() -> dict:
-        entry = {"id": served_name, "object": "model", "created": 0, "owned_by": "rockroll"}
-        return {"object": "list", "data": [entry | {"max_model_len": model.context_window}]}
+        return {"object": "list", "data": [entry]}
+
+    @app.get("/v1/models/{name:path}")
+    def one_model(name: str) -> dict:
+        if name != served_name:
+            raise ServeError(404, f"model {name!r} is not served here; use {served_name!r}")
+        return entry
 
     @app.post("/v1/chat/completions", response_model=None)
     def chat(request: ChatRequest) -> dict | StreamingResponse:
@@ -105,26 +167,61 @@ def create_app(model: Any, served_name: str) -> FastAPI:
             raise ServeError(
                 404, f"model {request.model!r} is not served here; use {served_name!r}", "model"
             )
-        if request.tool_choice not in (None, "auto"):
-            raise ServeError(400, "only tool_choice 'auto' is supported", "tool_choice")
-        messages = [_message(m, i) for i, m in enumerate(request.messages)]
-        max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
-        try:
-            completion = model.complete(
-                messages,
-                request.tools or None,
-                max_tokens=max_tokens,
-                temperature=request.temperature,
-                seed=request.seed,
-            )
-        except ModelError as exc:
-            raise ServeError(400, str(exc), "messages") from exc
-        body = _response(completion, served_name, model.tokenizer)
+        body = _complete(model, served_name, request)
         if request.stream:
             return StreamingResponse(_stream(body), media_type="text/event-stream")
         return body
 
     return app
+
+
+def _complete(model: Any, served_name: str, request: ChatRequest) -> dict:
+    """The response body for a request to the served model: its `n` choices."""
+    if field := request.unsupported():
+        raise ServeError(400, f"unsupported parameter: {field}", field)
+    tools = _tools_for(request)
+    messages = [_message(m, i) for i, m in enumerate(request.messages)]
+    max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
+    top = request.top_logprobs or 0
+    if top and not request.logprobs:
+        raise ServeError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+
+    def one(i: int) -> Completion:
+        seed = None if request.seed is None else request.seed + i
+        return model.complete(
+            messages,
+            tools,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            seed=seed,
+            stop=request.stops(),
+            top_logprobs=top,
+        )
+
+    try:
+        if request.n == 1:
+            completions = [one(0)]
+        else:  # at once, so the model decodes them in one batch
+            with ThreadPoolExecutor(request.n) as pool:
+                completions = list(pool.map(one, range(request.n)))
+    except ModelError as exc:
+        raise ServeError(400, str(exc), "messages") from exc
+    return _response(completions, served_name, model.tokenizer)
+
+
+def _tools_for(request: ChatRequest) -> list[dict[str, Any]] | None:
+    """The tools the model is offered: none with tool_choice "none"; "required" and a named
+    function are refused (the local model cannot yet be made to call one)."""
+    choice = request.tool_choice
+    if choice in (None, "auto"):
+        return request.tools or None
+    if choice == "none":
+        return None
+    raise ServeError(
+        400,
+        f"tool_choice {json.dumps(choice)} is not supported here yet; use 'auto' or 'none'",
+        "tool_choice",
+    )
 
 
 def _message(raw: dict[str, Any], index: int) -> Message:
@@ -145,9 +242,12 @@ def _message(raw: dict[str, Any], index: int) -> Message:
         calls.append(
             ToolCall(id=tc.get("id") or f"call_{j + 1}", name=fn["name"], arguments=arguments)
         )
+    role = raw.get("role")
+    if role == "developer":  # OpenAI's newer name for the system message
+        role = "system"
     try:
         return Message(
-            role=raw.get("role"),  # type: ignore[arg-type]
+            role=role,  # type: ignore[arg-type]
             content=content or "",
             tool_calls=calls,
             tool_call_id=raw.get("tool_call_id"),
@@ -161,13 +261,34 @@ def _message(raw: dict[str, Any], index: int) -> Message:
         ) from None
 
 
-def _response(completion: Completion, served_name: str, tokenizer: Any) -> dict:
+def _response(completions: list[Completion], served_name: str, tokenizer: Any) -> dict:
+    choices = [_choice(i, c, tokenizer) for i, c in enumerate(completions)]
+    prompt_tokens = completions[0].prompt_tokens or 0
+    completion_tokens = sum(c.completion_tokens or 0 for c in completions)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": served_name,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "prompt_token_ids": completions[0].prompt_token_ids or [],
+    }
+
+
+def _choice(index: int, completion: Completion, tokenizer: Any) -> dict:
+    """One choice; tool calls get ids unique across replies (the model numbers them call_1,
+    call_2... in each reply, and the ids are not part of what it reads back)."""
     message = completion.message
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     if message.tool_calls:
         out["tool_calls"] = [
             {
-                "id": c.id,
+                "id": f"call_{uuid.uuid4().hex[:24]}",
                 "type": "function",
                 "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
             }
@@ -175,51 +296,52 @@ def _response(completion: Completion, served_name: str, tokenizer: Any) -> dict:
         ]
     ids = completion.token_ids or []
     tokens = tokenizer.convert_ids_to_tokens(ids) if ids else []
+    tops = completion.top_logprobs or [[] for _ in ids]
     logprobs = [
-        {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
-        for t, lp in zip(tokens, completion.logprobs or [], strict=True)
+        {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": _top(top, tokenizer)}
+        for t, lp, top in zip(tokens, completion.logprobs or [], tops, strict=True)
     ]
-    prompt_tokens = completion.prompt_tokens or 0
-    completion_tokens = completion.completion_tokens or 0
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": served_name,
-        "choices": [
-            {
-                "index": 0,
-                "message": out,
-                "finish_reason": completion.finish_reason,
-                "logprobs": {"content": logprobs},
-                "token_ids": ids,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-        "prompt_token_ids": completion.prompt_token_ids or [],
+        "index": index,
+        "message": out,
+        "finish_reason": completion.finish_reason,
+        "logprobs": {"content": logprobs},
+        "token_ids": ids,
     }
 
 
+def _top(top: list[tuple[int, float]], tokenizer: Any) -> list[dict]:
+    names = tokenizer.convert_ids_to_tokens([i for i, _ in top]) if top else []
+    return [
+        {"token": t, "logprob": lp, "bytes": list(t.encode())}
+        for t, (_, lp) in zip(names, top, strict=True)
+    ]
+
+
 def _stream(body: dict) -> Iterator[str]:
-    """The finished completion as server-sent events: one delta, then the finish and [DONE].
+    """The finished completion as server-sent events: one delta per choice, then each choice's
+    finish (the last one with the usage) and [DONE].
 
     Generation is not interleaved with sending; streaming exists so streaming clients work.
     """
-    choice = body["choices"][0]
     base = {k: body[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-    delta: dict[str, Any] = {"role": "assistant", "content": choice["message"]["content"]}
-    if "tool_calls" in choice["message"]:
-        delta["tool_calls"] = [
-            {"index": i, **c} for i, c in enumerate(choice["message"]["tool_calls"])
-        ]
-    first = {"index": 0, "delta": delta, "logprobs": choice["logprobs"], "finish_reason": None}
-    last = {"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}
-    yield f"data: {json.dumps(base | {'choices': [first]})}\n\n"
-    yield f"data: {json.dumps(base | {'choices': [last], 'usage': body['usage']})}\n\n"
+    for choice in body["choices"]:
+        delta: dict[str, Any] = {"role": "assistant", "content": choice["message"]["content"]}
+        if "tool_calls" in choice["message"]:
+            delta["tool_calls"] = [
+                {"index": i, **c} for i, c in enumerate(choice["message"]["tool_calls"])
+            ]
+        first = {
+            "index": choice["index"],
+            "delta": delta,
+            "logprobs": choice["logprobs"],
+            "finish_reason": None,
+        }
+        yield f"data: {json.dumps(base | {'choices': [first]})}\n\n"
+    for i, choice in enumerate(body["choices"]):
+        last = {"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}
+        usage = {"usage": body["usage"]} if i == len(body["choices"]) - 1 else {}
+        yield f"data: {json.dumps(base | {'choices': [last]} | usage)}\n\n"
     yield "data: [DONE]\n\n"
 
 

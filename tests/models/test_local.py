@@ -17,7 +17,7 @@ import torch
 
 from rockroll.errors import ModelError
 from rockroll.models import Model, attention, make_model
-from rockroll.models.generation import generate
+from rockroll.models.generation import Generated, generate
 from rockroll.models.local import LocalModel, load_local, tiny_random_model
 from rockroll.models.messages import Message, ToolCall
 
@@ -201,7 +201,7 @@ def test_next_prompt_keeps_the_sampled_ids_not_a_re_encoding(
     letters = [tok.convert_tokens_to_ids(ch) for ch in "hello"]
     assert tok.encode("hello", add_special_tokens=False) != letters
     with monkeypatch.context() as mp:
-        mp.setattr(tiny, "_generate", lambda *a: (letters, [-1.0] * 5, False))
+        mp.setattr(tiny, "_generate", lambda *a: Generated(letters, [-1.0] * 5, False))
         first = tiny.complete(CHAT, None)
     assert first.message.content == "hello"
     follow = [*CHAT, first.message, Message(role="user", content="and now?")]

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,23 +20,13 @@ pytest.importorskip("transformers")
 from rockroll.agent.loop import AgentConfig, AgentLoop
 from rockroll.agent.tools import default_tools
 from rockroll.models import OpenAIModel
-from rockroll.models.local import LocalModel, load_local, tiny_random_model
+from rockroll.models.generation import Generated
+from rockroll.models.local import LocalModel, load_local
 from rockroll.models.messages import Message
 from rockroll.models.serve import create_app, serve_in_thread
 
 CHAT = [Message(role="system", content="be brief"), Message(role="user", content="list files")]
 TOOLS = [t.schema() for t in default_tools()]
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LocalModel:
-    return tiny_random_model(seed=0)
-
-
-@pytest.fixture(scope="module")
-def url(tiny: LocalModel) -> Iterator[str]:
-    with serve_in_thread(create_app(tiny, "tiny")) as base:
-        yield base
 
 
 def _client(url: str, name: str = "tiny") -> OpenAIModel:
@@ -65,7 +54,7 @@ def test_tool_call_blocks_come_back_as_tool_calls(
 ) -> None:
     text = '<tool_call>\n{"name": "bash", "arguments": {"command": "ls -la"}}\n</tool_call>'
     ids = [*tiny.tokenizer.encode(text), tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    monkeypatch.setattr(tiny, "_generate", lambda *a: (ids, [-0.5] * len(ids), True))
+    monkeypatch.setattr(tiny, "_generate", lambda *a: Generated(ids, [-0.5] * len(ids), True))
     body = httpx.post(
         f"{url}/chat/completions",
         json={"model": "tiny", "messages": [m.to_openai() for m in CHAT], "tools": TOOLS},
@@ -92,7 +81,7 @@ def test_without_tools_the_text_is_not_parsed(
 ) -> None:
     text = '<tool_call>{"name": "bash", "arguments": {}}</tool_call>'
     ids = tiny.tokenizer.encode(text)
-    monkeypatch.setattr(tiny, "_generate", lambda *a: (ids, [-1.0] * len(ids), False))
+    monkeypatch.setattr(tiny, "_generate", lambda *a: Generated(ids, [-1.0] * len(ids), False))
     with _client(url) as remote:
         c = remote.complete(CHAT, None)
     assert c.message.tool_calls == [] and c.message.content == text
@@ -121,7 +110,14 @@ def test_streaming_clients_get_server_sent_events(url: str) -> None:
         ({"model": "tiny", "messages": []}, 400, "messages"),
         ({"model": "tiny"}, 400, "messages"),
         ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0]"),
-        ({"model": "tiny", "messages": [{"role": "user"}], "n": 2}, 400, "n=1"),
+        ({"model": "tiny", "messages": [{"role": "user"}], "n": 17}, 400, "n"),
+        ({"model": "tiny", "messages": [{"role": "user"}], "top_p": 0.5}, 400, "top_p"),
+        ({"model": "tiny", "messages": [{"role": "user"}], "best_of": 2}, 400, "best_of"),
+        (
+            {"model": "tiny", "messages": [{"role": "user"}], "tool_choice": "required"},
+            400,
+            "'none'",
+        ),
         ({"model": "tiny", "messages": [{"role": "user"}], "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "tiny", "messages": [{"role": "user"}], "temperature": 9}, 400, "temperature"),
         (
@@ -204,6 +200,52 @@ def test_cli_serves_a_model_folder(tiny: LocalModel, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert f"openai:tiny-llama@http://127.0.0.1:{port}/v1" in (proc.stderr.read() or "")
+
+
+def test_cli_logs_each_request_and_sigterm_ends_it_within_the_grace(
+    tiny: LocalModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "tiny-llama"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "rockroll.cli", "model", "serve", str(folder)]
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*argv, "--port", str(port), "--grace", "1"], stderr=sink)
+    try:
+        deadline = time.monotonic() + 120
+        while "serving tiny-llama" not in log.read_text():  # printed once the port is bound
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/health").status_code == 200  # up as soon as it says so
+        taken = subprocess.run(
+            [*argv, "--port", str(port)], capture_output=True, text=True, timeout=120
+        )
+        assert taken.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+        payload = {"model": "tiny-llama", "messages": [m.to_openai() for m in CHAT]}
+        long = subprocess.Popen(  # a request far longer than the grace period
+            [sys.executable, "-c", "import httpx, json, sys; httpx.post(sys.argv[1], "
+             "json=json.loads(sys.argv[2]), timeout=600)", f"{base}/v1/chat/completions",
+             json.dumps(payload | {"max_tokens": 100000, "temperature": 1.0, "n": 16})],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        httpx.post(f"{base}/v1/chat/completions", json=payload | {"max_tokens": 2}, timeout=120)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(timeout=30)
+        assert time.monotonic() - started < 5  # the grace (1 s), not the long request
+        assert long.poll() is None or long.returncode != 0  # it was cut off, not answered
+        long.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "POST /v1/chat/completions 200" in text and "GET /health 200" in text, text
+    assert "stopping: new requests are refused" in text, text
 
 
 def test_cli_names_a_model_it_cannot_load(tmp_path: Path) -> None:

@@ -1,0 +1,133 @@
+"""The model server driven by the official `openai` SDK (sync, async and streaming) and by
+litellm: the parameters it honours behave as against OpenAI, the ones it does not are refused by
+name with the SDK's own exception class, and every error has OpenAI's body."""
+
+from __future__ import annotations
+
+import asyncio
+
+import litellm
+import openai
+import pytest
+
+CHAT = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "list files"}]
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_one_by_one_and_unknown_routes_answer_as_openai(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError, match="'gpt-9' is not served here"):
+        client.models.retrieve("gpt-9")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.get("/no/such/route", cast_to=object)
+    assert missing.value.body["message"].startswith("no route GET /v1/no/such/route")  # type: ignore[index]
+
+
+def test_developer_role_n_and_seeds(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=5, temperature=1.0, seed=3, n=3
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    texts = [c.message.content for c in reply.choices]
+    assert len(set(texts)) > 1  # each choice its own draw (seed + index)
+    assert reply.usage is not None and reply.usage.completion_tokens == 15
+    again = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=5, temperature=1.0, seed=4
+    )
+    assert again.choices[0].message.content == texts[1]  # choice 1 of seed 3 is seed 4
+
+
+def test_stop_sequences_end_the_text_before_them(client: openai.OpenAI) -> None:
+    free = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=30, temperature=0)
+    text = free.choices[0].message.content or ""
+    stop = text[10:14]
+    assert stop.strip(), text
+    cut = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=30, temperature=0, stop=[stop, "never-appears"]
+    )
+    choice = cut.choices[0]
+    assert choice.message.content == text[: text.index(stop)]
+    assert choice.finish_reason == "stop"
+    assert cut.usage is not None and cut.usage.completion_tokens < 30  # generation ended early
+
+
+def test_logprobs_and_top_logprobs_are_honoured(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=4, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == 4
+    for token in content:
+        assert len(token.top_logprobs) == 3
+        best = token.top_logprobs[0]
+        assert (best.token, best.logprob) == (token.token, pytest.approx(token.logprob))  # greedy
+        values = [t.logprob for t in token.top_logprobs]
+        assert values == sorted(values, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"top_p": 0.3}, "top_p"),
+        ({"presence_penalty": 1.0}, "presence_penalty"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true
+    ],
+)
+def test_what_is_not_honoured_is_refused_by_name(
+    client: openai.OpenAI, extra: dict, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2, **extra)
+    assert bad.value.body["param"] == param  # type: ignore[index]
+
+
+def test_neutral_values_and_bookkeeping_fields_pass(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=2, top_p=1, presence_penalty=0, user="me",
+        tool_choice="none",
+    )  # fmt: skip
+    assert reply.choices[0].message.tool_calls is None
+
+
+def test_streaming_and_async_clients(url: str, client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=6, temperature=0, stream=True
+    )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    whole = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=6, temperature=0)
+    assert streamed == whole.choices[0].message.content
+
+    async def both() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+        replies = await asyncio.gather(
+            *(
+                aclient.chat.completions.create(
+                    model="tiny", messages=CHAT, max_tokens=6, temperature=0
+                )
+                for _ in range(2)
+            )
+        )
+        return [r.choices[0].message.content or "" for r in replies]
+
+    assert asyncio.run(both()) == [streamed, streamed]
+
+
+def test_litellm_as_a_client(url: str, client: openai.OpenAI) -> None:
+    reply = litellm.completion(
+        model="openai/tiny", api_base=url, api_key="unused", messages=CHAT, max_tokens=4,
+        temperature=0,
+    )  # fmt: skip
+    whole = client.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4, temperature=0)
+    assert reply.choices[0].message.content == whole.choices[0].message.content
+    with pytest.raises(litellm.BadRequestError):
+        litellm.completion(
+            model="openai/tiny", api_base=url, api_key="unused", messages=CHAT, top_p=0.2,
+            max_tokens=2,
+        )  # fmt: skip
