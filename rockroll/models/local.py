@@ -190,10 +190,14 @@ class LocalModel:
         seed: int | None = None,
         stop: tuple[str, ...] = (),
         top_logprobs: int = 0,
+        on_token: Callable[[int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Completion:
         """The assistant's next message. `stop` strings end generation where one appears (it
         is left out of the text; the token ids keep the tokens through it, as sampled);
-        `top_logprobs` > 0 also returns that many most likely tokens at each position."""
+        `top_logprobs` > 0 also returns that many most likely tokens at each position;
+        `on_token(id)` sees each token as it is sampled (on the decoding thread: keep it
+        cheap); `cancelled()` true ends generation at the next token."""
         if tools and not self.template_knows_tools:
             messages = _with_tool_section(messages, tools)
         prompt_ids = self.prompt_ids(messages, tools)
@@ -204,9 +208,9 @@ class LocalModel:
                 f"window of {self.context_window}; trim the history"
             )
         self._sampled.version = None
-        done = self._generate(
-            _Request(prompt_ids, min(max_tokens, room), temperature, seed, stop, top_logprobs)
-        )
+        limit = min(max_tokens, room)
+        request = _Request(prompt_ids, limit, temperature, seed, stop, top_logprobs)
+        done = self._generate(replace(request, on_token=on_token, cancelled=cancelled))
         token_ids, logprobs, stopped = done.token_ids, done.logprobs, done.stopped
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
@@ -276,7 +280,7 @@ class LocalModel:
                 temperature=temperature,
                 seeds=[r.seed for r in group],
                 stop_ids=self.stop_ids,
-                stop_check=self._stop_check(group) if any(r.stop for r in group) else None,
+                stop_check=self._stop_check(group) if any(r.watched for r in group) else None,
                 top_logprobs=top,
             )
             for i, generated in zip(rows, done, strict=True):
@@ -285,16 +289,21 @@ class LocalModel:
         return [g for g in out if g is not None]
 
     def _stop_check(self, group: list[_Request]) -> Callable[[int, list[int]], bool]:
-        """Whether a row's text so far holds one of its stop strings (decoding only the tail
-        that a stop string could still end in)."""
+        """After each token of a row: hand it to the request's `on_token`, then whether the row
+        ends now (its caller cancelled, or its text holds one of its stop strings; only the
+        tail a stop string could still end in is decoded)."""
         tails = [max((len(s) for s in r.stop), default=0) + 2 for r in group]
 
         def check(row: int, ids: list[int]) -> bool:
-            stops = group[row].stop
-            if not stops:
+            request = group[row]
+            if request.on_token is not None:
+                request.on_token(ids[-1])
+            if request.cancelled is not None and request.cancelled():
+                return True
+            if not request.stop:
                 return False
             tail = self.tokenizer.decode(ids[-tails[row] :], skip_special_tokens=True)
-            return any(s in tail for s in stops if s)
+            return any(s in tail for s in request.stop if s)
 
         return check
 
@@ -335,6 +344,13 @@ class _Request:
     seed: int | None
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0
+    on_token: Callable[[int], None] | None = None
+    cancelled: Callable[[], bool] | None = None
+
+    @property
+    def watched(self) -> bool:
+        """Whether its tokens are looked at as they come (stop strings, streaming, cancel)."""
+        return bool(self.stop) or self.on_token is not None or self.cancelled is not None
 
 
 def load_local(

@@ -15,16 +15,18 @@ tokens it would get alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -33,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rockroll.errors import ModelError, RockrollError
 from rockroll.models import parse_arguments
+from rockroll.models.live_stream import live_events
 from rockroll.models.messages import Completion, Message, ToolCall
 
 DEFAULT_MAX_TOKENS = 512
@@ -136,13 +139,7 @@ def create_app(model: Any, served_name: str) -> FastAPI:
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"the server failed: {type(exc).__name__}: {exc}")
 
-    @app.middleware("http")
-    async def _log(request: Request, call_next: Any) -> Any:
-        started = time.monotonic()
-        response = await call_next(request)
-        took = (time.monotonic() - started) * 1000
-        log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code, took)
-        return response
+    app.add_middleware(_RequestLog)
 
     entry = {"id": served_name, "object": "model", "created": 0, "owned_by": "rockroll"}
     entry |= {"max_model_len": model.context_window}
@@ -162,12 +159,27 @@ def create_app(model: Any, served_name: str) -> FastAPI:
         return entry
 
     @app.post("/v1/chat/completions", response_model=None)
-    def chat(request: ChatRequest) -> dict | StreamingResponse:
+    async def chat(request: ChatRequest, raw: Request) -> dict | StreamingResponse:
         if request.model != served_name:
             raise ServeError(
                 404, f"model {request.model!r} is not served here; use {served_name!r}", "model"
             )
-        body = _complete(model, served_name, request)
+        job = _Job(model, served_name, request)  # a bad request is refused here, before any byte
+        if request.stream and request.n == 1:
+            base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
+            events = live_events(job.run, model.tokenizer, base | {"model": served_name},
+                                 request.stops())  # fmt: skip
+            return StreamingResponse(events, media_type="text/event-stream")
+        cancel = threading.Event()
+        work = asyncio.ensure_future(
+            anyio.to_thread.run_sync(lambda: job.run(lambda _: None, cancel.is_set))
+        )
+        while not work.done():  # a client that goes away cancels its generation
+            await asyncio.wait({work}, timeout=0.25)
+            if not work.done() and await raw.is_disconnected():
+                cancel.set()
+                log.info("client went away: generation cancelled")
+        body = await work
         if request.stream:
             return StreamingResponse(_stream(body), media_type="text/event-stream")
         return body
@@ -175,38 +187,73 @@ def create_app(model: Any, served_name: str) -> FastAPI:
     return app
 
 
-def _complete(model: Any, served_name: str, request: ChatRequest) -> dict:
-    """The response body for a request to the served model: its `n` choices."""
-    if field := request.unsupported():
-        raise ServeError(400, f"unsupported parameter: {field}", field)
-    tools = _tools_for(request)
-    messages = [_message(m, i) for i, m in enumerate(request.messages)]
-    max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
-    top = request.top_logprobs or 0
-    if top and not request.logprobs:
-        raise ServeError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+class _Job:
+    """One request, checked (a refusal raises ServeError at once), ready to `run`."""
 
-    def one(i: int) -> Completion:
-        seed = None if request.seed is None else request.seed + i
-        return model.complete(
-            messages,
-            tools,
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            seed=seed,
-            stop=request.stops(),
-            top_logprobs=top,
-        )
+    def __init__(self, model: Any, served_name: str, request: ChatRequest) -> None:
+        if field := request.unsupported():
+            raise ServeError(400, f"unsupported parameter: {field}", field)
+        self.model, self.served_name, self.request = model, served_name, request
+        self.tools = _tools_for(request)
+        self.messages = [_message(m, i) for i, m in enumerate(request.messages)]
+        self.max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
+        self.top = request.top_logprobs or 0
+        if self.top and not request.logprobs:
+            raise ServeError(400, "top_logprobs needs logprobs: true", "top_logprobs")
 
-    try:
-        if request.n == 1:
-            completions = [one(0)]
-        else:  # at once, so the model decodes them in one batch
-            with ThreadPoolExecutor(request.n) as pool:
-                completions = list(pool.map(one, range(request.n)))
-    except ModelError as exc:
-        raise ServeError(400, str(exc), "messages") from exc
-    return _response(completions, served_name, model.tokenizer)
+    def run(self, on_token: Callable[[int], None], cancelled: Callable[[], bool]) -> dict:
+        """The response body: the request's `n` choices (decoded in one batch)."""
+        request = self.request
+
+        def one(i: int) -> Completion:
+            return self.model.complete(
+                self.messages,
+                self.tools,
+                max_tokens=self.max_tokens,
+                temperature=request.temperature,
+                seed=None if request.seed is None else request.seed + i,
+                stop=request.stops(),
+                top_logprobs=self.top,
+                on_token=on_token if request.n == 1 else None,
+                cancelled=cancelled,
+            )
+
+        try:
+            if request.n == 1:
+                completions = [one(0)]
+            else:
+                with ThreadPoolExecutor(request.n) as pool:
+                    completions = list(pool.map(one, range(request.n)))
+        except ModelError as exc:
+            raise ServeError(400, str(exc), "messages") from exc
+        return _response(completions, self.served_name, self.model.tokenizer)
+
+
+class _RequestLog:
+    """One log line per request once its response has been sent (a stream's whole length).
+
+    Plain ASGI, not Starlette's BaseHTTPMiddleware, which hides a client's going away from the
+    endpoint (and so would keep a cancelled generation running)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.monotonic(), {"code": "-"}
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            took = (time.monotonic() - started) * 1000
+            log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status["code"], took)
 
 
 def _tools_for(request: ChatRequest) -> list[dict[str, Any]] | None:
