@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from rockroll.models import textformat
 from rockroll.models.attention import NAME as GROUPED
 from rockroll.models.attention import register as register_attention
 from rockroll.models.batching import Batcher
+from rockroll.models.decode_request import DecodeRequest, watcher
 from rockroll.models.generation import Generated, generate
 from rockroll.models.messages import Completion, Message
 from rockroll.models.smollm2 import smollm2_dir, smollm2_tokenizer
@@ -201,34 +202,67 @@ class LocalModel:
         if tools and not self.template_knows_tools:
             messages = _with_tool_section(messages, tools)
         prompt_ids = self.prompt_ids(messages, tools)
-        room = self.context_window - len(prompt_ids)
-        if room <= 0:
+        if len(prompt_ids) >= self.context_window:
             raise ModelError(
                 f"the prompt has {len(prompt_ids)} tokens, more than {self.name}'s context "
                 f"window of {self.context_window}; trim the history"
             )
-        self._sampled.version = None
-        limit = min(max_tokens, room)
-        request = _Request(prompt_ids, limit, temperature, seed, stop, top_logprobs)
-        done = self._generate(replace(request, on_token=on_token, cancelled=cancelled))
-        token_ids, logprobs, stopped = done.token_ids, done.logprobs, done.stopped
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-        if cut >= 0:
-            text, stopped = text[:cut], True
-        self.remember(prompt_ids, token_ids)
+        done = self.continue_ids(
+            prompt_ids,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            stop=stop,
+            top_logprobs=top_logprobs,
+            on_token=on_token,
+            cancelled=cancelled,
+        )
+        self.remember(prompt_ids, done.token_ids or [])
         # With tools, valid <tool_call> blocks become structured calls (as an OpenAI-compatible
         # server's tool parser does); the text stays whole so the next prompt re-renders the
         # exact tokens, and the loop reports broken blocks from it.
-        calls = textformat.parse_tool_calls(text)[0] if tools else []
+        calls = textformat.parse_tool_calls(done.message.content)[0] if tools else []
+        if not calls:
+            return done
+        message = done.message.model_copy(update={"tool_calls": calls})
+        return done.model_copy(update={"message": message, "finish_reason": "tool_calls"})
+
+    def continue_ids(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        stop: tuple[str, ...] = (),
+        top_logprobs: int = 0,
+        on_token: Callable[[int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Completion:
+        """What follows `prompt_ids` (no chat template: a plain continuation); the options
+        are `complete`'s. The message is the decoded text."""
+        room = self.context_window - len(prompt_ids)
+        if room <= 0 or not prompt_ids:
+            raise ModelError(
+                f"the prompt has {len(prompt_ids)} tokens; {self.name} takes 1 to "
+                f"{self.context_window - 1} (its context window is {self.context_window})"
+            )
+        self._sampled.version = None
+        request = DecodeRequest(prompt_ids, min(max_tokens, room), temperature, seed, stop)
+        request = replace(request, top_logprobs=top_logprobs, on_token=on_token)
+        done = self._generate(replace(request, cancelled=cancelled))
+        text = self.tokenizer.decode(done.token_ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
         return Completion(
-            message=Message(role="assistant", content=text, tool_calls=calls),
-            finish_reason="tool_calls" if calls else "stop" if stopped else "length",
+            message=Message(role="assistant", content=text),
+            finish_reason="stop" if done.stopped or cut >= 0 else "length",
             prompt_tokens=len(prompt_ids),
-            completion_tokens=len(token_ids),
+            completion_tokens=len(done.token_ids),
             prompt_token_ids=prompt_ids,
-            token_ids=token_ids,
-            logprobs=logprobs,
+            token_ids=done.token_ids,
+            logprobs=done.logprobs,
             top_logprobs=done.top or None,
             raw=text,
             weights_version=self._sampled.version,
@@ -254,19 +288,19 @@ class LocalModel:
         target = torch.tensor(completion_ids, device=logp.device).unsqueeze(1)
         return logp.gather(1, target).squeeze(1).tolist()
 
-    def _generate(self, request: _Request) -> Generated:
+    def _generate(self, request: DecodeRequest) -> Generated:
         """One completion; concurrent callers (threads) are decoded together in one batch."""
         done, version = self._batcher.submit(request)
         self._sampled.version = version
         return done
 
-    def _run_batch(self, requests: list[_Request]) -> list[tuple[Generated, int]]:
+    def _run_batch(self, requests: list[DecodeRequest]) -> list[tuple[Generated, int]]:
         """One batch, under the weights lock; each result with the version that sampled it."""
         with self.weights_lock:
             version = self.weights_version
             return [(g, version) for g in self._decode(requests)]
 
-    def _decode(self, requests: list[_Request]) -> list[Generated]:
+    def _decode(self, requests: list[DecodeRequest]) -> list[Generated]:
         """Requests of one temperature decode as one batch (rows keep their own seeds)."""
         out: list[Generated | None] = [None] * len(requests)
         for temperature in sorted({r.temperature for r in requests}):
@@ -280,32 +314,15 @@ class LocalModel:
                 temperature=temperature,
                 seeds=[r.seed for r in group],
                 stop_ids=self.stop_ids,
-                stop_check=self._stop_check(group) if any(r.watched for r in group) else None,
+                stop_check=watcher(group, self.tokenizer)
+                if any(r.watched for r in group)
+                else None,
                 top_logprobs=top,
             )
             for i, generated in zip(rows, done, strict=True):
                 want = requests[i].top_logprobs
                 out[i] = replace(generated, top=[t[:want] for t in generated.top] if want else [])
         return [g for g in out if g is not None]
-
-    def _stop_check(self, group: list[_Request]) -> Callable[[int, list[int]], bool]:
-        """After each token of a row: hand it to the request's `on_token`, then whether the row
-        ends now (its caller cancelled, or its text holds one of its stop strings; only the
-        tail a stop string could still end in is decoded)."""
-        tails = [max((len(s) for s in r.stop), default=0) + 2 for r in group]
-
-        def check(row: int, ids: list[int]) -> bool:
-            request = group[row]
-            if request.on_token is not None:
-                request.on_token(ids[-1])
-            if request.cancelled is not None and request.cancelled():
-                return True
-            if not request.stop:
-                return False
-            tail = self.tokenizer.decode(ids[-tails[row] :], skip_special_tokens=True)
-            return any(s in tail for s in request.stop if s)
-
-        return check
 
     def _apply(self, messages: list[Message], tools: list[dict] | None, *, tokenize: bool) -> Any:
         chat = [m.to_openai() for m in messages]
@@ -334,23 +351,6 @@ class LocalModel:
         if hasattr(out, "keys"):  # transformers >= 5 returns a BatchEncoding
             out = out["input_ids"]
         return [int(i) for i in out]
-
-
-@dataclass(frozen=True)
-class _Request:
-    prompt_ids: list[int]
-    max_tokens: int
-    temperature: float
-    seed: int | None
-    stop: tuple[str, ...] = ()
-    top_logprobs: int = 0
-    on_token: Callable[[int], None] | None = None
-    cancelled: Callable[[], bool] | None = None
-
-    @property
-    def watched(self) -> bool:
-        """Whether its tokens are looked at as they come (stop strings, streaming, cancel)."""
-        return bool(self.stop) or self.on_token is not None or self.cancelled is not None
 
 
 def load_local(

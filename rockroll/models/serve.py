@@ -30,13 +30,14 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rockroll.errors import ModelError, RockrollError
 from rockroll.models import parse_arguments
 from rockroll.models.live_stream import live_events
 from rockroll.models.messages import Completion, Message, ToolCall
+from rockroll.models.serve_requests import ChatRequest, TextRequest
 
 DEFAULT_MAX_TOKENS = 512
 log = logging.getLogger("rockroll.serve")
@@ -51,69 +52,8 @@ class ServeError(RockrollError):
         self.param = param
 
 
-MAX_CHOICES = 16
-
-IGNORED = {"user", "metadata", "store", "parallel_tool_calls", "stream_options", "service_tier"}
-"""Request fields that change nothing here (bookkeeping, or what this server always does)."""
-
-NEUTRAL = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None}
-"""Sampling fields accepted at their neutral value only; any other value is refused by name."""
-
-
-class ChatRequest(BaseModel):
-    """The OpenAI chat-completions request, as far as this server honours it.
-
-    A field it does not honour is refused with a 400 that names it, rather than ignored: a
-    client that asks for something must not get something else silently. `IGNORED` fields
-    and `NEUTRAL` ones at their neutral value pass.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=MAX_CHOICES)
-    stream: bool = False
-    stop: str | list[str] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    tool_choice: str | dict[str, Any] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return v
-
-    def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-    def unsupported(self) -> str | None:
-        """The first field sent that this server does not honour, if any."""
-        for name, value in (self.model_extra or {}).items():
-            if name in IGNORED or (name in NEUTRAL and value in (NEUTRAL[name], None, {})):
-                continue
-            return name
-        return None
-
-
-def create_app(model: Any, served_name: str) -> FastAPI:
-    """The FastAPI app serving `model` (a LocalModel) under the model name `served_name`."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> Any:
-        yield
-        log.info("stopping: new requests are refused, those running finish or are dropped")
-
-    app = FastAPI(title="rockroll model server", version="1", lifespan=lifespan)
+def _answer_errors_as_openai(app: FastAPI) -> None:
+    """Every error, unknown routes and methods included, in OpenAI's error body."""
 
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
@@ -139,6 +79,18 @@ def create_app(model: Any, served_name: str) -> FastAPI:
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"the server failed: {type(exc).__name__}: {exc}")
 
+
+def create_app(model: Any, served_name: str) -> FastAPI:
+    """The FastAPI app serving `model` (a LocalModel) under the model name `served_name`."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        yield
+        log.info("stopping: new requests are refused, those running finish or are dropped")
+
+    app = FastAPI(title="rockroll model server", version="1", lifespan=lifespan)
+
+    _answer_errors_as_openai(app)
     app.add_middleware(_RequestLog)
 
     entry = {"id": served_name, "object": "model", "created": 0, "owned_by": "rockroll"}
@@ -157,6 +109,14 @@ def create_app(model: Any, served_name: str) -> FastAPI:
         if name != served_name:
             raise ServeError(404, f"model {name!r} is not served here; use {served_name!r}")
         return entry
+
+    @app.post("/v1/completions")
+    async def text(request: TextRequest) -> dict:
+        if request.model != served_name:
+            raise ServeError(
+                404, f"model {request.model!r} is not served here; use {served_name!r}", "model"
+            )
+        return await anyio.to_thread.run_sync(lambda: _continue(model, served_name, request))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: ChatRequest, raw: Request) -> dict | StreamingResponse:
@@ -354,6 +314,70 @@ def _choice(index: int, completion: Completion, tokenizer: Any) -> dict:
         "finish_reason": completion.finish_reason,
         "logprobs": {"content": logprobs},
         "token_ids": ids,
+    }
+
+
+def _continue(model: Any, served_name: str, request: TextRequest) -> dict:
+    """A `/v1/completions` body: `n` plain continuations of the prompt, in one batch."""
+    for field, wrong in (
+        (request.unsupported(), True),
+        ("echo", request.echo),
+        ("stream", request.stream),
+    ):
+        if field and wrong:
+            raise ServeError(400, f"unsupported parameter: {field}", field)
+    ids = request.prompt
+    if isinstance(ids, str):
+        ids = model.tokenizer.encode(ids, add_special_tokens=False)
+
+    def one(i: int) -> Completion:
+        return model.continue_ids(
+            list(ids),
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            seed=None if request.seed is None else request.seed + i,
+            stop=request.stops(),
+            top_logprobs=request.logprobs or 0,
+        )
+
+    try:
+        with ThreadPoolExecutor(request.n) as pool:
+            done = list(pool.map(one, range(request.n)))
+    except ModelError as exc:
+        raise ServeError(400, str(exc), "prompt") from exc
+    return _text_response(done, served_name, model.tokenizer, request.logprobs is not None)
+
+
+def _text_response(
+    done: list[Completion], served_name: str, tokenizer: Any, logprobs: bool
+) -> dict:
+    """The legacy completions body; rockroll's token ids ride along as in chat replies."""
+    choices = []
+    for i, c in enumerate(done):
+        ids = c.token_ids or []
+        choice: dict[str, Any] = {"index": i, "text": c.message.content, "logprobs": None}
+        if logprobs:
+            tokens = tokenizer.convert_ids_to_tokens(ids) if ids else []
+            tops = c.top_logprobs or [[] for _ in ids]
+            choice["logprobs"] = {
+                "tokens": tokens,
+                "token_logprobs": c.logprobs or [],
+                "top_logprobs": [
+                    {t["token"]: t["logprob"] for t in _top(top, tokenizer)} for top in tops
+                ],
+            }
+        choices.append(choice | {"finish_reason": c.finish_reason, "token_ids": ids})
+    prompt = done[0].prompt_tokens or 0
+    produced = sum(c.completion_tokens or 0 for c in done)
+    usage = {"prompt_tokens": prompt, "completion_tokens": produced}
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": served_name,
+        "choices": choices,
+        "usage": usage | {"total_tokens": prompt + produced},
+        "prompt_token_ids": done[0].prompt_token_ids or [],
     }
 
 

@@ -131,3 +131,31 @@ def test_litellm_as_a_client(url: str, client: openai.OpenAI) -> None:
             model="openai/tiny", api_base=url, api_key="unused", messages=CHAT, top_p=0.2,
             max_tokens=2,
         )  # fmt: skip
+
+
+def test_text_completions_continue_a_prompt_or_its_token_ids(
+    client: openai.OpenAI, tiny: object
+) -> None:
+    from rockroll.models.local import LocalModel
+
+    assert isinstance(tiny, LocalModel)
+    ids = tiny.tokenizer.encode("Once upon a time", add_special_tokens=False)
+    local = tiny.continue_ids(ids, max_tokens=6, temperature=0)
+    by_text = client.completions.create(
+        model="tiny", prompt="Once upon a time", max_tokens=6, temperature=0
+    )
+    assert by_text.object == "text_completion"
+    assert by_text.choices[0].text == local.message.content
+    by_ids = client.completions.create(
+        model="tiny", prompt=ids, max_tokens=6, temperature=0, logprobs=2
+    )
+    choice = by_ids.choices[0]
+    assert choice.text == local.message.content
+    assert choice.logprobs is not None and choice.logprobs.token_logprobs == pytest.approx(
+        local.logprobs
+    )
+    assert all(len(top) <= 2 for top in choice.logprobs.top_logprobs or [])
+    assert by_ids.usage is not None and by_ids.usage.prompt_tokens == len(ids)
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model="tiny", prompt="x", max_tokens=2, echo=True)
+    assert bad.value.body["param"] == "echo"  # type: ignore[index]
