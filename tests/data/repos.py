@@ -40,7 +40,8 @@ def wobble_b(n):
 def wobble_c(n):
     return n * 4
 '''
-TESTS = """import random
+TESTS = """import tempfile
+from pathlib import Path
 
 from calc import clamp, mean, shout, wobble_a, wobble_b, wobble_c
 
@@ -68,17 +69,25 @@ def test_shout():  # one input only: a hard-coded answer passes it
     assert shout("hi") == "HI!"
 
 
-# flaky: each fails every other run, by chance
+# flaky: each passes and fails on alternate runs in one machine (a count kept in /tmp), so a
+# test of the pipeline sees the flakiness in any two runs, never by chance only
+def _flips(name):
+    count = Path(tempfile.gettempdir()) / f".wobble-{name}"
+    runs = int(count.read_text()) if count.exists() else 0
+    count.write_text(str(runs + 1))
+    return runs % 2 == 0
+
+
 def test_wobble_a():
-    assert wobble_a(2) == 4 and random.random() < 0.5
+    assert wobble_a(2) == 4 and _flips("a")
 
 
 def test_wobble_b():
-    assert wobble_b(2) == 6 and random.random() < 0.5
+    assert wobble_b(2) == 6 and _flips("b")
 
 
 def test_wobble_c():
-    assert wobble_c(2) == 8 and random.random() < 0.5
+    assert wobble_c(2) == 8 and _flips("c")
 """
 
 
