@@ -104,26 +104,23 @@ def create_app(model: Any, served_name: str) -> FastAPI:
     def models() -> dict:
         return {"object": "list", "data": [entry]}
 
+    def served(name: str, param: str | None = None) -> None:
+        if name != served_name:
+            raise ServeError(404, f"model {name!r} is not served here; use {served_name!r}", param)
+
     @app.get("/v1/models/{name:path}")
     def one_model(name: str) -> dict:
-        if name != served_name:
-            raise ServeError(404, f"model {name!r} is not served here; use {served_name!r}")
+        served(name)
         return entry
 
     @app.post("/v1/completions")
     async def text(request: TextRequest) -> dict:
-        if request.model != served_name:
-            raise ServeError(
-                404, f"model {request.model!r} is not served here; use {served_name!r}", "model"
-            )
+        served(request.model, "model")
         return await anyio.to_thread.run_sync(lambda: _continue(model, served_name, request))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: ChatRequest, raw: Request) -> dict | StreamingResponse:
-        if request.model != served_name:
-            raise ServeError(
-                404, f"model {request.model!r} is not served here; use {served_name!r}", "model"
-            )
+        served(request.model, "model")
         job = _Job(model, served_name, request)  # a bad request is refused here, before any byte
         if request.stream and request.n == 1:
             base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
@@ -178,14 +175,7 @@ class _Job:
                 cancelled=cancelled,
             )
 
-        try:
-            if request.n == 1:
-                completions = [one(0)]
-            else:
-                with ThreadPoolExecutor(request.n) as pool:
-                    completions = list(pool.map(one, range(request.n)))
-        except ModelError as exc:
-            raise ServeError(400, str(exc), "messages") from exc
+        completions = _choices(request.n, one, "messages")
         return _response(completions, self.served_name, self.model.tokenizer)
 
 
@@ -268,23 +258,41 @@ def _message(raw: dict[str, Any], index: int) -> Message:
         ) from None
 
 
-def _response(completions: list[Completion], served_name: str, tokenizer: Any) -> dict:
-    choices = [_choice(i, c, tokenizer) for i, c in enumerate(completions)]
-    prompt_tokens = completions[0].prompt_tokens or 0
-    completion_tokens = sum(c.completion_tokens or 0 for c in completions)
+def _choices(n: int, one: Callable[[int], Completion], param: str) -> list[Completion]:
+    """`one(i)` for each of `n` choices, at once when several (the model decodes them in one
+    batch); a request the model refuses is a 400 naming `param`."""
+    try:
+        if n == 1:
+            return [one(0)]
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(one, range(n)))
+    except ModelError as exc:
+        raise ServeError(400, str(exc), param) from exc
+
+
+def _body(kind: str, served_name: str, completions: list[Completion], choices: list) -> dict:
+    """A response body of `kind` ("chat.completion", "text_completion") with its usage, and
+    rockroll's prompt token ids."""
+    prompt = completions[0].prompt_tokens or 0
+    produced = sum(c.completion_tokens or 0 for c in completions)
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
+        "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": kind,
         "created": int(time.time()),
         "model": served_name,
         "choices": choices,
         "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens": prompt,
+            "completion_tokens": produced,
+            "total_tokens": prompt + produced,
         },
         "prompt_token_ids": completions[0].prompt_token_ids or [],
     }
+
+
+def _response(completions: list[Completion], served_name: str, tokenizer: Any) -> dict:
+    choices = [_choice(i, c, tokenizer) for i, c in enumerate(completions)]
+    return _body("chat.completion", served_name, completions, choices)
 
 
 def _choice(index: int, completion: Completion, tokenizer: Any) -> dict:
@@ -319,13 +327,9 @@ def _choice(index: int, completion: Completion, tokenizer: Any) -> dict:
 
 def _continue(model: Any, served_name: str, request: TextRequest) -> dict:
     """A `/v1/completions` body: `n` plain continuations of the prompt, in one batch."""
-    for field, wrong in (
-        (request.unsupported(), True),
-        ("echo", request.echo),
-        ("stream", request.stream),
-    ):
-        if field and wrong:
-            raise ServeError(400, f"unsupported parameter: {field}", field)
+    field = request.unsupported() or ("echo" if request.echo else None)
+    if field := field or ("stream" if request.stream else None):
+        raise ServeError(400, f"unsupported parameter: {field}", field)
     ids = request.prompt
     if isinstance(ids, str):
         ids = model.tokenizer.encode(ids, add_special_tokens=False)
@@ -340,11 +344,7 @@ def _continue(model: Any, served_name: str, request: TextRequest) -> dict:
             top_logprobs=request.logprobs or 0,
         )
 
-    try:
-        with ThreadPoolExecutor(request.n) as pool:
-            done = list(pool.map(one, range(request.n)))
-    except ModelError as exc:
-        raise ServeError(400, str(exc), "prompt") from exc
+    done = _choices(request.n, one, "prompt")
     return _text_response(done, served_name, model.tokenizer, request.logprobs is not None)
 
 
@@ -367,18 +367,7 @@ def _text_response(
                 ],
             }
         choices.append(choice | {"finish_reason": c.finish_reason, "token_ids": ids})
-    prompt = done[0].prompt_tokens or 0
-    produced = sum(c.completion_tokens or 0 for c in done)
-    usage = {"prompt_tokens": prompt, "completion_tokens": produced}
-    return {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": served_name,
-        "choices": choices,
-        "usage": usage | {"total_tokens": prompt + produced},
-        "prompt_token_ids": done[0].prompt_token_ids or [],
-    }
+    return _body("text_completion", served_name, done, choices)
 
 
 def _top(top: list[tuple[int, float]], tokenizer: Any) -> list[dict]:
