@@ -248,9 +248,9 @@ class LocalModel:
                 f"{self.context_window - 1} (its context window is {self.context_window})"
             )
         self._sampled.version = None
-        request = DecodeRequest(prompt_ids, min(max_tokens, room), temperature, seed, stop)
-        request = replace(request, top_logprobs=top_logprobs, on_token=on_token)
-        done = self._generate(replace(request, cancelled=cancelled))
+        limit = min(max_tokens, room)
+        hooks = (stop, top_logprobs, on_token, cancelled)
+        done = self._generate(DecodeRequest(prompt_ids, limit, temperature, seed, *hooks))
         text = self.tokenizer.decode(done.token_ids, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
         if cut >= 0:
