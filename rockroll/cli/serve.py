@@ -33,6 +33,11 @@ def register(nouns: Verbs) -> None:
         default=10.0,
         help="seconds a client has to send a request's head before it is disconnected",
     )
+    serve.add_argument(
+        "--e2b",
+        action="store_true",
+        help="also speak E2B's API, for an unchanged e2b SDK (E2B_API_URL, E2B_SANDBOX_URL)",
+    )
     serve.set_defaults(func=run_server)
 
 
@@ -50,6 +55,7 @@ def run_server(args: argparse.Namespace) -> int:
         max_tree=parse_size(args.max_tree, "--max-tree", minimum=1) or 0,
         public_metrics=args.public_metrics,
         header_timeout=args.header_timeout,
+        e2b=args.e2b,
     )
     serve(
         options,

@@ -72,8 +72,10 @@ def create_app(
     max_download: int = MAX_READ,
     max_tree: int = MAX_TREE,
     public_metrics: bool = False,
+    e2b: bool = False,
 ) -> FastAPI:
-    """The API over `pool` (and its store); `rockroll serve` runs it under uvicorn."""
+    """The API over `pool` (and its store); `rockroll serve` runs it under uvicorn. With `e2b`
+    it also speaks enough of E2B's API for the `e2b` SDK (rockroll.service.e2b)."""
     app = FastAPI(
         title="rockroll sandbox service",
         version=VERSION,
@@ -99,4 +101,8 @@ def create_app(
     app.include_router(health.metrics_public if public_metrics else health.metrics_guarded)
     for router in ROUTERS:
         app.include_router(router)
+    if e2b:
+        from rockroll.service.e2b import mount
+
+        mount(app)
     return app

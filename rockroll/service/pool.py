@@ -140,6 +140,13 @@ class Pool:
         if row.status in LIVE:
             self._close(row, "deleted", reason)
 
+    def set_lifetime(self, owner: Token, sandbox_id: str, seconds: float) -> float:
+        """Delete the live sandbox `seconds` from now (its new hard deadline, returned)."""
+        self.get(owner, sandbox_id)
+        deadline = time.time() + seconds
+        self.store.set_deadline(sandbox_id, deadline)
+        return deadline
+
     def kill_all(self, owner: Token, sandbox_id: str) -> int:
         return self.get(owner, sandbox_id).kill_all()
 

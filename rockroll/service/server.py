@@ -43,6 +43,7 @@ class ServeOptions:
     header_timeout: float = 10.0  # seconds a client has to send a request's head
     max_connections: int = 4096
     log_level: str = "warning"
+    e2b: bool = False  # also speak E2B's API, for the e2b SDK (rockroll.service.e2b)
 
 
 def lock_database(path: Path) -> int:
@@ -75,6 +76,8 @@ def serve(options: ServeOptions, say: Callable[[str], None] = print) -> Reconcil
         )
         pool.start_reaper(options.reap_every)
         say(f"serving sandboxes on http://{options.host}:{options.port} (docs at /docs)")
+        if options.e2b:
+            say(f"E2B API on: E2B_API_URL=E2B_SANDBOX_URL=http://{options.host}:{options.port}")
         HeadDeadline.seconds = options.header_timeout
         # uvicorn drains requests on SIGTERM, then re-raises the signal; with the default
         # handler that would kill the process before the sandboxes are deleted.
@@ -86,6 +89,7 @@ def serve(options: ServeOptions, say: Callable[[str], None] = print) -> Reconcil
                 max_download=options.max_download,
                 max_tree=options.max_tree,
                 public_metrics=options.public_metrics,
+                e2b=options.e2b,
             )
             uvicorn.run(
                 app,

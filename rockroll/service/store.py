@@ -344,6 +344,11 @@ class Store:
                 (status, reason, time.time(), key),
             )
 
+    def set_deadline(self, sandbox_id: str, deadline: float | None) -> None:
+        """Move a sandbox's hard deadline (the reaper deletes it once passed)."""
+        with self._tx() as db:
+            db.execute("UPDATE sandboxes SET deadline = ? WHERE id = ?", (deadline, sandbox_id))
+
     def touch(self, sandbox_id: str, when: float | None = None) -> None:
         with self._tx() as db:
             db.execute(
