@@ -26,6 +26,13 @@ def register(nouns: Verbs) -> None:
     serve.add_argument("--name", help="model name clients ask for (default: the model's)")
     serve.add_argument("--dtype", default="float32", help="float32 or bfloat16")
     serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="requests decoded at once (default 16); they join and leave between decoding "
+        "steps, so a short request never waits for a long one to finish",
+    )
+    serve.add_argument(
         "--grace",
         type=float,
         default=GRACE,
@@ -45,8 +52,11 @@ def serve_model(args: argparse.Namespace) -> int:
     from rockroll.models.local import load_local
     from rockroll.models.serve import create_app
 
+    if args.max_batch < 1:
+        raise UsageError(f"model serve: --max-batch must be 1 or more, got {args.max_batch}")
     spec = args.model.removeprefix("local:")
     model = load_local(spec, dtype=args.dtype)  # a ModelError names what it cannot load
+    model.batch_continuously(args.max_batch)
     name = args.name or (spec if spec == "smollm2" else spec.rstrip("/").rsplit("/", 1)[-1])
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -10,7 +10,8 @@ from typing import Any
 @dataclass(frozen=True)
 class DecodeRequest:
     """What one caller asks of a batch: the prompt's ids, its limit, its sampling, and the
-    hooks that see its tokens (stop strings, streaming, cancellation)."""
+    hooks that see its tokens (stop strings, streaming, cancellation), and the grammar they
+    must follow."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -20,6 +21,7 @@ class DecodeRequest:
     top_logprobs: int = 0
     on_token: Callable[[int], None] | None = None
     cancelled: Callable[[], bool] | None = None
+    grammar: str | None = None  # llguidance grammar its tokens must follow (constraints.py)
 
     @property
     def watched(self) -> bool:
@@ -27,22 +29,23 @@ class DecodeRequest:
         return bool(self.stop) or self.on_token is not None or self.cancelled is not None
 
 
-def watcher(group: list[DecodeRequest], tokenizer: Any) -> Callable[[int, list[int]], bool]:
-    """The decoder's stop check for a batch of requests: after each token of a row, hand it to
-    the request's `on_token`, then say whether the row ends now (its caller cancelled, or its
-    text holds one of its stop strings; only the tail a stop string could still end in is
-    decoded)."""
-    tails = [max((len(s) for s in r.stop), default=0) + 2 for r in group]
+def watch(request: DecodeRequest, tokenizer: Any) -> Callable[[list[int]], bool] | None:
+    """The decoder's check of one request's row (None when nothing watches it): after each
+    token, hand it to the request's `on_token`, then say whether the row ends now (its caller
+    cancelled, or its text holds one of its stop strings; only the tail a stop string could
+    still end in is decoded)."""
+    if not request.watched:
+        return None
+    tail = max((len(s) for s in request.stop), default=0) + 2
 
-    def check(row: int, ids: list[int]) -> bool:
-        request = group[row]
+    def check(ids: list[int]) -> bool:
         if request.on_token is not None:
             request.on_token(ids[-1])
         if request.cancelled is not None and request.cancelled():
             return True
         if not request.stop:
             return False
-        tail = tokenizer.decode(ids[-tails[row] :], skip_special_tokens=True)
-        return any(s in tail for s in request.stop if s)
+        text = tokenizer.decode(ids[-tail:], skip_special_tokens=True)
+        return any(s in text for s in request.stop if s)
 
     return check

@@ -2,12 +2,14 @@
 
 A trainer needs the logprob of each token under the very distribution it was drawn from
 (log_softmax(logits / temperature), or of the raw logits when greedy), which `model.generate`
-does not hand back exactly. This is a plain loop over a KV cache instead: prompts are left
-padded with an attention mask and explicit positions, every row samples from its own seeded
-`torch.Generator` (so a row's tokens do not depend on what shares its batch), and rows that end
-are dropped from the batch. Without padding no mask is passed, so one prompt takes exactly the
-path of an unpadded forward. Rows with the same prompt (a group of episodes of one task) share
-one prefill, whose cache and logits are then spread to every row of that prompt.
+does not hand back exactly. This is a plain loop over a KV cache instead (`Decoding`): prompts
+are left padded with an attention mask and explicit positions, every row samples from its own
+seeded `torch.Generator` at its own temperature (so a row's tokens do not depend on what shares
+its batch), rows that end leave the batch and new ones may join it between steps (continuous
+batching). Without padding no mask is passed, so one prompt takes exactly the path of an
+unpadded forward. Rows admitted together with the same prompt (a group of episodes of one
+task) share one prefill, whose cache and logits are then spread to every row of that prompt.
+`generate` is the whole-batch use: every row admitted at once, stepped until all have ended.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+
+from rockroll.models import kv_cache
+from rockroll.models.constraints import Constraint
 
 StopCheck = Callable[[int, list[int]], bool]
 """`check(row, token_ids)`: True to end that row now (its tokens so far given), as a stop
@@ -68,118 +75,234 @@ def generate(
     seeds = [None] * len(prompts) if seeds is None else list(seeds)
     if len(limits) != len(prompts) or len(seeds) != len(prompts):
         raise ValueError("max_tokens and seeds need one value per prompt")
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    rows = [i for i, limit in enumerate(limits) if limit > 0]
-    out = [Generated([], [], False) for _ in prompts]
-    if rows:
-        check = None if stop_check is None else (lambda j, ids: stop_check(rows[j], ids))
-        done = _Decoder(model, [prompts[i] for i in rows], [limits[i] for i in rows]).run(
-            temperature, [seeds[i] for i in rows], stop_ids, check, top_logprobs
+    rows = [
+        Row(
+            prompt,
+            limit,
+            temperature,
+            seed,
+            None if stop_check is None else partial(stop_check, i),
+            top_logprobs,
         )
-        for i, generated in zip(rows, done, strict=True):
-            out[i] = generated
-    return out
+        for i, (prompt, limit, seed) in enumerate(zip(prompts, limits, seeds, strict=True))
+    ]
+    decoding = Decoding(model, stop_ids)
+    decoding.admit(rows)
+    while decoding.rows:
+        decoding.step()
+    return [row.result() for row in rows]
 
 
-class _Decoder:
-    """The state of one batch: inputs of the next step, the cache, and what was recorded."""
+@dataclass(eq=False)
+class Row:
+    """One completion in a decoding batch: what it asks, and what it has been given so far.
 
-    def __init__(self, model: Any, prompts: list[Sequence[int]], limits: list[int]) -> None:
+    `check(tokens)` is called after each token that is not a stop id; True ends the row there
+    (it counts as stopped)."""
+
+    prompt: Sequence[int]
+    limit: int
+    temperature: float = 0.0
+    seed: int | None = None
+    check: Callable[[list[int]], bool] | None = None
+    top_logprobs: int = 0
+    constraint: Constraint | None = None  # a grammar its tokens must follow
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+    stopped: bool = False
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.prompt) == 0:
+            raise ValueError("every prompt needs at least one token")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+    def result(self) -> Generated:
+        return Generated(list(self.tokens), list(self.logprobs), self.stopped, list(self.top))
+
+
+class Decoding:
+    """A batch in flight: rows join it (`admit`: their prefill, and their first token) while
+    others decode, every `step` gives each row its next token, and a row leaves when it ends.
+
+    Prompts are left padded with an attention mask and explicit positions; rows admitted
+    together with the same prompt share one prefill. A batch that never had padding passes no
+    mask, so one prompt takes exactly the path of an unpadded forward. Rows admitted later are
+    joined onto the running cache (see `rockroll.models.kv_cache`)."""
+
+    def __init__(self, model: Any, stop_ids: Collection[int] = ()) -> None:
         self.model = model
-        self.limits = limits
         self.device = next(model.parameters()).device
         self.cache_name, self.keep_last = forward_options(model)
-        distinct: dict[tuple[int, ...], int] = {}
-        source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-        self.ids, self.mask, self.positions = _left_pad(list(distinct), self.device)
-        # Prefill row of each batch row, until the first forward has spread the prefill.
-        self.spread = (
-            torch.tensor(source, device=self.device) if len(distinct) < len(prompts) else None
-        )
+        self.stops = frozenset(stop_ids)
+        self.rows: list[Row] = []
         self.cache: Any = None
-        self.live = list(range(len(prompts)))  # batch row -> prompt row
-        self.rows = torch.arange(len(prompts), device=self.device)  # the same, on the device
-        self.tokens = torch.zeros(len(prompts), max(limits), dtype=torch.long, device=self.device)
-        self.logprobs = torch.zeros(len(prompts), max(limits), device=self.device)
+        self.mask: torch.Tensor | None = None  # [rows, cache length]; None: nothing padded
+        self.next_ids = torch.zeros(0, dtype=torch.long, device=self.device)  # fed next step
+        self.next_pos = torch.zeros(0, dtype=torch.long, device=self.device)  # their positions
+        self._parts: dict[Row, tuple[Any, int]] = {}  # prefills under way: cache, tokens in
 
-    def run(
-        self,
-        temperature: float,
-        seeds: list[int | None],
-        stop_ids: Collection[int],
-        stop_check: StopCheck | None = None,
-        top_logprobs: int = 0,
-    ) -> list[Generated]:
-        generators = _generators(seeds, self.device) if temperature > 0 else []
-        stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=self.device)
-        lengths = list(self.limits)
-        stopped = [False] * len(self.limits)
-        so_far: list[list[int]] = [[] for _ in self.limits]  # host copies, for stop_check
-        tops: list[list[list[tuple[int, float]]]] = [[] for _ in self.limits]
-        for step in range(max(self.limits)):
-            token, logprob, logp = _pick(self._forward(), temperature, generators)
-            self.tokens[self.rows, step] = token
-            self.logprobs[self.rows, step] = logprob
-            hits = torch.isin(token, stops).tolist()  # the one host sync of a plain step
-            if top_logprobs:
-                values, ids = logp.topk(min(top_logprobs, logp.shape[-1]), dim=-1)
-                for j, (vs, is_) in enumerate(zip(values.tolist(), ids.tolist(), strict=True)):
-                    tops[self.live[j]].append(list(zip(is_, vs, strict=True)))
-            if stop_check is not None:
-                for j, t in enumerate(token.tolist()):
-                    so_far[self.live[j]].append(t)
-            keep = []
-            for j, row in enumerate(self.live):
-                hit = hits[j] or (stop_check is not None and stop_check(row, so_far[row]))
-                if hit or self.limits[row] == step + 1:
-                    lengths[row], stopped[row] = step + 1, hit
-                else:
-                    keep.append(j)
-            if not keep:
-                break
-            self._advance(token, keep)
-            generators = [generators[j] for j in keep] if generators else []
-        return self._results(lengths, stopped, tops)
+    @torch.inference_mode()
+    def admit(self, rows: list[Row]) -> list[Row]:
+        """Prefill `rows` and sample their first tokens; returns those that ended already."""
+        ended = [row for row in rows if row.limit <= 0]
+        rows = [row for row in rows if row.limit > 0]
+        if not rows:
+            return ended
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(row.prompt), len(distinct)) for row in rows]
+        ids, mask, positions = _left_pad(list(distinct), self.device)
+        cache, logits = self._forward(None, ids, positions, mask)
+        if len(distinct) < len(rows):  # spread each prefill to the rows of its prompt
+            spread = torch.tensor(source, device=self.device)
+            cache.batch_select_indices(spread)
+            logits = logits[spread]
+            mask = None if mask is None else mask[spread]
+        return ended + self._start(rows, cache, logits, mask)
 
-    def _forward(self) -> torch.Tensor:
-        kwargs = {self.cache_name: self.cache, "use_cache": True, **self.keep_last}
-        if self.mask is not None:
-            kwargs["attention_mask"] = self.mask
-        out = self.model(input_ids=self.ids, position_ids=self.positions, **kwargs)
-        self.cache = getattr(out, self.cache_name)
-        logits = out.logits[:, -1].float()
-        if self.spread is not None:
-            self.cache.batch_select_indices(self.spread)
-            self.positions = self.positions[self.spread]
-            if self.mask is not None:
-                self.mask = self.mask[self.spread]
-            logits, self.spread = logits[self.spread], None
-        return logits
+    @torch.inference_mode()
+    def admit_part(self, rows: list[Row], chunk: int) -> list[Row] | None:
+        """`admit` for rows of one prompt (each with a limit), `chunk` more of its tokens per
+        call: None until the last part is in, then what `admit` returns. A long prompt's
+        prefill so goes in pieces between the other rows' steps."""
+        prompt, key = rows[0].prompt, rows[0]
+        cache, done = self._parts.pop(key, (None, 0))
+        end = min(done + chunk, len(prompt))
+        ids = torch.tensor([list(prompt[done:end])], device=self.device)
+        positions = torch.arange(done, end, device=self.device)[None]
+        cache, logits = self._forward(cache, ids, positions, None)
+        if end < len(prompt):
+            self._parts[key] = (cache, end)
+            return None
+        spread = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        if len(rows) > 1:
+            cache.batch_select_indices(spread)
+        return self._start(rows, cache, logits[spread], None)
 
-    def _advance(self, token: torch.Tensor, keep: list[int]) -> None:
-        """Next step's inputs: the sampled tokens of the rows still going."""
-        self.ids, self.positions = token[:, None], self.positions[:, -1:] + 1
-        if self.mask is not None:
-            self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.live), 1)], dim=1)
-        if len(keep) < len(self.live):
+    def _start(
+        self, rows: list[Row], cache: Any, logits: torch.Tensor, mask: torch.Tensor | None
+    ) -> list[Row]:
+        """Sample the first tokens of prefilled rows, and join those going on to the batch."""
+        for row in rows:
+            if row.temperature > 0:
+                row.generator = _generator(row.seed, self.device)
+        token, keep, done = self._record(rows, logits)
+        next_pos = torch.tensor([len(row.prompt) for row in rows], device=self.device)
+        if keep and len(keep) < len(rows):
             index = torch.tensor(keep, device=self.device)
-            self.cache.batch_select_indices(index)
-            self.ids, self.positions = self.ids[index], self.positions[index]
-            if self.mask is not None:
-                self.mask = self.mask[index]
-            self.live, self.rows = [self.live[j] for j in keep], self.rows[index]
+            cache.batch_select_indices(index)
+            token, next_pos = token[index], next_pos[index]
+            mask = None if mask is None else mask[index]
+        if keep:
+            self._join([rows[j] for j in keep], cache, mask, token, next_pos)
+        return done
 
-    def _results(
-        self, lengths: list[int], stopped: list[bool], tops: list[list[list[tuple[int, float]]]]
-    ) -> list[Generated]:
-        tokens, logprobs = self.tokens.tolist(), self.logprobs.tolist()
-        return [
-            Generated(tokens[i][:n], logprobs[i][:n], stopped[i], tops[i][:n])
-            for i, n in enumerate(lengths)
-        ]
+    @torch.inference_mode()
+    def step(self) -> list[Row]:
+        """One token for every row; returns the rows that ended with it."""
+        if not self.rows:
+            return []
+        mask = self.mask
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(len(self.rows), 1)], dim=1)
+        self.cache, logits = self._forward(
+            self.cache, self.next_ids[:, None], self.next_pos[:, None], mask
+        )
+        self.mask = mask
+        token, keep, done = self._record(self.rows, logits)
+        self.next_ids, self.next_pos = token, self.next_pos + 1
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+        return done
+
+    def _forward(
+        self, cache: Any, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[Any, torch.Tensor]:
+        kwargs = {self.cache_name: cache, "use_cache": True, **self.keep_last}
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        out = self.model(input_ids=ids, position_ids=positions, **kwargs)
+        return getattr(out, self.cache_name), out.logits[:, -1].float()
+
+    def _record(
+        self, rows: list[Row], logits: torch.Tensor
+    ) -> tuple[torch.Tensor, list[int], list[Row]]:
+        """Sample each row's token and record it; the tokens, the rows going on, those ended."""
+        for j, row in enumerate(rows):
+            if row.constraint is not None:
+                allowed = row.constraint.allowed(logits.device)
+                if not bool(allowed.any()):  # the grammar gave up: only an end is left
+                    allowed[list(self.stops)] = True
+                logits[j].masked_fill_(~allowed, float("-inf"))
+        token, logprob, logp = _pick(logits, rows)
+        ids, values = token.tolist(), logprob.tolist()  # the host syncs of a step
+        want = max(row.top_logprobs for row in rows)
+        if want:
+            best, where = logp.topk(min(want, logp.shape[-1]), dim=-1)
+            for row, vs, is_ in zip(rows, best.tolist(), where.tolist(), strict=True):
+                if row.top_logprobs:
+                    n = row.top_logprobs
+                    row.top.append(list(zip(is_[:n], vs[:n], strict=True)))
+        keep, done = [], []
+        for j, row in enumerate(rows):
+            if row.constraint is not None:
+                row.constraint.accept(ids[j])
+            row.tokens.append(ids[j])
+            row.logprobs.append(values[j])
+            hit = ids[j] in self.stops or (row.check is not None and row.check(row.tokens))
+            if hit or len(row.tokens) >= row.limit:
+                row.stopped = bool(hit)
+                done.append(row)
+            else:
+                keep.append(j)
+        return token, keep, done
+
+    def _join(
+        self,
+        rows: list[Row],
+        cache: Any,
+        mask: torch.Tensor | None,
+        next_ids: torch.Tensor,
+        next_pos: torch.Tensor,
+    ) -> None:
+        """Add newly prefilled rows to the batch (to an empty one as they are)."""
+        if not self.rows:
+            self.rows, self.cache, self.mask = rows, cache, mask
+            self.next_ids, self.next_pos = next_ids, next_pos
+            return
+        width, more = self.cache.get_seq_length(), cache.get_seq_length()
+        full = max(width, more)
+        kv_cache.pad_left(self.cache, full - width)
+        kv_cache.pad_left(cache, full - more)
+        kv_cache.stack(self.cache, cache)
+        old = self.mask if self.mask is not None else next_ids.new_ones(len(self.rows), width)
+        new = mask if mask is not None else next_ids.new_ones(len(rows), more)
+        self.mask = torch.cat([F.pad(old, (full - width, 0)), F.pad(new, (full - more, 0))])
+        self.rows = self.rows + rows
+        self.next_ids = torch.cat([self.next_ids, next_ids])
+        self.next_pos = torch.cat([self.next_pos, next_pos])
+
+    def _keep(self, keep: list[int]) -> None:
+        """Only the rows at `keep` go on; padding no row needs any more is cut away."""
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[j] for j in keep]
+        self.next_ids, self.next_pos = self.next_ids[index], self.next_pos[index]
+        if self.mask is None:
+            return
+        self.mask = self.mask[index]
+        used = self.mask.any(dim=0)
+        first = int(used.int().argmax())  # the first column some row still attends to
+        if first and kv_cache.plain(self.cache):
+            kv_cache.drop_left(self.cache, first)
+            self.mask = self.mask[:, first:]
+        if bool(self.mask.all()):
+            self.mask = None
 
 
 def _left_pad(
@@ -201,36 +324,41 @@ def _left_pad(
     return ids, mask, (mask.cumsum(dim=1) - 1).clamp_min(0)
 
 
-def _generators(seeds: list[int | None], device: torch.device) -> list[torch.Generator]:
-    generators = []
-    for seed in seeds:
-        generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        generators.append(generator)
-    return generators
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
-def _pick(
-    logits: torch.Tensor, temperature: float, generators: list[torch.Generator]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pick(logits: torch.Tensor, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row's next token, its logprob under the distribution it was drawn from, and that
-    distribution (log probabilities over the vocabulary).
+    distribution (log probabilities over the vocabulary): log_softmax(logits / temperature)
+    for a sampled row, of the raw logits for a greedy one (temperature 0).
 
     Sampling inverts each row's CDF at one uniform draw from the row's own generator: the same
     distribution as `torch.multinomial`, at one batched cumsum per step instead of one
     vocabulary-sized draw per row (those were about a tenth of a CPU decoding step)."""
-    if temperature > 0:
-        logp = torch.log_softmax(logits / temperature, dim=-1)
-        cdf = logp.exp().cumsum(dim=-1)
-        draws = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generators])
-        # The first entry of the CDF above the draw: never a token of probability zero.
-        point = (draws * cdf[:, -1]).to(cdf.dtype)[:, None]
-        token = torch.searchsorted(cdf, point, right=True).squeeze(1)
-        token = token.clamp(max=logits.shape[-1] - 1)
-    else:
+    temperatures = [row.temperature for row in rows]
+    sampled = [j for j, t in enumerate(temperatures) if t > 0]
+    if not sampled:
         logp = torch.log_softmax(logits, dim=-1)
         token = logp.argmax(dim=-1)
+        return token, logp.gather(1, token[:, None]).squeeze(1), logp
+    scale = torch.tensor([t if t > 0 else 1.0 for t in temperatures], device=logits.device)
+    logp = torch.log_softmax(logits / scale[:, None], dim=-1)
+    part = logp if len(sampled) == len(rows) else logp[sampled]
+    cdf = part.exp().cumsum(dim=-1)
+    draws = torch.cat([torch.rand(1, generator=rows[j].generator, device=logits.device)
+                       for j in sampled])  # fmt: skip
+    # The first entry of the CDF above the draw: never a token of probability zero.
+    point = (draws * cdf[:, -1]).to(cdf.dtype)[:, None]
+    picked = torch.searchsorted(cdf, point, right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
+    if len(sampled) == len(rows):
+        token = picked
+    else:
+        token = logp.argmax(dim=-1)
+        token[sampled] = picked
     return token, logp.gather(1, token[:, None]).squeeze(1), logp

@@ -11,9 +11,9 @@ When the client goes away, the generator is closed and the generation is cancell
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -31,17 +31,22 @@ async def live_events(
 
     An async generator, so that the server's cancelling it (the client went away) reaches the
     `finally` below at once, wherever it waits."""
-    tokens: queue.Queue[Any] = queue.Queue()
+    loop = asyncio.get_running_loop()
+    tokens: asyncio.Queue[Any] = asyncio.Queue()
     cancel = threading.Event()
     outcome: dict[str, Any] = {}
 
+    def put(item: Any) -> None:  # on the decoding thread: handed to the event loop
+        loop.call_soon_threadsafe(tokens.put_nowait, item)
+
     def work() -> None:
         try:
-            outcome["body"] = run(tokens.put, cancel.is_set)
+            outcome["body"] = run(put, cancel.is_set)
         except Exception as exc:  # reported in the stream: the status line has gone out
             outcome["error"] = exc
         finally:
-            tokens.put(_END)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                put(_END)
 
     threading.Thread(target=work, name="rockroll-stream", daemon=True).start()
     base = base | {"object": "chat.completion.chunk"}
@@ -51,7 +56,7 @@ async def live_events(
     finished = False
     try:
         yield _event(base, {"role": "assistant", "content": ""})
-        while (token := await asyncio.to_thread(tokens.get)) is not _END:
+        while (token := await tokens.get()) is not _END:
             ids.append(token)
             text = tokenizer.decode(ids, skip_special_tokens=True)
             if text.endswith("\ufffd"):

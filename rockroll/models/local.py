@@ -20,20 +20,23 @@ import json
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rockroll.errors import ModelError
-from rockroll.models import textformat
+from rockroll.models import kv_cache, textformat
 from rockroll.models.attention import NAME as GROUPED
 from rockroll.models.attention import register as register_attention
 from rockroll.models.batching import Batcher
-from rockroll.models.decode_request import DecodeRequest, watcher
-from rockroll.models.generation import Generated, generate
+from rockroll.models.constraints import Constraint
+from rockroll.models.continuous import Continuous
+from rockroll.models.decode_request import DecodeRequest, watch
+from rockroll.models.generation import Decoding, Generated, Row
 from rockroll.models.messages import Completion, Message
+from rockroll.models.plain_chat import as_plain, merge, with_tool_section
 from rockroll.models.smollm2 import smollm2_dir, smollm2_tokenizer
 
 KNOWN_MODELS = ("smollm2", "tiny-random")
@@ -46,7 +49,9 @@ class LocalModel:
     """A transformers causal LM and its tokenizer behind the Model protocol.
 
     Calls from several threads at once (parallel episodes, server requests) are decoded
-    together, up to `max_batch` rows, each with its own seed.
+    together, up to `max_batch` rows, each with its own seed and temperature: in whole batches
+    by default, or, after `batch_continuously()` (a server's), in one batch that requests join
+    and leave between decoding steps.
 
     A batch decodes while holding `weights_lock`; a trainer that changes the weights while
     rollouts go on holds it too, so no batch sees half-updated weights, and sets
@@ -66,7 +71,7 @@ class LocalModel:
         self.name = name
         self.context_window = context_window
         self.stop_ids = _stop_ids(model, tokenizer)
-        self._batcher = Batcher(self._run_batch, max_batch=max_batch)
+        self._batcher: Batcher[Row, int] | Continuous = Batcher(self._run_batch, max_batch)
         self._decode_copy: Any = None  # see use_decode_copy
         self._decode_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._seen: dict[str, list[int]] = {}  # prompt+completion text -> its exact ids (LRU)
@@ -79,6 +84,16 @@ class LocalModel:
         """Held by a caller that will call `complete` again soon (an episode of a rollout),
         so that concurrent episodes whose calls come a little apart still share one batch."""
         return self._batcher.joined()
+
+    def batch_continuously(self, max_batch: int = 16) -> None:
+        """From now on, requests join and leave one batch between decoding steps (see
+        `rockroll.models.continuous`; for fixed weights); `max_batch` 1: one at a time."""
+        self._batcher = Batcher(self._run_batch, 1)
+        if max_batch > 1:  # a ModelError for a cache that cannot be joined row by row
+            kv_cache.refuse_unless_joinable(self._decode_model().config, self.name)
+            decoding = partial(Decoding, self._decode_model(), self.stop_ids)
+            version = partial(getattr, self, "weights_version")
+            self._batcher = Continuous(decoding, self.weights_lock, version, max_batch)
 
     def drive(self, until: Callable[[], bool], start: Callable[[], object]) -> None:
         """Call `start`, then decode other threads' calls on this thread until `until()` (see
@@ -193,14 +208,16 @@ class LocalModel:
         top_logprobs: int = 0,
         on_token: Callable[[int], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         """The assistant's next message. `stop` strings end generation where one appears (it
         is left out of the text; the token ids keep the tokens through it, as sampled);
         `top_logprobs` > 0 also returns that many most likely tokens at each position;
         `on_token(id)` sees each token as it is sampled (on the decoding thread: keep it
-        cheap); `cancelled()` true ends generation at the next token."""
+        cheap); `cancelled()` true ends generation at the next token; `grammar` (see
+        `rockroll.models.constraints`) is one the reply must follow."""
         if tools and not self.template_knows_tools:
-            messages = _with_tool_section(messages, tools)
+            messages = with_tool_section(messages, tools)
         prompt_ids = self.prompt_ids(messages, tools)
         if len(prompt_ids) >= self.context_window:
             raise ModelError(
@@ -216,6 +233,7 @@ class LocalModel:
             top_logprobs=top_logprobs,
             on_token=on_token,
             cancelled=cancelled,
+            grammar=grammar,
         )
         self.remember(prompt_ids, done.token_ids or [])
         # With tools, valid <tool_call> blocks become structured calls (as an OpenAI-compatible
@@ -238,6 +256,7 @@ class LocalModel:
         top_logprobs: int = 0,
         on_token: Callable[[int], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         """What follows `prompt_ids` (no chat template: a plain continuation); the options
         are `complete`'s. The message is the decoded text."""
@@ -249,7 +268,7 @@ class LocalModel:
             )
         self._sampled.version = None
         limit = min(max_tokens, room)
-        hooks = (stop, top_logprobs, on_token, cancelled)
+        hooks = (stop, top_logprobs, on_token, cancelled, grammar)
         done = self._generate(DecodeRequest(prompt_ids, limit, temperature, seed, *hooks))
         text = self.tokenizer.decode(done.token_ids, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
@@ -289,40 +308,33 @@ class LocalModel:
         return logp.gather(1, target).squeeze(1).tolist()
 
     def _generate(self, request: DecodeRequest) -> Generated:
-        """One completion; concurrent callers (threads) are decoded together in one batch."""
-        done, version = self._batcher.submit(request)
-        self._sampled.version = version
-        return done
+        """One completion; concurrent callers (threads) are decoded together."""
+        row = Row(
+            request.prompt_ids,
+            request.max_tokens,
+            request.temperature,
+            request.seed,
+            watch(request, self.tokenizer),
+            request.top_logprobs,
+            None
+            if request.grammar is None
+            else Constraint(self.tokenizer, request.grammar, self.model.config.vocab_size),
+        )
+        self._sampled.version = self._batcher.submit(row)
+        return row.result()
 
-    def _run_batch(self, requests: list[DecodeRequest]) -> list[tuple[Generated, int]]:
-        """One batch, under the weights lock; each result with the version that sampled it."""
+    def _decode_model(self) -> Any:
+        return self.model if self._decode_copy is None else self._decode_copy
+
+    def _run_batch(self, rows: list[Row]) -> list[int]:
+        """One whole batch, under the weights lock; the version that sampled each row."""
         with self.weights_lock:
             version = self.weights_version
-            return [(g, version) for g in self._decode(requests)]
-
-    def _decode(self, requests: list[DecodeRequest]) -> list[Generated]:
-        """Requests of one temperature decode as one batch (rows keep their own seeds)."""
-        out: list[Generated | None] = [None] * len(requests)
-        for temperature in sorted({r.temperature for r in requests}):
-            rows = [i for i, r in enumerate(requests) if r.temperature == temperature]
-            group = [requests[i] for i in rows]
-            top = max(r.top_logprobs for r in group)
-            done = generate(
-                self.model if self._decode_copy is None else self._decode_copy,
-                [r.prompt_ids for r in group],
-                max_tokens=[r.max_tokens for r in group],
-                temperature=temperature,
-                seeds=[r.seed for r in group],
-                stop_ids=self.stop_ids,
-                stop_check=watcher(group, self.tokenizer)
-                if any(r.watched for r in group)
-                else None,
-                top_logprobs=top,
-            )
-            for i, generated in zip(rows, done, strict=True):
-                want = requests[i].top_logprobs
-                out[i] = replace(generated, top=[t[:want] for t in generated.top] if want else [])
-        return [g for g in out if g is not None]
+            decoding = Decoding(self._decode_model(), self.stop_ids)
+            decoding.admit(rows)
+            while decoding.rows:
+                decoding.step()
+            return [version] * len(rows)
 
     def _apply(self, messages: list[Message], tools: list[dict] | None, *, tokenize: bool) -> Any:
         chat = [m.to_openai() for m in messages]
@@ -330,7 +342,7 @@ class LocalModel:
         template = template if isinstance(template, str) else json.dumps(template)
         # Templates that never mention tools render role "tool" as an unknown role at best.
         if "tool" not in template:
-            chat = [_as_plain(m) for m in chat]
+            chat = [as_plain(m) for m in chat]
         kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": tokenize}
         if tools:
             kwargs["tools"] = tools
@@ -342,7 +354,7 @@ class LocalModel:
             kwargs.pop("tools", None)
             try:
                 out = self.tokenizer.apply_chat_template(
-                    _merge([_as_plain(m) for m in chat]), **kwargs
+                    merge([as_plain(m) for m in chat]), **kwargs
                 )
             except Exception as e:
                 raise ModelError(f"the chat template of {self.name} failed: {e}") from e
@@ -447,47 +459,3 @@ def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     vocab = tokenizer.get_vocab()
     ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
     return frozenset(ids)
-
-
-def _as_plain(message: dict) -> dict:
-    """A message for templates without tool support: tool results become user observations and
-    tool calls are written into the assistant text the way the loop's text format expects."""
-    role, content = message["role"], message.get("content") or ""
-    if role == "tool":
-        return {"role": "user", "content": f"Observation: {content}"}
-    if role == "assistant" and message.get("tool_calls") and "<tool_call>" not in content:
-        blocks = [
-            "<tool_call>"
-            + json.dumps(
-                {
-                    "name": c["function"]["name"],
-                    "arguments": json.loads(c["function"]["arguments"]),
-                },
-                ensure_ascii=False,
-            )
-            + "</tool_call>"
-            for c in message["tool_calls"]
-        ]
-        content = "\n".join([content, *blocks] if content else blocks)
-    return {"role": role, "content": content}
-
-
-def _with_tool_section(messages: list[Message], tools: list[dict]) -> list[Message]:
-    """The messages with the tool_call format and the tools described in the system message,
-    for templates that cannot render tools themselves."""
-    section = textformat.system_prompt_section("tool_call", tools)
-    if messages and messages[0].role == "system":
-        first = messages[0].model_copy(update={"content": f"{messages[0].content}\n{section}"})
-        return [first, *messages[1:]]
-    return [Message(role="system", content=section), *messages]
-
-
-def _merge(messages: list[dict]) -> list[dict]:
-    """Consecutive messages of one role joined, for templates that demand alternating roles."""
-    out: list[dict] = []
-    for m in messages:
-        if out and out[-1]["role"] == m["role"]:
-            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
-        else:
-            out.append(dict(m))
-    return out

@@ -8,9 +8,11 @@ ids (`prompt_token_ids`), the generated token ids (`choices[0].token_ids`) and t
 blocks come back as `tool_calls`; the message's `content` keeps the whole generated text, so a
 conversation sent back renders to exactly the tokens the model produced.
 
-Concurrent requests are decoded together: FastAPI runs each in a worker thread and the local
-model batches calls that arrive at once, each with its own seed, so a seeded request gets the
-tokens it would get alone.
+Concurrent requests are decoded together: FastAPI runs each in a worker thread, and behind
+`rockroll model serve` the local model batches continuously (requests join the batch in flight
+between decoding steps and leave it when they end: a short request is answered while long ones
+go on), each row with its own seed and temperature, so a seeded request gets the tokens it
+would get alone.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rockroll.errors import ModelError, RockrollError
-from rockroll.models import parse_arguments
+from rockroll.models import constraints, parse_arguments
 from rockroll.models.live_stream import live_events
 from rockroll.models.messages import Completion, Message, ToolCall
 from rockroll.models.serve_requests import ChatRequest, TextRequest
@@ -151,7 +153,13 @@ class _Job:
         if field := request.unsupported():
             raise ServeError(400, f"unsupported parameter: {field}", field)
         self.model, self.served_name, self.request = model, served_name, request
-        self.tools = _tools_for(request)
+        self.tools, self.grammar = _tools_for(request)
+        if (shape := _format_grammar(request.response_format)) and self.grammar:
+            raise ServeError(
+                400, "response_format and a forced tool_choice cannot both shape the reply",
+                "response_format",
+            )  # fmt: skip
+        self.grammar = self.grammar or shape
         self.messages = [_message(m, i) for i, m in enumerate(request.messages)]
         self.max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
         self.top = request.top_logprobs or 0
@@ -173,6 +181,7 @@ class _Job:
                 top_logprobs=self.top,
                 on_token=on_token if request.n == 1 else None,
                 cancelled=cancelled,
+                grammar=self.grammar,
             )
 
         completions = _choices(request.n, one, "messages")
@@ -206,19 +215,56 @@ class _RequestLog:
             log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status["code"], took)
 
 
-def _tools_for(request: ChatRequest) -> list[dict[str, Any]] | None:
-    """The tools the model is offered: none with tool_choice "none"; "required" and a named
-    function are refused (the local model cannot yet be made to call one)."""
-    choice = request.tool_choice
-    if choice in (None, "auto"):
-        return request.tools or None
-    if choice == "none":
+def _tools_for(request: ChatRequest) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The tools the model is offered (none with tool_choice "none"), and the grammar of the
+    call it must make ("required": one of them; a named function: that one)."""
+    choice, tools = request.tool_choice, request.tools or None
+    if choice in (None, "auto", "none"):
+        return (None if choice == "none" else tools), None
+    if not tools:
+        raise ServeError(400, f"tool_choice {json.dumps(choice)} needs tools", "tool_choice")
+    if choice == "required":
+        return tools, _checked(constraints.tool_call_grammar(tools), "tools")
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict) or choice.get("type") != "function" or not name:
+        raise ServeError(
+            400,
+            f"tool_choice {json.dumps(choice)} is not one of 'auto', 'none', 'required' or "
+            '{"type": "function", "function": {"name": NAME}}',
+            "tool_choice",
+        )
+    if name not in {t.get("function", t).get("name") for t in tools}:
+        raise ServeError(400, f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+    return tools, _checked(constraints.tool_call_grammar(tools, name), "tools")
+
+
+def _checked(grammar: str, param: str) -> str:
+    if problem := constraints.check(grammar):
+        raise ServeError(400, f"{param}: the schema cannot be followed: {problem}", param)
+    return grammar
+
+
+def _format_grammar(response_format: dict[str, Any] | None) -> str | None:
+    """The grammar of a `response_format` (None for plain text)."""
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
         return None
-    raise ServeError(
-        400,
-        f"tool_choice {json.dumps(choice)} is not supported here yet; use 'auto' or 'none'",
-        "tool_choice",
-    )
+    if kind == "json_object":
+        return constraints.json_grammar()
+    spec = (response_format or {}).get("json_schema")
+    if kind != "json_schema" or not isinstance(spec, dict):
+        raise ServeError(
+            400,
+            'response_format must be {"type": "text"}, {"type": "json_object"} or '
+            '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}',
+            "response_format",
+        )
+    schema = spec.get("schema") or {"type": "object"}
+    if not isinstance(schema, dict):
+        raise ServeError(
+            400, "response_format.json_schema.schema is not an object", "response_format"
+        )
+    return _checked(constraints.json_grammar(schema), "response_format")
 
 
 def _message(raw: dict[str, Any], index: int) -> Message:

@@ -17,6 +17,8 @@ def tiny() -> LocalModel:
 
 @pytest.fixture(scope="module")
 def url(tiny: LocalModel) -> Iterator[str]:
-    """The base URL (…/v1) of a server on loopback in front of `tiny`, served as "tiny"."""
+    """The base URL (…/v1) of a server on loopback in front of `tiny`, served as "tiny"; from
+    here on `tiny` batches continuously, as behind `rockroll model serve`."""
+    tiny.batch_continuously()
     with serve_in_thread(create_app(tiny, "tiny")) as base:
         yield base

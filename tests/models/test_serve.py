@@ -151,7 +151,7 @@ def test_a_stream_sends_tokens_as_they_come_and_a_client_leaving_cancels(
         (
             {"model": "tiny", "messages": [{"role": "user"}], "tool_choice": "required"},
             400,
-            "'none'",
+            "needs tools",
         ),
         ({"model": "tiny", "messages": [{"role": "user"}], "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "tiny", "messages": [{"role": "user"}], "temperature": 9}, 400, "temperature"),

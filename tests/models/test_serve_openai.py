@@ -11,6 +11,7 @@ import openai
 import pytest
 
 CHAT = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "list files"}]
+TOOLS = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,20 @@ def test_logprobs_and_top_logprobs_are_honoured(client: openai.OpenAI) -> None:
     [
         ({"top_p": 0.3}, "top_p"),
         ({"presence_penalty": 1.0}, "presence_penalty"),
-        ({"tool_choice": "required"}, "tool_choice"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tool_choice": "required"}, "tool_choice"),  # without tools
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "x"}}},
+            "tool_choice",
+        ),
+        ({"response_format": {"type": "yaml"}}, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 5}}}},
+            "response_format",
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}},
+            "response_format",
+        ),
         ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true
     ],
 )
