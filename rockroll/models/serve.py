@@ -39,6 +39,7 @@ from rockroll.errors import ModelError, RockrollError
 from rockroll.models import constraints, parse_arguments
 from rockroll.models.live_stream import live_events
 from rockroll.models.messages import Completion, Message, ToolCall
+from rockroll.models.request_log import RequestLog
 from rockroll.models.serve_requests import ChatRequest, TextRequest
 
 DEFAULT_MAX_TOKENS = 512
@@ -93,7 +94,7 @@ def create_app(model: Any, served_name: str) -> FastAPI:
     app = FastAPI(title="rockroll model server", version="1", lifespan=lifespan)
 
     _answer_errors_as_openai(app)
-    app.add_middleware(_RequestLog)
+    app.add_middleware(RequestLog)
 
     entry = {"id": served_name, "object": "model", "created": 0, "owned_by": "rockroll"}
     entry |= {"max_model_len": model.context_window}
@@ -115,10 +116,16 @@ def create_app(model: Any, served_name: str) -> FastAPI:
         served(name)
         return entry
 
-    @app.post("/v1/completions")
-    async def text(request: TextRequest) -> dict:
+    @app.post("/v1/completions", response_model=None)
+    async def text(request: TextRequest) -> dict | StreamingResponse:
         served(request.model, "model")
-        return await anyio.to_thread.run_sync(lambda: _continue(model, served_name, request))
+        run = _continuation(model, served_name, request)  # refusals before any byte
+        if request.stream:
+            base = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time())}
+            base |= {"model": served_name}
+            events = live_events(run, model.tokenizer, base, request.stops(), text=True)
+            return StreamingResponse(events, media_type="text/event-stream")
+        return await anyio.to_thread.run_sync(lambda: run(lambda _: None, lambda: False))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: ChatRequest, raw: Request) -> dict | StreamingResponse:
@@ -186,33 +193,6 @@ class _Job:
 
         completions = _choices(request.n, one, "messages")
         return _response(completions, self.served_name, self.model.tokenizer)
-
-
-class _RequestLog:
-    """One log line per request once its response has been sent (a stream's whole length).
-
-    Plain ASGI, not Starlette's BaseHTTPMiddleware, which hides a client's going away from the
-    endpoint (and so would keep a cancelled generation running)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.monotonic(), {"code": "-"}
-
-        async def sending(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            took = (time.monotonic() - started) * 1000
-            log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status["code"], took)
 
 
 def _tools_for(request: ChatRequest) -> tuple[list[dict[str, Any]] | None, str | None]:
@@ -371,27 +351,36 @@ def _choice(index: int, completion: Completion, tokenizer: Any) -> dict:
     }
 
 
-def _continue(model: Any, served_name: str, request: TextRequest) -> dict:
-    """A `/v1/completions` body: `n` plain continuations of the prompt, in one batch."""
+def _continuation(
+    model: Any, served_name: str, request: TextRequest
+) -> Callable[[Callable[[int], None], Callable[[], bool]], dict]:
+    """A checked `/v1/completions` request, as `run(on_token, cancelled)` returning its body:
+    `n` plain continuations of the prompt, in one batch (streamed: one)."""
     field = request.unsupported() or ("echo" if request.echo else None)
-    if field := field or ("stream" if request.stream else None):
-        raise ServeError(400, f"unsupported parameter: {field}", field)
+    if field := field or ("n" if request.stream and request.n > 1 else None):
+        raise ServeError(400, f"unsupported parameter: {field}" + (
+            " (with stream: true, one choice)" if field == "n" else ""), field)  # fmt: skip
     ids = request.prompt
     if isinstance(ids, str):
         ids = model.tokenizer.encode(ids, add_special_tokens=False)
 
-    def one(i: int) -> Completion:
-        return model.continue_ids(
-            list(ids),
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            seed=None if request.seed is None else request.seed + i,
-            stop=request.stops(),
-            top_logprobs=request.logprobs or 0,
-        )
+    def run(on_token: Callable[[int], None], cancelled: Callable[[], bool]) -> dict:
+        def one(i: int) -> Completion:
+            return model.continue_ids(
+                list(ids),
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                seed=None if request.seed is None else request.seed + i,
+                stop=request.stops(),
+                top_logprobs=request.logprobs or 0,
+                on_token=on_token if request.n == 1 else None,
+                cancelled=cancelled,
+            )
 
-    done = _choices(request.n, one, "prompt")
-    return _text_response(done, served_name, model.tokenizer, request.logprobs is not None)
+        done = _choices(request.n, one, "prompt")
+        return _text_response(done, served_name, model.tokenizer, request.logprobs is not None)
+
+    return run
 
 
 def _text_response(

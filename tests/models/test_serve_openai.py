@@ -5,7 +5,9 @@ name with the SDK's own exception class, and every error has OpenAI's body."""
 from __future__ import annotations
 
 import asyncio
+import json
 
+import httpx
 import litellm
 import openai
 import pytest
@@ -172,3 +174,33 @@ def test_text_completions_continue_a_prompt_or_its_token_ids(
     with pytest.raises(openai.BadRequestError) as bad:
         client.completions.create(model="tiny", prompt="x", max_tokens=2, echo=True)
     assert bad.value.body["param"] == "echo"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_text_completions_stream_as_they_are_generated(
+    url: str, client: openai.OpenAI, stopped: bool
+) -> None:
+    """Chunks of text as tokens come, then the finish reason, usage and rockroll's token ids;
+    the joined chunks are the whole completion's text, a stop string cut as there."""
+    asked = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 40, "temperature": 0}
+    if stopped:  # a stop string from the middle of the free completion
+        free = client.completions.create(**asked).choices[0].text
+        asked["stop"] = free[len(free) // 2 : len(free) // 2 + 3]
+    whole = client.completions.create(**asked)
+    chunks = list(client.completions.create(**asked, stream=True))
+    assert all(c.object == "text_completion" for c in chunks)
+    assert len(chunks) > 3  # token by token, not one chunk at the end
+    assert whole.choices[0].finish_reason == ("stop" if stopped else "length")
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == (
+        whole.usage.completion_tokens if whole.usage else None
+    )
+    streamed = httpx.post(f"{url}/completions", json=asked | {"stream": True}).text
+    last = json.loads(streamed.split("data: ")[-2])
+    plain = httpx.post(f"{url}/completions", json=asked).json()
+    assert last["choices"][0]["token_ids"] == plain["choices"][0]["token_ids"]
+    assert last["prompt_token_ids"] == plain["prompt_token_ids"]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model="tiny", prompt="x", max_tokens=2, n=2, stream=True)
+    assert bad.value.body["param"] == "n"  # type: ignore[index]
