@@ -94,11 +94,6 @@ class Constraint:
     def accept(self, token: int) -> None:
         self.matcher.consume_token(token)
 
-    @property
-    def broken(self) -> str | None:
-        """Why the matcher gave up (a token it could not take), or None."""
-        return self.matcher.get_error() if self.matcher.is_error() else None
-
 
 def _ll_tokenizer(tokenizer: Any, vocab_size: int) -> Any:
     """llguidance's view of a Hugging Face tokenizer (about a second to build: kept)."""

@@ -15,10 +15,10 @@ that a newcomer never waits long for what runs before it:
 
 At most `max_batch` rows are in flight; at most four prefills run back to back before a step,
 and a long prompt waiting over `AGED` seconds goes before short ones, so neither side starves
-the other; long prompts start in the order they came. After
-an operation that ended rows, the worker waits up to `linger` seconds for a newcomer before the
-next step: a client that asks again as soon as it has its answer (an agent's next turn, a
-benchmark's next request) would otherwise arrive just after that step began and wait it out.
+the other; long prompts start in the order they came. After an operation that ended rows, the
+worker waits up to `linger` seconds for a newcomer before the next step: a client that asks
+again as soon as it has its answer (an agent's next turn, a benchmark's next request) would
+otherwise arrive just after that step began and wait it out.
 
 Each operation holds the weights lock, and a row reports the weights version it was admitted
 under; weights that change while rows are in flight would give those rows tokens of two
@@ -64,7 +64,6 @@ class Continuous:
         self._queue: list[tuple[Row, Future[int], float]] = []
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
-        self.widths: list[int] = []  # rows in each step, for tests and benchmarks
 
     def submit(self, row: Row) -> int:
         future: Future[int] = Future()
@@ -124,9 +123,11 @@ class Continuous:
         live = bool(state.decoding and state.decoding.rows)
         room = self.max_batch - len(state.waiting)
         now = time.monotonic()
-        short = [q for q in self._queue if len(q[0].prompt) <= self.chunk or q[0].limit <= 0]
+        short: list[tuple[Row, Future[int], float]] = []
+        long: list[tuple[Row, Future[int], float]] = []  # in the order they came
+        for q in self._queue:
+            (short if len(q[0].prompt) <= self.chunk or q[0].limit <= 0 else long).append(q)
         short.sort(key=lambda q: len(q[0].prompt))
-        long = [q for q in self._queue if q not in short]  # in the order they came
         may_prefill = state.prefills < 4 or not live
         between = state.last == "step" or not live  # a long prefill's chunks alternate with steps
         due = between and (
@@ -150,7 +151,6 @@ class Continuous:
         assert decoding is not None
         if op == "step":
             state.prefills, state.last = 0, "step"
-            self.widths.append(len(decoding.rows))
             return decoding.step()
         state.prefills, state.last = state.prefills + 1, "prefill"
         if op == "admit":

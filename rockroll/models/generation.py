@@ -86,11 +86,17 @@ def generate(
         )
         for i, (prompt, limit, seed) in enumerate(zip(prompts, limits, seeds, strict=True))
     ]
+    decode_all(model, rows, stop_ids)
+    return [row.result() for row in rows]
+
+
+def decode_all(model: Any, rows: list[Row], stop_ids: Collection[int] = ()) -> None:
+    """Decode `rows` as one whole batch: all admitted at once, stepped until every one ended
+    (their tokens are then in them)."""
     decoding = Decoding(model, stop_ids)
     decoding.admit(rows)
     while decoding.rows:
         decoding.step()
-    return [row.result() for row in rows]
 
 
 @dataclass(eq=False)

@@ -33,8 +33,7 @@ from rockroll.models.attention import register as register_attention
 from rockroll.models.batching import Batcher
 from rockroll.models.constraints import Constraint
 from rockroll.models.continuous import Continuous
-from rockroll.models.decode_request import DecodeRequest, watch
-from rockroll.models.generation import Decoding, Generated, Row
+from rockroll.models.generation import Decoding, Generated, Row, decode_all
 from rockroll.models.messages import Completion, Message
 from rockroll.models.plain_chat import as_plain, merge, with_tool_section
 from rockroll.models.smollm2 import smollm2_dir, smollm2_tokenizer
@@ -268,8 +267,17 @@ class LocalModel:
             )
         self._sampled.version = None
         limit = min(max_tokens, room)
-        hooks = (stop, top_logprobs, on_token, cancelled, grammar)
-        done = self._generate(DecodeRequest(prompt_ids, limit, temperature, seed, *hooks))
+        vocab = self.model.config.vocab_size
+        row = Row(
+            prompt_ids,
+            limit,
+            temperature,
+            seed,
+            _watch(self.tokenizer, stop, on_token, cancelled),
+            top_logprobs,
+            None if grammar is None else Constraint(self.tokenizer, grammar, vocab),
+        )
+        done = self._generate(row)
         text = self.tokenizer.decode(done.token_ids, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
         if cut >= 0:
@@ -307,19 +315,8 @@ class LocalModel:
         target = torch.tensor(completion_ids, device=logp.device).unsqueeze(1)
         return logp.gather(1, target).squeeze(1).tolist()
 
-    def _generate(self, request: DecodeRequest) -> Generated:
+    def _generate(self, row: Row) -> Generated:
         """One completion; concurrent callers (threads) are decoded together."""
-        row = Row(
-            request.prompt_ids,
-            request.max_tokens,
-            request.temperature,
-            request.seed,
-            watch(request, self.tokenizer),
-            request.top_logprobs,
-            None
-            if request.grammar is None
-            else Constraint(self.tokenizer, request.grammar, self.model.config.vocab_size),
-        )
         self._sampled.version = self._batcher.submit(row)
         return row.result()
 
@@ -329,12 +326,8 @@ class LocalModel:
     def _run_batch(self, rows: list[Row]) -> list[int]:
         """One whole batch, under the weights lock; the version that sampled each row."""
         with self.weights_lock:
-            version = self.weights_version
-            decoding = Decoding(self._decode_model(), self.stop_ids)
-            decoding.admit(rows)
-            while decoding.rows:
-                decoding.step()
-            return [version] * len(rows)
+            decode_all(self._decode_model(), rows, self.stop_ids)
+            return [self.weights_version] * len(rows)
 
     def _apply(self, messages: list[Message], tools: list[dict] | None, *, tokenize: bool) -> Any:
         chat = [m.to_openai() for m in messages]
@@ -459,3 +452,30 @@ def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     vocab = tokenizer.get_vocab()
     ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
     return frozenset(ids)
+
+
+def _watch(
+    tokenizer: Any,
+    stop: tuple[str, ...],
+    on_token: Callable[[int], None] | None,
+    cancelled: Callable[[], bool] | None,
+) -> Callable[[list[int]], bool] | None:
+    """The decoder's check of one row (None when nothing watches it): after each token, hand
+    it to `on_token`, then say whether the row ends now (its caller cancelled, or its text
+    holds one of the `stop` strings; only the tail a stop string could still end in is
+    decoded)."""
+    if not stop and on_token is None and cancelled is None:
+        return None
+    tail = max((len(s) for s in stop), default=0) + 2
+
+    def check(ids: list[int]) -> bool:
+        if on_token is not None:
+            on_token(ids[-1])
+        if cancelled is not None and cancelled():
+            return True
+        if not stop:
+            return False
+        text = tokenizer.decode(ids[-tail:], skip_special_tokens=True)
+        return any(s in text for s in stop if s)
+
+    return check
